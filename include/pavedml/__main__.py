@@ -1,0 +1,5 @@
+import sys
+
+from pavedml.cli import main
+
+sys.exit(main())

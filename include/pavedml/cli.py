@@ -1,0 +1,119 @@
+"""The step CLI: ``python -m pavedml <step> --use-case NAME --ds YYYY-MM-DD``.
+
+Each pipeline step is one subcommand. Logs go to stderr; the last line of stdout is one JSON
+object (the step's result), which both runtimes push to XCom. A failing step prints a one-screen
+summary to stderr and exits non-zero (2 for configuration errors, 1 otherwise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+import time
+
+from pavedml.errors import PavedMLError
+
+log = logging.getLogger("pavedml")
+
+#: step name -> (module:function, one-line help). The module is imported only when the step runs.
+STEPS: dict[str, tuple[str, str]] = {
+    "ingest_raw_batch": ("pavedml.ingest:ingest_raw_batch",
+                         "Read the interval's landing batch and write an immutable, content-hashed raw snapshot."),
+    "validate_raw_batch": ("pavedml.validation:validate_raw_batch",
+                           "Validate the raw snapshot with a GX suite; quarantine it on failure."),
+    "build_features": ("pavedml.features:build_features",
+                       "Build the interval's offline feature partition (atomic, checked)."),
+    "materialize_features": ("pavedml.featurestore:materialize_features",
+                             "Apply the Feast definitions and materialize the interval into the online store."),
+}
+#: Commands that are not pipeline steps (no --ds contract).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "simulate": ("pavedml.simulate:simulate_command",
+                 "Replay the bundled Telco sample as daily landing batches (drift and bad batches on request)."),
+    "generate_scale": ("pavedml.simulate:generate_scale_command",
+                       "Write a synthetic batch of the same schema at 100k-5M rows for benchmarks."),
+}
+
+
+def _resolve(target: str):
+    module, func = target.split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pavedml",
+        description="Pipeline steps of the paved road. Each prints one JSON result as its last stdout line.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="STEP", required=True)
+    for name, (_, help_) in STEPS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("--use-case", required=True, help="use-case name (a file <name>.yaml in the use-cases folder)")
+        p.add_argument("--ds", required=True, help="logical date of the data interval, YYYY-MM-DD")
+        p.add_argument("--interval-start", help="data interval start (ISO 8601); default: ds 00:00 UTC")
+        p.add_argument("--interval-end", help="data interval end (ISO 8601); default: start + 1 day")
+        p.add_argument("--dag-id", default="", help="calling DAG (for lineage)")
+        p.add_argument("--run-id", default="", help="calling DAG run (for lineage and idempotency)")
+        p.add_argument("--try-number", default=1, type=int, help="task try number")
+        p.add_argument("--params", default="", help="JSON object of run parameters")
+    sim = sub.add_parser("simulate", help=COMMANDS["simulate"][1], description=COMMANDS["simulate"][1])
+    sim.add_argument("--use-case", default="telco_churn")
+    sim.add_argument("--start", required=True, help="first day, YYYY-MM-DD")
+    sim.add_argument("--days", type=int, default=7)
+    sim.add_argument("--rows-per-day", type=int, default=2000)
+    sim.add_argument("--drift-from", help="day (YYYY-MM-DD) from which drift is injected")
+    sim.add_argument("--drift-columns", default="MonthlyCharges,tenure",
+                     help="comma-separated numeric columns to shift")
+    sim.add_argument("--bad", action="append", default=[], metavar="KIND@YYYY-MM-DD",
+                     help="inject a bad batch: missing_column, wrong_type, null_key, duplicate_keys, "
+                          "empty_file, unparseable, out_of_range, unknown_category")
+    sim.add_argument("--seed", type=int, default=7)
+    scale = sub.add_parser("generate_scale", help=COMMANDS["generate_scale"][1],
+                           description=COMMANDS["generate_scale"][1])
+    scale.add_argument("--use-case", default="telco_churn")
+    scale.add_argument("--ds", required=True)
+    scale.add_argument("--rows", type=int, required=True)
+    scale.add_argument("--format", default="parquet", choices=["csv", "parquet"])
+    scale.add_argument("--seed", type=int, default=11)
+    return parser
+
+
+def _emit(result: dict) -> None:
+    sys.stdout.write(json.dumps(result, default=str, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    started = time.perf_counter()
+    try:
+        if args.command in STEPS:
+            from pavedml.context import StepContext
+
+            ctx = StepContext.build(args.use_case, args.ds, args.interval_start, args.interval_end,
+                                    args.dag_id, args.run_id, args.try_number, args.params)
+            result = _resolve(STEPS[args.command][0])(ctx)
+        else:
+            result = _resolve(COMMANDS[args.command][0])(args)
+    except PavedMLError as exc:
+        from pavedml.summary import failure_summary
+
+        sys.stderr.write("\n" + failure_summary(args.command, getattr(args, "use_case", ""),
+                                                getattr(args, "ds", None), exc) + "\n")
+        return exc.exit_code
+    payload = result.as_dict() if hasattr(result, "as_dict") else dict(result)
+    log.info("%s finished in %.2fs", args.command, time.perf_counter() - started)
+    _emit(payload)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

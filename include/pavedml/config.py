@@ -1,0 +1,312 @@
+"""Use-case configuration: one YAML file per use case, validated on load.
+
+Errors name the file and the key path (``model.params.max_depthh``) and say what was expected.
+Loading is cheap (PyYAML + pydantic, no pandas) because DAG files call it at parse time.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pavedml.errors import ConfigError
+
+PIPELINES = ("feature_pipeline", "training_pipeline", "batch_scoring", "drift_monitor", "model_rollback")
+
+#: Hyper-parameters each model family accepts (the estimator's get_params names; a unit test keeps
+#: these lists equal to scikit-learn's so the DAG files never import sklearn to validate).
+MODEL_FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "hist_gradient_boosting": (
+        "sklearn.ensemble:HistGradientBoostingClassifier",
+        ("categorical_features", "class_weight", "early_stopping", "interaction_cst", "l2_regularization",
+         "learning_rate", "loss", "max_bins", "max_depth", "max_features", "max_iter", "max_leaf_nodes",
+         "min_samples_leaf", "monotonic_cst", "n_iter_no_change", "random_state", "scoring", "tol",
+         "validation_fraction", "verbose", "warm_start"),
+    ),
+    "random_forest": (
+        "sklearn.ensemble:RandomForestClassifier",
+        ("bootstrap", "ccp_alpha", "class_weight", "criterion", "max_depth", "max_features", "max_leaf_nodes",
+         "max_samples", "min_impurity_decrease", "min_samples_leaf", "min_samples_split",
+         "min_weight_fraction_leaf", "monotonic_cst", "n_estimators", "n_jobs", "oob_score", "random_state",
+         "verbose", "warm_start"),
+    ),
+    "logistic_regression": (
+        "sklearn.linear_model:LogisticRegression",
+        ("C", "class_weight", "dual", "fit_intercept", "intercept_scaling", "l1_ratio", "max_iter",
+         "n_jobs", "penalty", "random_state", "solver", "tol", "verbose", "warm_start"),
+    ),
+}
+METRICS = ("roc_auc", "pr_auc", "f1", "precision", "recall", "log_loss", "brier")
+#: Metrics where lower is better.
+LOWER_IS_BETTER = ("log_loss", "brier")
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]{1,40}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ColumnSpec(_Strict):
+    type: Literal["string", "category", "int", "float", "bool", "timestamp"]
+    nullable: bool = True
+    unique: bool = False
+    allowed: list[Any] | None = None
+    min: float | None = None
+    max: float | None = None
+    blank_as_null: bool = False
+    max_null_fraction: float | None = Field(default=None, ge=0, le=1)
+    severity: Literal["error", "warning"] = "error"
+
+
+class Expectation(_Strict):
+    type: str = Field(pattern=r"^expect_[a-z_]+$")
+    kwargs: dict[str, Any] = {}
+    severity: Literal["error", "warning"] = "error"
+
+
+class RowCount(_Strict):
+    min: int = Field(default=1, ge=0)
+    max: int | None = None
+
+
+class Schema(_Strict):
+    columns: dict[str, ColumnSpec]
+    row_count: RowCount = RowCount()
+    freshness_days: int | None = Field(default=None, ge=0)
+    extra_expectations: list[Expectation] = []
+
+
+class Entity(_Strict):
+    name: str
+    key: str
+
+
+class Batches(_Strict):
+    dataset: str = "batch"
+    format: Literal["csv", "parquet"] = "csv"
+    timestamp: Literal["interval_start"] = "interval_start"
+    wait_timeout_seconds: int = Field(default=0, ge=0)
+    poke_interval_seconds: int = Field(default=5, ge=1)
+
+
+class Label(_Strict):
+    dataset: str = "labels"
+    column: str
+    positive: Any
+    delay_days: int = Field(ge=0)
+
+
+class Features(_Strict):
+    numeric: list[str]
+    categorical: list[str] = []
+    fill_null: dict[str, float | str] = {}
+    non_null: list[str] = []
+    derived_hook: str | None = Field(default=None, pattern=r"^[\w.]+:\w+$")
+    derived: dict[str, Literal["numeric", "categorical"]] = {}
+
+
+class Split(_Strict):
+    holdout_days: int = Field(ge=1)
+    validation_days: int = Field(ge=1)
+
+
+class ModelSpec(_Strict):
+    registered_name: str
+    family: str
+    params: dict[str, Any] = {}
+    split: Split
+    min_train_rows: int = Field(default=100, ge=1)
+
+    @field_validator("family")
+    @classmethod
+    def _family_known(cls, value: str) -> str:
+        if value not in MODEL_FAMILIES:
+            raise ValueError(f"unknown model family {value!r}; known: {', '.join(MODEL_FAMILIES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _params_known(self) -> ModelSpec:
+        allowed = MODEL_FAMILIES[self.family][1]
+        unknown = sorted(set(self.params) - set(allowed))
+        if unknown:
+            raise ValueError(
+                f"unknown hyper-parameter(s) {', '.join(unknown)} for model family {self.family!r}; "
+                f"allowed: {', '.join(allowed)}"
+            )
+        return self
+
+
+class Evaluation(_Strict):
+    primary_metric: Literal["roc_auc", "pr_auc", "f1", "precision", "recall"] = "roc_auc"
+    min_uplift: float = Field(default=0.0, ge=0)
+    floors: dict[str, float] = {}
+    guardrails: dict[str, float] = {}
+    slices: list[str] = []
+    max_slice_regression: float = Field(default=0.05, ge=0)
+    require_approval: bool = False
+
+    @field_validator("floors", "guardrails")
+    @classmethod
+    def _metrics_known(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(METRICS))
+        if unknown:
+            raise ValueError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(METRICS)}")
+        return value
+
+
+class Drift(_Strict):
+    warn: float = Field(default=0.1, gt=0)
+    alert: float = Field(default=0.25, gt=0)
+    min_alert_features: int = Field(default=1, ge=1)
+    min_samples: int = Field(default=500, ge=1)
+    bins: int = Field(default=10, ge=2, le=100)
+    cooldown_days: int = Field(default=0, ge=0)
+    per_feature: dict[str, dict[Literal["warn", "alert"], float]] = {}
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Drift:
+        if self.warn >= self.alert:
+            raise ValueError(f"warn ({self.warn}) must be below alert ({self.alert})")
+        return self
+
+
+class Schedules(_Strict):
+    start_date: date = date(2025, 1, 1)
+    feature_pipeline: str | None = "@daily"
+    training_pipeline: str | None = "@weekly"
+    batch_scoring: str | None = "@daily"
+    drift_monitor: str | None = "@daily"
+    expected_duration_minutes: int = Field(default=60, ge=1)
+
+
+class UseCase(_Strict):
+    name: str = Field(pattern=NAME_RE.pattern)
+    description: str = ""
+    owner: str = "ml-platform"
+    entity: Entity
+    batches: Batches = Batches()
+    schema_: Schema = Field(alias="schema")
+    label: Label
+    features: Features
+    model: ModelSpec
+    evaluation: Evaluation = Evaluation()
+    drift: Drift = Drift()
+    schedules: Schedules = Schedules()
+    #: Where the file came from (set by the loader, not by the file).
+    source_file: str = ""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> UseCase:
+        cols = self.schema_.columns
+        if self.entity.key not in cols:
+            raise ValueError(f"entity.key {self.entity.key!r} is not a column in schema.columns")
+        if cols[self.entity.key].nullable:
+            raise ValueError(f"schema.columns.{self.entity.key}: the entity key must be nullable: false")
+        derived = set(self.features.derived)
+        for group in ("numeric", "categorical"):
+            for col in getattr(self.features, group):
+                if col not in cols:
+                    raise ValueError(f"features.{group}: {col!r} is not a column in schema.columns")
+        for col in self.features.non_null:
+            if col not in cols and col not in derived:
+                raise ValueError(f"features.non_null: {col!r} is neither a schema column nor a derived feature")
+        if derived and not self.features.derived_hook:
+            raise ValueError("features.derived needs features.derived_hook ('module:function')")
+        for col in self.evaluation.slices:
+            if col not in cols:
+                raise ValueError(f"evaluation.slices: {col!r} is not a column in schema.columns")
+        return self
+
+    # -- derived names -------------------------------------------------------------------
+    def dag_id(self, pipeline: str) -> str:
+        return f"{self.name}_{pipeline}"
+
+    @property
+    def feature_columns(self) -> list[str]:
+        return [*self.numeric_features, *self.categorical_features]
+
+    @property
+    def numeric_features(self) -> list[str]:
+        return [*self.features.numeric, *(k for k, v in self.features.derived.items() if v == "numeric")]
+
+    @property
+    def categorical_features(self) -> list[str]:
+        return [*self.features.categorical, *(k for k, v in self.features.derived.items() if v == "categorical")]
+
+    @property
+    def feature_view(self) -> str:
+        return f"{self.entity.name}_features"
+
+    @property
+    def feature_service(self) -> str:
+        return self.model.registered_name
+
+
+def _format_errors(err: ValidationError, path: Path) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]).replace("schema_", "schema") or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (not allowed here; check the spelling)"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        lines.append(f"  - {loc}: {msg}")
+    return f"invalid use-case file {path}:\n" + "\n".join(lines)
+
+
+def load_use_case(path: str | Path) -> UseCase:
+    """Load and validate one use-case file. Raises :class:`ConfigError` naming the file and key."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"use-case file not found: {path}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"use-case file {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"use-case file {path} must hold a mapping at the top level, not {type(raw).__name__}")
+    if "source_file" in raw:
+        raise ConfigError(f"invalid use-case file {path}:\n  - source_file: unknown key (set by the loader)")
+    try:
+        uc = UseCase.model_validate({**raw, "source_file": str(path)})
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, path)) from None
+    if uc.name != path.stem:
+        raise ConfigError(f"invalid use-case file {path}:\n  - name: {uc.name!r} must equal the file stem {path.stem!r}")
+    return uc
+
+
+def use_case_files(directory: str | Path) -> list[Path]:
+    return sorted(Path(directory).glob("*.yaml"))
+
+
+@lru_cache(maxsize=64)
+def _load_cached(path: str, mtime_ns: int) -> UseCase:
+    return load_use_case(path)
+
+
+def load_all(directory: str | Path) -> list[UseCase]:
+    """Every use case in ``directory`` (cached by file mtime, so DAG re-parses stay cheap)."""
+    return [_load_cached(str(p), p.stat().st_mtime_ns) for p in use_case_files(directory)]
+
+
+def get_use_case(name: str, directory: str | Path | None = None) -> UseCase:
+    from pavedml.settings import get_settings
+
+    directory = Path(directory or get_settings().use_cases_dir)
+    path = directory / f"{name}.yaml"
+    if not path.exists():
+        known = ", ".join(p.stem for p in use_case_files(directory)) or "none"
+        raise ConfigError(f"unknown use case {name!r}: no file {path} (known: {known})")
+    return load_use_case(path)

@@ -1,0 +1,157 @@
+"""ingest_raw_batch: landing batch -> immutable raw snapshot named by the SHA-256 of its content.
+
+The hash is taken over the landing file's bytes as delivered, so it does not depend on the
+Parquet writer. Re-ingesting identical content is a no-op returning the same hash; a changed file
+for the same day makes a new snapshot and both are kept (``LATEST.json`` names the current one).
+An unreadable batch is copied to quarantine before the step fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import time
+from datetime import UTC, datetime
+
+from pavedml import storage
+from pavedml.context import StepContext
+from pavedml.errors import BatchMissingError, BatchUnreadableError
+from pavedml.results import SnapshotResult
+
+log = logging.getLogger(__name__)
+TEXT_TYPES = ("string", "category")
+
+
+def find_batch(ctx: StepContext, dataset: str | None = None, wait: bool = True) -> str:
+    """The landing URI of the interval's batch; waits up to the configured timeout."""
+    uc, ds = ctx.use_case, ctx.require_ds()
+    dataset = dataset or uc.batches.dataset
+    formats = [uc.batches.format, *(f for f in ("csv", "parquet") if f != uc.batches.format)]
+    candidates = [ctx.layout.landing_file(dataset, ds, fmt) for fmt in formats]
+    deadline = time.monotonic() + (uc.batches.wait_timeout_seconds if wait else 0)
+    while True:
+        for uri in candidates:
+            if storage.exists(uri):
+                return uri
+        if time.monotonic() >= deadline:
+            raise BatchMissingError(
+                f"no batch for {ds} at {candidates[0]}",
+                details={"evidence": [f"looked for: {u}" for u in candidates],
+                         "next": "deliver the file (or rerun the simulator), then clear the task to rerun"},
+            )
+        log.info("waiting for %s (timeout %ss)", candidates[0], uc.batches.wait_timeout_seconds)
+        time.sleep(min(uc.batches.poke_interval_seconds, max(0.1, deadline - time.monotonic())))
+
+
+def parse_batch(data: bytes, uri: str):
+    """Bytes -> DataFrame. CSV is read as text (normalization decides types); Parquet keeps its types."""
+    import pandas as pd
+
+    if not data:
+        raise BatchUnreadableError(f"batch {uri} is empty (0 bytes)", details={"evidence": ["file has no content"]})
+    try:
+        if uri.endswith(".parquet"):
+            return pd.read_parquet(io.BytesIO(data))
+        return pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, encoding="utf-8")
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError) as exc:
+        raise BatchUnreadableError(f"batch {uri} could not be parsed: {type(exc).__name__}: {str(exc)[:200]}",
+                                   details={"evidence": [f"{type(exc).__name__}: {str(exc)[:300]}"]}) from None
+
+
+def normalize(df, schema) -> tuple[object, dict[str, dict]]:
+    """Cast columns to the schema's types. Values that do not parse keep the column as text and are
+    reported (validation then names the column), so nothing from the delivery is lost."""
+    import pandas as pd
+
+    type_errors: dict[str, dict] = {}
+    out = df.copy()
+    for name, spec in schema.columns.items():
+        if name not in out.columns:
+            continue
+        col = out[name]
+        if spec.type in ("int", "float"):
+            if col.dtype == object or pd.api.types.is_string_dtype(col):
+                text = col.astype("string").str.strip()
+                if spec.blank_as_null:
+                    text = text.replace("", pd.NA)
+                num = pd.to_numeric(text, errors="coerce")
+                bad = num.isna() & text.notna() & (text != "")
+                if bad.any():
+                    type_errors[name] = {"count": int(bad.sum()), "examples": text[bad].unique()[:5].tolist()}
+                    out[name] = text
+                    continue
+                num = num.where(text != "", pd.NA) if not spec.blank_as_null else num
+                col = num
+            if spec.type == "int":
+                as_float = pd.to_numeric(col, errors="coerce")
+                if as_float.notna().all() and (as_float % 1 == 0).all():
+                    out[name] = as_float.astype("int64")
+                elif ((as_float.dropna() % 1) == 0).all():
+                    out[name] = as_float.astype("Int64")
+                else:
+                    out[name] = as_float.astype("float64")
+            else:
+                out[name] = pd.to_numeric(col, errors="coerce").astype("float64")
+        elif spec.type in TEXT_TYPES:
+            text = col.astype("string")
+            out[name] = text.replace("", pd.NA) if not spec.nullable or spec.blank_as_null else text
+    return out, type_errors
+
+
+def _quarantine_unreadable(ctx: StepContext, data: bytes, uri: str, sha: str, exc: BatchUnreadableError) -> str:
+    qdir = ctx.layout.quarantine_dir(ctx.require_ds(), sha)
+    storage.write_bytes(str(qdir / uri.rsplit("/", 1)[-1]), data)
+    storage.write_json(str(qdir / "reason.json"), {"reason": exc.reason, "message": exc.message, "source_uri": uri,
+                                                   "sha256": sha, "dag_run": ctx.run_id,
+                                                   "quarantined_at": datetime.now(UTC).isoformat()})
+    return str(qdir)
+
+
+def ingest_raw_batch(ctx: StepContext) -> SnapshotResult:
+    ds = ctx.require_ds()
+    uc = ctx.use_case
+    uri = find_batch(ctx)
+    data = storage.read_bytes(uri)
+    sha = hashlib.sha256(data).hexdigest()
+    snapshot, manifest = ctx.layout.raw_snapshot(ds, sha), ctx.layout.raw_manifest(ds, sha)
+    created = False
+    if manifest.exists() and snapshot.exists():
+        log.info("snapshot %s already exists for %s: nothing to do", sha[:12], ds)
+        rows = storage.read_json(str(manifest))["rows"]
+    else:
+        try:
+            df = parse_batch(data, uri)
+        except BatchUnreadableError as exc:
+            where = _quarantine_unreadable(ctx, data, uri, sha, exc)
+            exc.details.update(quarantine=where, next="fix the landing file, then clear ingest_raw_batch to rerun")
+            raise
+        df, type_errors = normalize(df, uc.schema_)
+        import pandas as pd
+
+        df["event_timestamp"] = pd.Timestamp(ctx.interval_start).tz_convert("UTC")
+        with storage.atomic_path(snapshot) as tmp:
+            df.to_parquet(tmp, index=False)
+        rows = len(df)
+        storage.write_json(str(manifest), {
+            "sha256": sha, "rows": rows, "source_uri": uri, "source_bytes": len(data),
+            "schema": {c: str(t) for c, t in df.dtypes.items()}, "type_errors": type_errors,
+            "dag_id": ctx.dag_id, "dag_run": ctx.run_id, "ds": ds,
+            "ingested_at": datetime.now(UTC).isoformat(),
+        })
+        created = True
+        log.info("wrote snapshot %s (%d rows) from %s", snapshot, rows, uri)
+    storage.write_json(str(ctx.layout.raw_latest(ds)), {"sha256": sha, "source_uri": uri})
+    return SnapshotResult(step="ingest_raw_batch", use_case=uc.name, ds=ds, sha256=sha, uri=str(snapshot),
+                          manifest=str(manifest), rows=rows, source_uri=uri, created=created)
+
+
+def latest_snapshot(ctx: StepContext) -> tuple[str, str]:
+    """(sha256, snapshot path) of the interval's current raw snapshot."""
+    ds = ctx.require_ds()
+    pointer = ctx.layout.raw_latest(ds)
+    if not pointer.exists():
+        raise BatchMissingError(f"no raw snapshot for {ds} under {pointer.parent}",
+                                details={"next": "run ingest_raw_batch for this interval first"})
+    sha = storage.read_json(str(pointer))["sha256"]
+    return sha, str(ctx.layout.raw_snapshot(ds, sha))

@@ -1,0 +1,64 @@
+"""Small, frozen step results. Each step returns one; the CLI prints ``as_dict()`` as JSON on the
+last line of stdout, and that is what lands in XCom. Large data moves by URI, never through here."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class StepResult:
+    step: str
+    use_case: str
+    ds: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SnapshotResult(StepResult):
+    sha256: str
+    uri: str
+    manifest: str
+    rows: int
+    source_uri: str
+    created: bool
+
+
+@dataclass(frozen=True)
+class ValidationSummary(StepResult):
+    sha256: str
+    success: bool
+    evaluated: int
+    failed_errors: list[dict] = field(default_factory=list)
+    warnings: list[dict] = field(default_factory=list)
+    data_docs: str = ""
+    result_json: str = ""
+
+
+@dataclass(frozen=True)
+class FeatureResult(StepResult):
+    sha256: str
+    partition: str
+    rows: int
+    columns: int
+
+
+@dataclass(frozen=True)
+class MaterializeResult(StepResult):
+    sha256: str
+    rows: int
+    start: str
+    end: str
+    feature_view: str
+    seconds: float
+    asset_extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SimulateResult(StepResult):
+    days: list[str]
+    landing: str
+    injected: dict = field(default_factory=dict)

@@ -1,0 +1,115 @@
+"""Process-wide settings, read from environment variables with embedded local defaults.
+
+Nothing is read at import time: call :func:`get_settings` (cached) or :meth:`Settings.from_env`.
+The local defaults give a one-laptop setup (SQLite, local folders); the production profile sets
+the same variables to PostgreSQL, Redis, an MLflow server and S3.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from functools import lru_cache
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+#: Use-case files shipped with the package (``include/use_cases`` in a checkout).
+DEFAULT_USE_CASES_DIR = PACKAGE_DIR.parent / "use_cases"
+RUNTIMES = ("local", "docker")
+
+#: Environment variables a step process may receive. Everything else (Airflow's database URL,
+#: Fernet key, JWT secret, any AIRFLOW__* setting) is never handed to a step.
+STEP_ENV_PREFIXES = ("PAVEDML_", "MLFLOW_TRACKING_", "AWS_", "FEAST_")
+STEP_ENV_NAMES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "TZ", "LANG")
+#: Fixed values every step gets: quiet progress bars, no telemetry.
+STEP_ENV_FIXED = {
+    "TQDM_DISABLE": "1",
+    "GX_ANALYTICS_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+    "FEAST_USAGE": "False",
+    "PYTHONUNBUFFERED": "1",
+}
+#: Names that carry secrets: passed to containers as private (unrendered) environment.
+SECRET_MARKERS = ("PASSWORD", "SECRET", "TOKEN", "_KEY", "CREDENTIAL")
+FORBIDDEN_STEP_ENV = ("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_", "_AIRFLOW_")
+
+
+def is_secret_name(name: str) -> bool:
+    upper = name.upper()
+    return any(marker in upper for marker in SECRET_MARKERS)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Typed settings. Field docs name the environment variable that sets each one."""
+
+    data_root: Path = field(metadata={"env": "PAVEDML_DATA_ROOT"})
+    landing_uri: str = field(metadata={"env": "PAVEDML_LANDING_URI"})
+    use_cases_dir: Path = field(metadata={"env": "PAVEDML_USE_CASES_DIR"})
+    mlflow_tracking_uri: str = field(metadata={"env": "MLFLOW_TRACKING_URI"})
+    mlflow_artifact_root: str = field(metadata={"env": "PAVEDML_MLFLOW_ARTIFACT_ROOT"})
+    feast_repo: Path = field(metadata={"env": "PAVEDML_FEAST_REPO"})
+    feast_registry: str = field(metadata={"env": "PAVEDML_FEAST_REGISTRY"})
+    feast_online_store: str = field(metadata={"env": "PAVEDML_FEAST_ONLINE_STORE"})
+    runtime: str = field(metadata={"env": "PAVEDML_RUNTIME"})
+    image: str = field(metadata={"env": "PAVEDML_IMAGE"})
+    docker_network: str = field(metadata={"env": "PAVEDML_DOCKER_NETWORK"})
+    docker_url: str = field(metadata={"env": "PAVEDML_DOCKER_URL"})
+    alerts_file: Path = field(metadata={"env": "PAVEDML_ALERTS_FILE"})
+    python: str = field(metadata={"env": "PAVEDML_PYTHON"})
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        data_root = Path(env.get("PAVEDML_DATA_ROOT") or Path.home() / ".pavedml").expanduser().resolve()
+        runtime = env.get("PAVEDML_RUNTIME", "local")
+        if runtime not in RUNTIMES:
+            from pavedml.errors import ConfigError
+
+            raise ConfigError(f"PAVEDML_RUNTIME={runtime!r} is not one of {', '.join(RUNTIMES)}")
+        return cls(
+            data_root=data_root,
+            landing_uri=env.get("PAVEDML_LANDING_URI") or str(data_root / "landing"),
+            use_cases_dir=Path(env.get("PAVEDML_USE_CASES_DIR") or DEFAULT_USE_CASES_DIR),
+            mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{data_root / 'mlflow' / 'mlflow.db'}",
+            mlflow_artifact_root=env.get("PAVEDML_MLFLOW_ARTIFACT_ROOT") or (data_root / "mlflow" / "artifacts").as_uri(),
+            feast_repo=Path(env.get("PAVEDML_FEAST_REPO") or PACKAGE_DIR.parent.parent / "feature_repo"),
+            feast_registry=env.get("PAVEDML_FEAST_REGISTRY", ""),
+            feast_online_store=env.get("PAVEDML_FEAST_ONLINE_STORE", ""),
+            runtime=runtime,
+            image=env.get("PAVEDML_IMAGE", "pavedml-task:dev"),
+            docker_network=env.get("PAVEDML_DOCKER_NETWORK", "host"),
+            docker_url=env.get("PAVEDML_DOCKER_URL", "unix://var/run/docker.sock"),
+            alerts_file=Path(env.get("PAVEDML_ALERTS_FILE") or data_root / "alerts.jsonl"),
+            python=env.get("PAVEDML_PYTHON", "python"),
+        )
+
+    @classmethod
+    def env_names(cls) -> list[str]:
+        return [f.metadata["env"] for f in fields(cls)]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings.from_env()
+
+
+def step_environment(env: Mapping[str, str] | None = None) -> tuple[dict[str, str], dict[str, str]]:
+    """The environment contract of a step process, identical for every runtime.
+
+    Returns ``(public, private)``: ``private`` holds the variables whose names mark a secret;
+    the docker runtime passes them as ``private_environment`` (never rendered in the UI), the
+    local runtime merges both. Airflow's own settings and secrets never cross.
+    """
+    env = os.environ if env is None else env
+    public: dict[str, str] = {}
+    private: dict[str, str] = {}
+    for name, value in env.items():
+        if name.startswith(FORBIDDEN_STEP_ENV):
+            continue
+        if name.startswith(STEP_ENV_PREFIXES) or name in STEP_ENV_NAMES:
+            (private if is_secret_name(name) else public)[name] = value
+    public.update(STEP_ENV_FIXED)
+    return dict(sorted(public.items())), dict(sorted(private.items()))
