@@ -109,6 +109,10 @@ class Features(_Strict):
     non_null: list[str] = []
     derived_hook: str | None = Field(default=None, pattern=r"^[\w.]+:\w+$")
     derived: dict[str, Literal["numeric", "categorical"]] = {}
+    #: How old a feature row may be and still serve (Feast FeatureView ttl).
+    ttl_days: int = Field(default=30, ge=1)
+    #: Rows per online-store write (bounds memory of materialize_features).
+    online_write_chunk_rows: int = Field(default=20000, ge=100)
 
 
 class Split(_Strict):

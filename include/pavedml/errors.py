@@ -8,7 +8,8 @@ class PavedMLError(Exception):
     """Base class. ``reason`` is a short machine-readable code used in summaries and alerts."""
 
     reason = "error"
-    exit_code = 1
+    #: 1 = may succeed on retry (a service was down); 3 = the input is wrong, retrying cannot help.
+    exit_code = 3
 
     def __init__(self, message: str, *, details: dict | None = None):
         super().__init__(message)
@@ -18,11 +19,11 @@ class PavedMLError(Exception):
 
 class ConfigError(PavedMLError):
     reason = "config_error"
-    exit_code = 2
 
 
 class BatchMissingError(PavedMLError):
     reason = "batch_missing"
+    exit_code = 1
 
 
 class BatchUnreadableError(PavedMLError):
@@ -43,6 +44,7 @@ class TrainingDataError(PavedMLError):
 
 class TrackingUnavailableError(PavedMLError):
     reason = "tracking_unavailable"
+    exit_code = 1
 
 
 class RegistryError(PavedMLError):

@@ -1,0 +1,59 @@
+# The commands the README names. Everything runs from the project venv (.venv) on Python 3.11.
+SHELL := /bin/bash
+PY_VERSION ?= 3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+DATA_ROOT ?= $(CURDIR)/var
+DAYS ?= 10
+START ?= 2025-01-01
+
+export PAVEDML_DATA_ROOT ?= $(DATA_ROOT)
+export AIRFLOW_HOME ?= $(DATA_ROOT)/airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION := True
+export TQDM_DISABLE := 1
+export GX_ANALYTICS_ENABLED := false
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := true
+export FEAST_USAGE := False
+
+.PHONY: help venv install demo test test-fast lint bench airflow mlflow-ui clean pins
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+	@command -v uv >/dev/null || python3 -m pip install -q uv
+	uv venv --allow-existing --python $(PY_VERSION) $(VENV)
+	uv pip install --python $(PY) --compile-bytecode -r requirements.txt -r requirements-dev.txt
+	uv pip install --python $(PY) --compile-bytecode --no-deps -e .
+	touch $@
+
+install: $(VENV)/.installed  ## create .venv and install the pinned stack (idempotent)
+
+demo: install  ## simulate $(DAYS) days and run every DAG end to end on SQLite + local stores
+	$(PY) -m pavedml.demo --start $(START) --days $(DAYS)
+
+test: install  ## the full test suite (what CI runs)
+	$(PY) -m pytest
+
+test-fast: install  ## DAG integrity and unit tests only
+	$(PY) -m pytest -m "dags or unit"
+
+lint: install  ## ruff (with Airflow AIR rules)
+	$(VENV)/bin/ruff check dags plugins include tests benchmarks
+
+bench: install  ## benchmarks (print figures; see benchmarks/README.md)
+	$(PY) benchmarks/bench_dag_parse.py
+
+airflow: install  ## Airflow standalone UI on :8080 and the MLflow UI on :5000
+	$(PY) -m pavedml.devstack
+
+clean:  ## remove generated data (var/)
+	rm -rf $(DATA_ROOT)
+
+pins:  ## re-resolve requirements*.txt from requirements*.in (see README "Refreshing the pins")
+	uv pip compile requirements.in --python-version $(PY_VERSION) -o requirements.txt
+	uv pip compile requirements-dev.in --python-version $(PY_VERSION) -o requirements-dev.txt

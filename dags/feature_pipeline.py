@@ -1,0 +1,58 @@
+"""
+### Daily feature pipeline — `<use case>_feature_pipeline`
+
+**What it does.** For its data interval (one day) it reads the landing batch, writes an immutable
+raw snapshot named by the SHA-256 of its content, validates it with a Great Expectations suite
+generated from the use-case schema, builds the offline feature partition, and materializes exactly
+that interval into Feast's online store. Emits the `<use case>.features` Asset (extra: snapshot hash).
+
+| task | reads | writes |
+|---|---|---|
+| `ingest_raw_batch` | `landing/<uc>/customers/dt=<ds>/` | `raw/dt=<ds>/<sha256>.parquet` + manifest |
+| `validate_raw_batch` | the raw snapshot | `validation/dt=<ds>/<sha256>/` (Data Docs HTML, JSON) |
+| `build_features` | the validated snapshot | `features/dt=<ds>/part-0.parquet` |
+| `materialize_features` | the feature partition | Feast online store; Asset event |
+
+**Failures and what to do.**
+- `batch_missing` — *no batch for <ds> at <uri>*: the file did not arrive within the wait
+  timeout. Deliver it, then **Clear** `ingest_raw_batch` (downstream reruns too).
+- `batch_unreadable` — empty or unparseable file. It is copied to `quarantine/dt=<ds>/<sha>/`.
+  Replace the landing file, then clear the task.
+- `validation_failed` — the summary lists each failed expectation, its column, observed vs
+  expected and offending values, plus the Data Docs link. The batch and its report are in
+  quarantine; nothing downstream ran. Fix the batch upstream, re-deliver, clear `ingest_raw_batch`.
+- `feature_check_failed` — a feature came out NaN/inf where the config requires a value; fix the
+  derived-feature hook or the config's `fill_null`, then clear `build_features`.
+
+**Reruns** are idempotent: the same content gives the same snapshot hash, the feature partition
+is replaced atomically, and the online store is overwritten for the same keys.
+**Backfill:** `airflow backfill create --dag-id <dag_id> --from-date ... --to-date ...`.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import DAG
+
+from pavedml import assets
+from pavedml.orchestration import default_args, runbook, start_date, step_task, tags, use_cases
+
+PIPELINE = "feature_pipeline"
+
+for uc in use_cases():
+    with DAG(
+        dag_id=uc.dag_id(PIPELINE),
+        description=f"Daily raw snapshot, validation and features for {uc.name}",
+        schedule=uc.schedules.feature_pipeline,
+        start_date=start_date(uc),
+        catchup=False,
+        max_active_runs=4,
+        default_args=default_args(uc),
+        tags=tags(uc, PIPELINE),
+        doc_md=runbook(__doc__, uc, PIPELINE),
+    ) as dag:
+        ingest = step_task("ingest_raw_batch", uc)
+        validate = step_task("validate_raw_batch", uc, retries=0)
+        build = step_task("build_features", uc)
+        materialize = step_task("materialize_features", uc, outlets=[assets.features(uc.name)])
+        ingest >> validate >> build >> materialize
+    globals()[dag.dag_id] = dag

@@ -1,0 +1,135 @@
+"""Feast definitions for a use case, and materialize_features.
+
+The definitions (entity, file source over the offline feature partitions, feature view, and a
+feature service named after the registered model) are generated from the use-case config, so
+they cannot drift from it; ``feature_repo/definitions.py`` exposes the same objects to the
+``feast`` CLI. One Feast project per use case. Local default: file registry and SQLite online
+store under ``<data root>/<use case>/feast``; production: ``PAVEDML_FEAST_REGISTRY`` (a SQL URL)
+and ``PAVEDML_FEAST_ONLINE_STORE`` (``redis://host:port[/db]``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+
+from pavedml import storage
+from pavedml.config import UseCase
+from pavedml.context import StepContext
+from pavedml.errors import ConfigError, FeatureCheckError
+from pavedml.layout import Layout
+from pavedml.results import MaterializeResult
+from pavedml.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+def repo_config(uc: UseCase, settings: Settings | None = None):
+    from feast import RepoConfig
+    from feast.infra.offline_stores.dask import DaskOfflineStoreConfig
+    from feast.repo_config import RegistryConfig
+
+    s = settings or get_settings()
+    state = Layout.for_use_case(uc.name, s).feast_dir
+    state.mkdir(parents=True, exist_ok=True)
+    if s.feast_registry:
+        registry = RegistryConfig(registry_type="sql", path=s.feast_registry, cache_ttl_seconds=60,
+                                  sqlalchemy_config_kwargs={"pool_pre_ping": True})
+    else:
+        registry = RegistryConfig(registry_type="file", path=str(state / "registry.db"), cache_ttl_seconds=60)
+    online = s.feast_online_store
+    if online.startswith("redis://"):
+        from feast.infra.online_stores.redis import RedisOnlineStoreConfig
+
+        hostport, _, db = online.removeprefix("redis://").partition("/")
+        conn = hostport + (f",db={db}" if db else "")
+        online_cfg = RedisOnlineStoreConfig(connection_string=conn)
+    elif not online or online.startswith("sqlite:"):
+        from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
+
+        path = online.removeprefix("sqlite:///") if online else str(state / "online.db")
+        online_cfg = SqliteOnlineStoreConfig(path=path)
+    else:
+        raise ConfigError(f"PAVEDML_FEAST_ONLINE_STORE={online!r}: expected redis://host:port[/db] or sqlite:///path")
+    return RepoConfig(project=uc.name, provider="local", registry=registry, online_store=online_cfg,
+                      offline_store=DaskOfflineStoreConfig(type="file"), entity_key_serialization_version=3,
+                      repo_path=str(state))
+
+
+def definitions(uc: UseCase, settings: Settings | None = None) -> dict:
+    """Entity, source, feature view and feature service for ``uc`` (names derive from the config)."""
+    from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+    from feast.types import Float64, String
+
+    layout = Layout.for_use_case(uc.name, settings or get_settings())
+    entity = Entity(name=uc.entity.name, join_keys=[uc.entity.key], value_type=ValueType.STRING,
+                    description=f"{uc.name} entity keyed by {uc.entity.key}")
+    source = FileSource(name=f"{uc.name}_features_source", path=str(layout.features_root),
+                        timestamp_field="event_timestamp",
+                        description="daily offline feature partitions written by build_features")
+    schema = [Field(name=c, dtype=Float64) for c in uc.numeric_features]
+    schema += [Field(name=c, dtype=String) for c in uc.categorical_features]
+    view = FeatureView(name=uc.feature_view, entities=[entity], ttl=timedelta(days=uc.features.ttl_days),
+                       schema=schema, source=source, online=True, tags={"use_case": uc.name})
+    service = FeatureService(name=uc.feature_service, features=[view],
+                             description=f"features of model {uc.model.registered_name}")
+    return {"entity": entity, "source": source, "feature_view": view, "feature_service": service}
+
+
+def get_store(uc: UseCase, apply: bool = True):
+    """A FeatureStore for ``uc`` with its definitions applied (``apply`` is idempotent)."""
+    from feast import FeatureStore
+
+    store = FeatureStore(config=repo_config(uc))
+    defs = definitions(uc)
+    if apply:
+        store.apply(list(defs.values()))
+    return store, defs
+
+
+def materialize_features(ctx: StepContext) -> MaterializeResult:
+    """Write exactly the interval's feature partition into the online store, in bounded chunks.
+
+    Equivalent to ``materialize(interval_start, interval_end)`` over the file source (every row of
+    the partition carries the interval's timestamp) but reads the partition in record batches of
+    ``features.online_write_chunk_rows`` so memory stays flat whatever the batch size.
+    """
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from pavedml.features import PART_FILE
+
+    uc, ds = ctx.use_case, ctx.require_ds()
+    partition = ctx.layout.features_partition(ds)
+    part = partition / PART_FILE
+    if not part.exists():
+        raise FeatureCheckError(f"no feature partition for {ds} at {partition}",
+                                details={"next": "run build_features for this interval first"})
+    source = storage.read_json(str(partition / "_SOURCE.json"))
+    started = time.perf_counter()
+    store, defs = get_store(uc)
+    pfile = pq.ParquetFile(part)
+    rows = 0
+    for batch in pfile.iter_batches(batch_size=uc.features.online_write_chunk_rows):
+        df = batch.to_pandas()
+        ts = df["event_timestamp"]
+        outside = (ts < ctx.interval_start) | (ts >= ctx.interval_end)
+        if outside.any():
+            raise FeatureCheckError(f"{int(outside.sum())} rows of {part} fall outside the interval "
+                                    f"[{ctx.interval_start}, {ctx.interval_end})")
+        numeric = df[uc.numeric_features].to_numpy(dtype="float64", na_value=np.nan)
+        bad = [c for c, ok in zip(uc.numeric_features, np.isfinite(numeric).all(axis=0), strict=True)
+               if not ok and c in uc.features.non_null]
+        if bad:
+            raise FeatureCheckError(f"non-finite values in {', '.join(bad)} of {part}; nothing written online")
+        store.write_to_online_store(uc.feature_view, df)
+        rows += len(df)
+    seconds = time.perf_counter() - started
+    log.info("materialized %d rows of %s [%s, %s) into the online store in %.1fs", rows, uc.feature_view,
+             ctx.interval_start, ctx.interval_end, seconds)
+    extra = {"sha256": source["sha256"], "ds": ds, "rows": rows, "interval_start": ctx.interval_start.isoformat(),
+             "interval_end": ctx.interval_end.isoformat()}
+    return MaterializeResult(step="materialize_features", use_case=uc.name, ds=ds, sha256=source["sha256"], rows=rows,
+                             start=ctx.interval_start.isoformat(), end=ctx.interval_end.isoformat(),
+                             feature_view=uc.feature_view, seconds=round(seconds, 3), asset_extra=extra)

@@ -1,0 +1,117 @@
+"""The ``local`` step runtime: run the step's argv in a subprocess of the worker.
+
+The step's stderr streams into the task log as it happens; its last stdout line (one JSON object)
+becomes the task's XCom return value. A non-zero exit fails the task with the tail of stderr,
+which ends with the step's one-screen failure summary. Killing the task kills the step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections import deque
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+#: Plumbing a subprocess needs to start at all (not part of the step's contract).
+PLUMBING_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV", "TMPDIR", "PYTHONDONTWRITEBYTECODE")
+STDERR_TAIL_LINES = 60
+#: Exit code of a step whose input is wrong (data or config): retrying cannot help.
+EXIT_NO_RETRY = 3
+
+
+class StepFailed(AirflowException):
+    """A step exited non-zero; the message holds its stderr tail. Retried."""
+
+
+class StepRejectedInput(AirflowFailException):
+    """A step rejected its input (exit code 3): the task fails at once, without retries."""
+
+
+class StepOperator(BaseOperator):
+    """Run ``python -m pavedml <step> ...`` locally; see module docstring."""
+
+    template_fields = ("argv",)
+    ui_color = "#e8f4fa"
+
+    def __init__(self, *, argv: list[str], env: dict[str, str], private_env: dict[str, str] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.argv = list(argv)
+        self.env = dict(env)
+        self.private_env = dict(private_env or {})
+        self._proc: subprocess.Popen | None = None
+
+    def _command(self) -> list[str]:
+        argv = list(self.argv)
+        if argv and argv[0] == "python":  # the worker's own interpreter (the venv)
+            argv[0] = sys.executable or shutil.which("python3") or "python3"
+        return argv
+
+    def _environment(self) -> dict[str, str]:
+        env = {k: os.environ[k] for k in PLUMBING_ENV if k in os.environ}
+        env.update(self.env)
+        env.update(self.private_env)
+        return env
+
+    def execute(self, context) -> Any:
+        argv = self._command()
+        self.log.info("running step: %s", " ".join(self.argv))
+        tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        self._proc = proc = subprocess.Popen(
+            argv, env=self._environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True,
+        )
+
+        def pump() -> None:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                line = line.rstrip("\n")
+                tail.append(line)
+                self.log.info("%s", line)
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        stdout, _ = proc.communicate()
+        reader.join(timeout=10)
+        if proc.returncode != 0:
+            error = StepRejectedInput if proc.returncode == EXIT_NO_RETRY else StepFailed
+            raise error(
+                f"step {self.argv[3] if len(self.argv) > 3 else argv} exited with code {proc.returncode}; "
+                "last lines of its stderr:\n" + "\n".join(tail)
+            )
+        result = parse_result(stdout)
+        extra = result.get("asset_extra") if isinstance(result, dict) else None
+        if extra and self.outlets:
+            for outlet in self.outlets:
+                context["outlet_events"][outlet].extra = dict(extra)
+        return result
+
+    def on_kill(self) -> None:
+        proc = self._proc
+        if proc and proc.poll() is None:
+            self.log.warning("killing step process group %s", proc.pid)
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def parse_result(stdout: str) -> Any:
+    """The last non-empty stdout line as JSON (the step contract)."""
+    lines = [ln for ln in (stdout or "").splitlines() if ln.strip()]
+    if not lines:
+        raise StepFailed("step printed no result line on stdout")
+    try:
+        return json.loads(lines[-1])
+    except json.JSONDecodeError as exc:
+        raise StepFailed(f"step's last stdout line is not JSON ({exc}): {lines[-1][:200]}") from None

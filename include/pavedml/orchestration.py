@@ -1,0 +1,100 @@
+"""DAG wiring helpers. Imported by DAG files, so only ``airflow.sdk``, the standard library and
+cheap package modules here: no pandas, GX, Feast, MLflow or Evidently.
+
+:func:`step_task` builds the task for a pipeline step. Both runtimes run the identical argv
+(``python -m pavedml <step> --use-case ... --ds ...``) with the identical environment contract
+(:func:`pavedml.settings.step_environment`):
+
+* ``local`` (default): :class:`pavedml.operators.StepOperator` runs it in a subprocess of the worker;
+* ``docker``: a ``DockerOperator`` runs it in the task image (``PAVEDML_IMAGE``).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from pavedml.config import UseCase, load_all
+from pavedml.settings import get_settings, step_environment
+
+#: Jinja templates that hand the run's identity to every step. The batch of a run is the partition
+#: ``dt=<ds>`` (the snapshot as of ``ds`` 00:00 UTC), so its data interval is ``[ds, ds + 1 day)``
+#: whatever the timetable (Airflow 3's cron timetables give manual runs a zero-length interval).
+RUN_ARGS = (
+    "--ds", "{{ ds }}",
+    "--dag-id", "{{ dag.dag_id }}",
+    "--run-id", "{{ run_id }}",
+    "--try-number", "{{ ti.try_number }}",
+)
+
+
+def use_cases() -> list[UseCase]:
+    """Every use case whose file is in the configured folder (one set of DAGs each)."""
+    return load_all(get_settings().use_cases_dir)
+
+
+def default_args(uc: UseCase) -> dict[str, Any]:
+    from pavedml.alerts import on_task_failure
+
+    return {
+        "owner": uc.owner,
+        "retries": 2,
+        "retry_delay": timedelta(seconds=30),
+        "retry_exponential_backoff": True,
+        "on_failure_callback": on_task_failure,
+    }
+
+
+def tags(uc: UseCase, pipeline: str) -> list[str]:
+    return ["pavedml", uc.name, pipeline]
+
+
+def step_argv(step: str, use_case: str, params_template: str | None = None) -> list[str]:
+    argv = ["python", "-m", "pavedml", step, "--use-case", use_case, *RUN_ARGS]
+    if params_template:
+        argv += ["--params", params_template]
+    return argv
+
+
+def step_task(step: str, uc: UseCase, *, params_template: str | None = None, runtime: str | None = None, **kwargs):
+    """The task that runs ``step`` for ``uc`` in the configured runtime. ``task_id`` = step name."""
+    settings = get_settings()
+    runtime = runtime or settings.runtime
+    argv = step_argv(step, uc.name, params_template)
+    public, private = step_environment()
+    kwargs.setdefault("task_id", step)
+    if runtime == "docker":
+        from airflow.providers.docker.operators.docker import DockerOperator
+
+        return DockerOperator(
+            image=settings.image,
+            command=argv,
+            environment=public,
+            private_environment=private,
+            network_mode=settings.docker_network,
+            docker_url=settings.docker_url,
+            auto_remove="force",
+            force_pull=False,
+            mount_tmp_dir=False,
+            privileged=False,
+            tty=False,
+            retrieve_output=False,
+            **kwargs,
+        )
+    from pavedml.operators import StepOperator
+
+    return StepOperator(argv=argv, env=public, private_env=private, **kwargs)
+
+
+def runbook(doc: str | None, uc: UseCase, pipeline: str) -> str:
+    """The DAG's ``doc_md``: the DAG file's docstring plus the use case's identity."""
+    head = f"**Use case:** `{uc.name}` ({uc.description})  \n**Config:** `{uc.source_file}`  \n" \
+           f"**DAG:** `{uc.dag_id(pipeline)}`\n\n"
+    return head + (doc or "")
+
+
+def start_date(uc: UseCase):
+    from datetime import UTC, datetime
+
+    d = uc.schedules.start_date
+    return datetime(d.year, d.month, d.day, tzinfo=UTC)

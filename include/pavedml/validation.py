@@ -1,0 +1,248 @@
+"""validate_raw_batch: a Great Expectations 1.x suite generated from the use-case schema.
+
+Per column: exists, type, non-null (or a maximum null fraction), unique, allowed values, range;
+per table: row-count bounds and freshness; plus the config's ``extra_expectations``. Every
+expectation carries a severity: ``warning`` failures are reported and the run goes on; ``error``
+failures stop it. Each run writes a Data Docs HTML page and a JSON result under
+``validation/dt=<ds>/<sha>/``. On failure the snapshot, its landing file and the report are
+copied to ``quarantine/dt=<ds>/<sha>/``, the task fails with a one-screen summary, and nothing
+downstream runs (build_features refuses an unvalidated snapshot).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from pavedml import storage
+from pavedml.config import Schema, UseCase
+from pavedml.context import StepContext
+from pavedml.errors import ValidationFailedError
+from pavedml.results import ValidationSummary
+
+log = logging.getLogger(__name__)
+TYPE_LISTS = {
+    "int": ["int64", "Int64Dtype", "int32"],
+    "float": ["float64", "Float64Dtype"],
+    "string": ["StringDtype", "str"],
+    "category": ["StringDtype", "str"],
+    "bool": ["bool", "boolean"],
+    "timestamp": ["datetime64[ns, UTC]", "datetime64[us, UTC]", "datetime64[ns]", "datetime64[us]"],
+}
+SEVERITY_TO_GX = {"error": "critical", "warning": "warning"}
+RESULT_FORMAT = {"result_format": "BASIC", "partial_unexpected_count": 20}
+MAX_VALUES = 5
+SITE = "local_site"
+
+
+def _exp(type_: str, severity: str = "error", **kwargs) -> dict:
+    return {"type": type_, "kwargs": kwargs, "severity": severity}
+
+
+def generate_suite(uc: UseCase, present_columns: list[str] | None = None,
+                   type_errors: dict | None = None, interval_start: datetime | None = None) -> list[dict]:
+    """The expectation specs for a batch. A missing column gets only its existence check and a
+    column with unparseable values only its type check, so the summary names the cause, not its echoes."""
+    schema: Schema = uc.schema_
+    present = set(present_columns) if present_columns is not None else set(schema.columns)
+    type_errors = type_errors or {}
+    rc = schema.row_count
+    specs = [_exp("expect_table_row_count_to_be_between", min_value=rc.min, max_value=rc.max)]
+    for name, col in schema.columns.items():
+        sev = col.severity
+        specs.append(_exp("expect_column_to_exist", sev, column=name))
+        if name not in present:
+            continue
+        specs.append(_exp("expect_column_values_to_be_in_type_list", sev, column=name, type_list=TYPE_LISTS[col.type]))
+        if name in type_errors:
+            continue
+        if not col.nullable:
+            specs.append(_exp("expect_column_values_to_not_be_null", sev, column=name))
+        elif col.max_null_fraction is not None:
+            specs.append(_exp("expect_column_values_to_not_be_null", sev, column=name,
+                              mostly=round(1 - col.max_null_fraction, 6)))
+        if col.unique:
+            specs.append(_exp("expect_column_values_to_be_unique", sev, column=name))
+        if col.allowed is not None:
+            specs.append(_exp("expect_column_values_to_be_in_set", sev, column=name, value_set=list(col.allowed)))
+        if col.min is not None or col.max is not None:
+            specs.append(_exp("expect_column_values_to_be_between", sev, column=name,
+                              min_value=col.min, max_value=col.max))
+    if schema.freshness_days is not None and interval_start is not None and "event_timestamp" in present:
+        oldest = interval_start - timedelta(days=schema.freshness_days)
+        specs.append(_exp("expect_column_max_to_be_between", column="event_timestamp",
+                          min_value=oldest.isoformat()))
+    for extra in schema.extra_expectations:
+        column = extra.kwargs.get("column")
+        if column is None or (column in present and column not in type_errors):
+            specs.append(extra.model_dump())
+    return specs
+
+
+def _context(docs_dir: Path):
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    ctx = gx.get_context(mode="ephemeral")
+    # GX passes disable=False to tqdm explicitly, so TQDM_DISABLE alone is not enough.
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    ctx.update_data_docs_site(SITE, {
+        "class_name": "SiteBuilder",
+        "show_how_to_buttons": False,
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir.resolve())},
+        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+    })
+    return ctx
+
+
+def _exception_message(info: dict) -> str | None:
+    if not info:
+        return None
+    if info.get("raised_exception"):
+        return info.get("exception_message") or "exception"
+    msgs = {v.get("exception_message") or "exception" for v in info.values()
+            if isinstance(v, dict) and v.get("raised_exception")}
+    return "; ".join(sorted(msgs)) or None
+
+
+def run_suite(df, specs: list[dict], docs_dir: Path, run_name: str) -> dict:
+    """Validate ``df`` against ``specs``; write the Data Docs page; return a plain result dict."""
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    import great_expectations as gx
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    df = df.copy()  # consolidated blocks validate faster
+    ctx = _context(docs_dir)
+    batch_def = (ctx.data_sources.add_pandas("pandas").add_dataframe_asset("batch")
+                 .add_batch_definition_whole_dataframe("whole"))
+    suite = gx.ExpectationSuite(name="raw_batch")
+    for spec in specs:
+        suite.add_expectation(ExpectationConfiguration(
+            type=spec["type"], kwargs=dict(spec["kwargs"]), meta={"severity": spec["severity"]},
+            severity=SEVERITY_TO_GX[spec["severity"]]).to_domain_obj())
+    suite = ctx.suites.add(suite)
+    vdef = ctx.validation_definitions.add(gx.ValidationDefinition(name="raw_batch", data=batch_def, suite=suite))
+    vres = vdef.run(batch_parameters={"dataframe": df}, result_format=RESULT_FORMAT,
+                    run_id=RunIdentifier(run_name=run_name))
+    (key,) = ctx.validation_results_store.list_keys()
+    ctx.build_data_docs(site_names=[SITE], resource_identifiers=[key], build_index=False)
+    html = ""
+    for site in ctx.get_docs_sites_urls(resource_identifier=key, site_name=SITE):
+        if site.get("site_url"):
+            html = unquote(urlparse(site["site_url"]).path)
+    by_id = {r.expectation_config.id: r for r in vres.results}
+    out = []
+    for spec, exp in zip(specs, suite.expectations, strict=True):
+        r = by_id[exp.id]
+        res = r.result or {}
+        column = spec["kwargs"].get("column")
+        exc = _exception_message(r.exception_info)
+        if column is not None and column not in df.columns:
+            exc = f"column {column!r} not found"
+        values = []
+        for v in res.get("partial_unexpected_list") or []:
+            if v not in values:
+                values.append(v)
+            if len(values) >= MAX_VALUES:
+                break
+        out.append({
+            "type": spec["type"], "column": column, "severity": spec["severity"], "success": bool(r.success),
+            "observed_value": res.get("observed_value"), "unexpected_count": res.get("unexpected_count"),
+            "unexpected_percent": res.get("unexpected_percent"), "unexpected_values": values,
+            "expected": {k: v for k, v in spec["kwargs"].items() if k != "column"}, "exception": exc,
+        })
+    return {"success": not any(e for e in out if not e["success"] and e["severity"] == "error"),
+            "expectations": out, "data_docs": html}
+
+
+def describe(e: dict) -> str:
+    """One line per failed expectation: rule, column, observed versus expected, offending values."""
+    rule = e["type"].removeprefix("expect_")
+    where = f"column {e['column']}" if e["column"] else "table"
+    expected = ", ".join(f"{k}={v}" for k, v in e["expected"].items() if k != "type_list") or "-"
+    if e["type"].endswith("in_type_list"):
+        expected = f"one of {e['expected']['type_list'][:3]}"
+    parts = [f"{where}: {rule}"]
+    if e["exception"]:
+        parts.append(e["exception"])
+    elif e["unexpected_count"] is not None and e["unexpected_percent"] is not None:
+        parts.append(f"{e['unexpected_count']} unexpected ({e['unexpected_percent']:.1f}%)")
+    elif e["unexpected_count"]:
+        parts.append(f"{e['unexpected_count']} values do not parse")
+    if e["observed_value"] is not None:
+        parts.append(f"observed {e['observed_value']}")
+    parts.append(f"expected {expected}")
+    if e["unexpected_values"]:
+        parts.append(f"e.g. {e['unexpected_values']}")
+    return "; ".join(parts)
+
+
+def _quarantine(ctx: StepContext, sha: str, snapshot: str, vdir: Path, manifest: dict) -> Path:
+    qdir = ctx.layout.quarantine_dir(ctx.require_ds(), sha)
+    with storage.atomic_dir(qdir) as tmp:
+        shutil.copy2(snapshot, tmp / Path(snapshot).name)
+        source = manifest.get("source_uri")
+        if source and storage.exists(source):
+            (tmp / source.rsplit("/", 1)[-1]).write_bytes(storage.read_bytes(source))
+        shutil.copytree(vdir, tmp / "report", ignore=shutil.ignore_patterns(".tmp-*", ".old-*"))
+    return qdir
+
+
+def validate_raw_batch(ctx: StepContext) -> ValidationSummary:
+    import pandas as pd
+
+    from pavedml.ingest import latest_snapshot
+
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    ds = ctx.require_ds()
+    sha, snapshot = latest_snapshot(ctx)
+    manifest = storage.read_json(str(ctx.layout.raw_manifest(ds, sha)))
+    df = pd.read_parquet(snapshot)
+    specs = generate_suite(ctx.use_case, list(df.columns), manifest.get("type_errors"), ctx.interval_start)
+    vdir = ctx.layout.validation_dir(ds, sha)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    rundir = vdir / "runs" / stamp  # every run's report is kept; result.json is the latest
+    with storage.atomic_dir(rundir) as tmp:
+        result = run_suite(df, specs, tmp / "data_docs", run_name=f"{ctx.use_case.name}-{ds}-{sha[:12]}")
+        result["data_docs"] = result["data_docs"].replace(str(tmp.resolve()), str(rundir))
+        result.update(sha256=sha, ds=ds, dag_run=ctx.run_id, validated_at=stamp,
+                      type_errors=manifest.get("type_errors", {}))
+        storage.write_json(str(tmp / "result.json"), result)
+    storage.write_json(str(vdir / "result.json"), result)
+    for col, info in result["type_errors"].items():
+        for e in result["expectations"]:
+            if e["column"] == col and e["type"].endswith("in_type_list") and not e["unexpected_values"]:
+                e["unexpected_values"] = info["examples"]
+                e["unexpected_count"] = info["count"]
+    failed = [e for e in result["expectations"] if not e["success"]]
+    errors = [e for e in failed if e["severity"] == "error"]
+    warnings = [e for e in failed if e["severity"] == "warning"]
+    for w in warnings:
+        log.warning("validation warning: %s", describe(w))
+    log.info("Data Docs: %s", result["data_docs"])
+    if errors:
+        qdir = _quarantine(ctx, sha, snapshot, vdir, manifest)
+        n = len(errors)
+        raise ValidationFailedError(
+            f"batch {ds} ({sha[:12]}) failed {n} of {len(specs)} expectation{'s' if n > 1 else ''}: "
+            + ", ".join(sorted({e['column'] or 'table' for e in errors})),
+            details={"evidence": [describe(e) for e in errors] + [f"(warning) {describe(w)}" for w in warnings],
+                     "report": result["data_docs"], "quarantine": str(qdir),
+                     "next": "fix the batch upstream and re-deliver it, then clear ingest_raw_batch"},
+        )
+    return ValidationSummary(step="validate_raw_batch", use_case=ctx.use_case.name, ds=ds, sha256=sha, success=True,
+                             evaluated=len(specs), warnings=[describe(w) for w in warnings],
+                             data_docs=result["data_docs"], result_json=str(vdir / "result.json"))
+
+
+def require_validated(ctx: StepContext, sha: str) -> None:
+    """Refuse to build on a snapshot that has not passed validation."""
+    path = ctx.layout.validation_dir(ctx.require_ds(), sha) / "result.json"
+    if not path.exists() or not storage.read_json(str(path)).get("success"):
+        raise ValidationFailedError(f"snapshot {sha[:12]} of {ctx.ds} has not passed validation ({path})",
+                                    details={"next": "run validate_raw_batch for this interval"})
