@@ -51,7 +51,7 @@ for uc in use_cases():
         doc_md=runbook(__doc__, uc, PIPELINE),
     ) as dag:
         ingest = step_task("ingest_raw_batch", uc)
-        validate = step_task("validate_raw_batch", uc, retries=0)
+        validate = step_task("validate_raw_batch", uc)
         build = step_task("build_features", uc)
         materialize = step_task("materialize_features", uc, outlets=[assets.features(uc.name)])
         ingest >> validate >> build >> materialize

@@ -18,7 +18,6 @@ from collections import deque
 from typing import Any
 
 from airflow.sdk import BaseOperator
-
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 #: Plumbing a subprocess needs to start at all (not part of the step's contract).
@@ -42,13 +41,21 @@ class StepOperator(BaseOperator):
     template_fields = ("argv",)
     ui_color = "#e8f4fa"
 
-    def __init__(self, *, argv: list[str], env: dict[str, str], private_env: dict[str, str] | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(self, *, argv: list[str], env: dict[str, str] | None = None,
+                 private_env: dict[str, str] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.argv = list(argv)
-        self.env = dict(env)
-        self.private_env = dict(private_env or {})
+        #: None = the step contract of the worker's environment, resolved when the task runs.
+        self.env = None if env is None else dict(env)
+        self.private_env = None if private_env is None else dict(private_env)
         self._proc: subprocess.Popen | None = None
+
+    def contract_environment(self) -> tuple[dict[str, str], dict[str, str]]:
+        """(public, private) step environment: the same contract the docker runtime passes."""
+        from pavedml.settings import step_environment
+
+        public, private = step_environment()
+        return (public if self.env is None else self.env), (private if self.private_env is None else self.private_env)
 
     def _command(self) -> list[str]:
         argv = list(self.argv)
@@ -58,9 +65,8 @@ class StepOperator(BaseOperator):
 
     def _environment(self) -> dict[str, str]:
         env = {k: os.environ[k] for k in PLUMBING_ENV if k in os.environ}
-        env.update(self.env)
-        env.update(self.private_env)
-        return env
+        public, private = self.contract_environment()
+        return {**env, **public, **private}
 
     def execute(self, context) -> Any:
         argv = self._command()
@@ -80,12 +86,14 @@ class StepOperator(BaseOperator):
 
         reader = threading.Thread(target=pump, daemon=True)
         reader.start()
-        stdout, _ = proc.communicate()
+        assert proc.stdout is not None
+        stdout = proc.stdout.read()  # stderr is drained by the reader thread, never by communicate()
+        proc.wait()
         reader.join(timeout=10)
         if proc.returncode != 0:
             error = StepRejectedInput if proc.returncode == EXIT_NO_RETRY else StepFailed
             raise error(
-                f"step {self.argv[3] if len(self.argv) > 3 else argv} exited with code {proc.returncode}; "
+                f"step {self.argv[3] if len(self.argv) > 3 else ' '.join(self.argv)} exited with code {proc.returncode}; "
                 "last lines of its stderr:\n" + "\n".join(tail)
             )
         result = parse_result(stdout)

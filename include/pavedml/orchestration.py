@@ -61,10 +61,11 @@ def step_task(step: str, uc: UseCase, *, params_template: str | None = None, run
     settings = get_settings()
     runtime = runtime or settings.runtime
     argv = step_argv(step, uc.name, params_template)
-    public, private = step_environment()
     kwargs.setdefault("task_id", step)
     if runtime == "docker":
         from airflow.providers.docker.operators.docker import DockerOperator
+
+        public, private = step_environment()  # the worker re-parses this file before it runs the task
 
         return DockerOperator(
             image=settings.image,
@@ -83,7 +84,7 @@ def step_task(step: str, uc: UseCase, *, params_template: str | None = None, run
         )
     from pavedml.operators import StepOperator
 
-    return StepOperator(argv=argv, env=public, private_env=private, **kwargs)
+    return StepOperator(argv=argv, **kwargs)
 
 
 def runbook(doc: str | None, uc: UseCase, pipeline: str) -> str:

@@ -1,0 +1,68 @@
+"""Test-session environment: a private data root and Airflow home (SQLite), set before Airflow
+is imported, so a rerun never finds leftovers and nothing touches the developer's own setup."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SESSION_ROOT = Path(tempfile.mkdtemp(prefix="pavedml-tests-"))
+
+
+def pytest_configure(config):
+    env = {
+        "PAVEDML_DATA_ROOT": str(SESSION_ROOT / "data"),
+        "AIRFLOW_HOME": str(SESSION_ROOT / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{SESSION_ROOT / 'airflow' / 'airflow.db'}",
+        "TQDM_DISABLE": "1",
+        "GX_ANALYTICS_ENABLED": "false",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "true",
+        "FEAST_USAGE": "False",
+    }
+    os.environ.update(env)
+    for name in ("PAVEDML_USE_CASES_DIR", "PAVEDML_RUNTIME", "MLFLOW_TRACKING_URI", "PAVEDML_LANDING_URI",
+                 "PAVEDML_FEAST_REGISTRY", "PAVEDML_FEAST_ONLINE_STORE"):
+        os.environ.pop(name, None)
+    (SESSION_ROOT / "airflow").mkdir(parents=True, exist_ok=True)
+
+
+def pytest_unconfigure(config):
+    if os.environ.get("PAVEDML_KEEP_TEST_DATA") != "1":
+        shutil.rmtree(SESSION_ROOT, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings():
+    from pavedml.settings import get_settings
+
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def airflow_db():
+    """Migrate the session's SQLite Airflow database once."""
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True,
+                   env=os.environ.copy())
+    return SESSION_ROOT / "airflow"
+
+
+@pytest.fixture
+def data_root(tmp_path, monkeypatch):
+    """A fresh data root for one test."""
+    root = tmp_path / "data"
+    monkeypatch.setenv("PAVEDML_DATA_ROOT", str(root))
+    return root

@@ -1,0 +1,113 @@
+"""DAG integrity: no import errors, exactly the expected dag_ids, ownership, retries, docs, tags,
+cheap parsing (no heavy library imported by DAG files), one set of DAGs per use-case file."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.dags
+PIPELINES = ["feature_pipeline"]
+HEAVY = ("mlflow", "great_expectations", "evidently", "feast", "sklearn", "pandas")
+EXPECTED_TASKS = {
+    "feature_pipeline": {
+        "ingest_raw_batch": {"validate_raw_batch"},
+        "validate_raw_batch": {"build_features"},
+        "build_features": {"materialize_features"},
+        "materialize_features": set(),
+    },
+}
+
+
+def _parse_in_subprocess(extra_env: dict | None = None) -> dict:
+    """Parse the DAG folder in a fresh interpreter; report dag ids, errors and heavy modules."""
+    code = textwrap.dedent(f"""
+        import json, sys
+        import airflow.sdk
+        from airflow.dag_processing.dagbag import DagBag
+        bag = DagBag(dag_folder={str(REPO / 'dags')!r})
+        print(json.dumps({{
+            "dags": sorted(bag.dags),
+            "errors": {{k: v[-500:] for k, v in bag.import_errors.items()}},
+            "heavy": sorted(m for m in {HEAVY!r} if m in sys.modules),
+        }}))
+    """)
+    env = {**os.environ, **(extra_env or {})}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def bag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(REPO / "dags"))
+
+
+def test_no_import_errors(bag):
+    assert bag.import_errors == {}
+
+
+def test_exactly_the_expected_dag_ids(bag):
+    assert sorted(bag.dags) == sorted(f"telco_churn_{p}" for p in PIPELINES)
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_dag_hygiene(bag, pipeline):
+    dag = bag.dags[f"telco_churn_{pipeline}"]
+    assert dag.doc_md and "Failures" in dag.doc_md and "telco_churn" in dag.doc_md
+    assert set(dag.tags) >= {"pavedml", "telco_churn", pipeline}
+    assert dag.owner == "ml-platform"
+    for task in dag.tasks:
+        assert task.retries >= 2, f"{task.task_id} has retries={task.retries}"
+        assert task.owner == "ml-platform"
+
+
+@pytest.mark.parametrize("pipeline", list(EXPECTED_TASKS))
+def test_task_graph(bag, pipeline):
+    dag = bag.dags[f"telco_churn_{pipeline}"]
+    assert {t.task_id: set(t.downstream_task_ids) for t in dag.tasks} == EXPECTED_TASKS[pipeline]
+
+
+def test_dag_files_do_not_import_heavy_libraries():
+    result = _parse_in_subprocess()
+    assert result["errors"] == {}
+    assert result["heavy"] == [], f"DAG parsing imported {result['heavy']}"
+
+
+def test_a_second_use_case_file_yields_an_independent_set_of_dags(tmp_path):
+    from pavedml.settings import DEFAULT_USE_CASES_DIR
+
+    shutil.copy(DEFAULT_USE_CASES_DIR / "telco_churn.yaml", tmp_path / "telco_churn.yaml")
+    text = (DEFAULT_USE_CASES_DIR / "telco_churn.yaml").read_text()
+    text = text.replace("name: telco_churn", "name: acme_churn").replace("registered_name: telco_churn",
+                                                                         "registered_name: acme_churn")
+    (tmp_path / "acme_churn.yaml").write_text(text)
+    result = _parse_in_subprocess({"PAVEDML_USE_CASES_DIR": str(tmp_path)})
+    assert result["errors"] == {}
+    assert result["dags"] == sorted([f"acme_churn_{p}" for p in PIPELINES] + [f"telco_churn_{p}" for p in PIPELINES])
+
+    from pavedml.config import load_use_case
+    from pavedml.layout import Layout
+
+    acme = load_use_case(tmp_path / "acme_churn.yaml")
+    assert acme.model.registered_name == "acme_churn"
+    assert Layout.for_use_case("acme_churn").root != Layout.for_use_case("telco_churn").root
+
+
+def test_dag_files_stay_thin():
+    """DAG files import only airflow.sdk, the standard library and the package's cheap modules."""
+    for path in Path(REPO / "dags").glob("*.py"):
+        for line in path.read_text().splitlines():
+            if line.startswith(("import ", "from ")):
+                mod = line.split()[1]
+                assert mod.split(".")[0] in {"__future__", "airflow", "pavedml", "datetime"}, f"{path.name}: {line}"

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from pavedml.config import MODEL_FAMILIES, load_use_case
+from pavedml.errors import ConfigError
+from pavedml.settings import DEFAULT_USE_CASES_DIR
+
+pytestmark = pytest.mark.unit
+TELCO = DEFAULT_USE_CASES_DIR / "telco_churn.yaml"
+
+
+def _write(tmp_path, mutate, name="telco_churn"):
+    raw = yaml.safe_load(TELCO.read_text())
+    mutate(raw)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_bundled_use_case_loads():
+    uc = load_use_case(TELCO)
+    assert uc.entity.key == "customerID"
+    assert uc.dag_id("feature_pipeline") == "telco_churn_feature_pipeline"
+    assert "avg_monthly_spend" in uc.numeric_features
+    assert uc.feature_service == uc.model.registered_name
+
+
+def test_unknown_key_names_file_and_key(tmp_path):
+    path = _write(tmp_path, lambda r: r["drift"].update(threshhold=0.3))
+    with pytest.raises(ConfigError) as err:
+        load_use_case(path)
+    assert str(path) in str(err.value)
+    assert "drift.threshhold: unknown key" in str(err.value)
+
+
+def test_wrong_type_names_key(tmp_path):
+    path = _write(tmp_path, lambda r: r["drift"].update(min_samples="lots"))
+    with pytest.raises(ConfigError, match=r"drift\.min_samples: .*integer"):
+        load_use_case(path)
+
+
+def test_missing_required_key(tmp_path):
+    path = _write(tmp_path, lambda r: r.pop("label"))
+    with pytest.raises(ConfigError, match=r"label: required key is missing"):
+        load_use_case(path)
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match=r"use-case file not found: /nonexistent/x\.yaml"):
+        load_use_case("/nonexistent/x.yaml")
+
+
+def test_invalid_yaml(tmp_path):
+    path = tmp_path / "telco_churn.yaml"
+    path.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="is not valid YAML"):
+        load_use_case(path)
+
+
+def test_unknown_hyper_parameter_is_named(tmp_path):
+    path = _write(tmp_path, lambda r: r["model"]["params"].update(max_depthh=3))
+    with pytest.raises(ConfigError, match=r"model: unknown hyper-parameter\(s\) max_depthh for model family"):
+        load_use_case(path)
+
+
+def test_feature_must_be_a_schema_column(tmp_path):
+    path = _write(tmp_path, lambda r: r["features"]["numeric"].append("NoSuchColumn"))
+    with pytest.raises(ConfigError, match="features.numeric: 'NoSuchColumn' is not a column"):
+        load_use_case(path)
+
+
+def test_name_must_match_file_stem(tmp_path):
+    path = _write(tmp_path, lambda r: None, name="other_name")
+    with pytest.raises(ConfigError, match="must equal the file stem"):
+        load_use_case(path)
+
+
+def test_drift_thresholds_ordered(tmp_path):
+    path = _write(tmp_path, lambda r: r["drift"].update(warn=0.3, alert=0.2))
+    with pytest.raises(ConfigError, match=r"drift: warn \(0.3\) must be below alert \(0.2\)"):
+        load_use_case(path)
+
+
+@pytest.mark.parametrize("family", sorted(MODEL_FAMILIES))
+def test_hyper_parameter_lists_match_scikit_learn(family):
+    """The static allowlists (kept so DAG parsing never imports sklearn) equal the estimators' params."""
+    import importlib
+
+    target, allowed = MODEL_FAMILIES[family]
+    module, cls = target.split(":")
+    estimator = getattr(importlib.import_module(module), cls)()
+    assert set(allowed) == set(estimator.get_params())
+
+
+def test_config_import_is_cheap():
+    code = "import sys, pavedml.config, pavedml.orchestration; print(sorted(m for m in ('pandas','numpy','sklearn') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,95 @@
+"""Both runtimes build the identical argv and environment contract, and never hand Airflow's
+secrets to a step."""
+
+from __future__ import annotations
+
+import airflow.sdk  # noqa: F401  (configure Airflow before the fixture plants fake settings)
+import pytest
+
+from pavedml.config import get_use_case
+from pavedml.orchestration import step_task
+from pavedml.settings import step_environment
+
+pytestmark = pytest.mark.unit
+SECRETS = {
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql://airflow:hunter2@db/airflow",
+    "AIRFLOW__CORE__FERNET_KEY": "fernet-secret",
+    "AIRFLOW__API_AUTH__JWT_SECRET": "jwt-secret",
+    "AIRFLOW_CONN_WAREHOUSE": "postgres://u:p@h/db",
+}
+
+
+@pytest.fixture
+def env(monkeypatch):
+    for k, v in {**SECRETS, "PAVEDML_DATA_ROOT": "/data", "MLFLOW_TRACKING_URI": "http://mlflow:5000",
+                 "MLFLOW_TRACKING_PASSWORD": "mlflow-pass", "AWS_SECRET_ACCESS_KEY": "aws-secret",
+                 "AWS_ENDPOINT_URL": "http://s3:9000", "UNRELATED": "x"}.items():
+        monkeypatch.setenv(k, v)
+
+
+def _tasks(step="ingest_raw_batch"):
+    from airflow.sdk import DAG
+
+    uc = get_use_case("telco_churn")
+    with DAG("contract_test", schedule=None):
+        local = step_task(step, uc, runtime="local", task_id="local")
+        docker = step_task(step, uc, runtime="docker", task_id="docker")
+    return local, docker
+
+
+def test_identical_argv(env):
+    local, docker = _tasks()
+    assert local.argv == docker.command
+    assert local.argv[:6] == ["python", "-m", "pavedml", "ingest_raw_batch", "--use-case", "telco_churn"]
+    assert "{{ ds }}" in local.argv
+
+
+def test_identical_environment_contract(env):
+    local, docker = _tasks()
+    public, private = local.contract_environment()
+    assert public == docker.environment
+    assert private == docker._private_environment
+    assert docker._private_environment == {"AWS_SECRET_ACCESS_KEY": "aws-secret", "MLFLOW_TRACKING_PASSWORD": "mlflow-pass"}
+    assert docker.environment["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert "UNRELATED" not in docker.environment
+
+
+def test_airflow_secrets_never_reach_a_step(env):
+    local, docker = _tasks()
+    for mapping in (local._environment(), docker.environment, docker._private_environment):
+        assert not any(k.startswith("AIRFLOW") for k in mapping)
+        for secret in SECRETS.values():
+            assert secret not in mapping.values()
+
+
+def test_docker_operator_never_pulls_and_cleans_up(env):
+    _, docker = _tasks()
+    assert docker.force_pull is False
+    assert docker.auto_remove == "force"
+    assert docker.privileged is False
+    assert docker.network_mode == "host"
+
+
+def test_step_environment_marks_secrets_private():
+    public, private = step_environment({"PAVEDML_X": "1", "PAVEDML_API_TOKEN": "t", "AIRFLOW__X": "no"})
+    assert public["PAVEDML_X"] == "1" and "PAVEDML_API_TOKEN" not in public
+    assert private == {"PAVEDML_API_TOKEN": "t"}
+    assert public["TQDM_DISABLE"] == "1"
+
+
+def test_local_operator_pushes_last_json_line_and_fails_with_stderr_tail(tmp_path):
+    from airflow.sdk.exceptions import AirflowException
+
+    from pavedml.operators import StepOperator, StepRejectedInput
+
+    ok = StepOperator(task_id="ok", argv=["python", "-c", "print('noise'); print('{\"a\": 1}')"])
+    assert ok.execute({"outlet_events": {}}) == {"a": 1}
+    bad = StepOperator(task_id="bad", argv=["python", "-c",
+                                            "import sys; sys.stderr.write('line1\\nthe reason\\n'); sys.exit(1)"],
+                       )
+    with pytest.raises(AirflowException, match="(?s)exited with code 1.*the reason") as err:
+        bad.execute({})
+    assert not isinstance(err.value, StepRejectedInput)
+    rejected = StepOperator(task_id="rej", argv=["python", "-c", "import sys; sys.exit(3)"])
+    with pytest.raises(StepRejectedInput):
+        rejected.execute({})
