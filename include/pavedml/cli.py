@@ -28,6 +28,16 @@ STEPS: dict[str, tuple[str, str]] = {
                        "Build the interval's offline feature partition (atomic, checked)."),
     "materialize_features": ("pavedml.featurestore:materialize_features",
                              "Apply the Feast definitions and materialize the interval into the online store."),
+    "build_training_set": ("pavedml.training:build_training_set",
+                           "Join labels point-in-time with Feast features; split by time into train/validation/holdout."),
+    "train_challenger": ("pavedml.training:train_challenger",
+                         "Train the configured pipeline, track it in MLflow and register it as the challenger."),
+    "evaluate_challenger": ("pavedml.evaluation:evaluate_challenger",
+                            "Score challenger and champion on the same holdout and decide by policy."),
+    "promote_challenger": ("pavedml.registry:promote_challenger",
+                           "Move the champion alias if the decision says so (compare-and-set) and write the ledger."),
+    "rollback_model": ("pavedml.registry:rollback_model",
+                       "Move champion back to previous_champion or a given READY version, with a ledger entry."),
 }
 #: Commands that are not pipeline steps (no --ds contract).
 COMMANDS: dict[str, tuple[str, str]] = {

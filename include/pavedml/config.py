@@ -112,7 +112,7 @@ class Features(_Strict):
     #: How old a feature row may be and still serve (Feast FeatureView ttl).
     ttl_days: int = Field(default=30, ge=1)
     #: Rows per online-store write (bounds memory of materialize_features).
-    online_write_chunk_rows: int = Field(default=20000, ge=100)
+    online_write_chunk_rows: int = Field(default=10000, ge=100)
 
 
 class Split(_Strict):

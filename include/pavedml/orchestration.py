@@ -99,3 +99,18 @@ def start_date(uc: UseCase):
 
     d = uc.schedules.start_date
     return datetime(d.year, d.month, d.day, tzinfo=UTC)
+
+
+def training_schedule(uc: UseCase):
+    """The config's cadence (cron) or the features Asset, always OR the drift monitor's retrain request."""
+    from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable
+
+    from pavedml import assets
+
+    retrain = assets.retrain_request(uc.name)
+    cadence = uc.schedules.training_pipeline
+    if cadence in (None, "", "none"):
+        return [retrain]
+    if cadence == "features":
+        return assets.features(uc.name) | retrain
+    return AssetOrTimeSchedule(timetable=CronTriggerTimetable(cadence, timezone="UTC"), assets=[retrain])

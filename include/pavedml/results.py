@@ -62,3 +62,42 @@ class SimulateResult(StepResult):
     days: list[str]
     landing: str
     injected: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DatasetResult(StepResult):
+    path: str
+    rows: dict
+    digests: dict
+    dropped_without_features: int
+
+
+@dataclass(frozen=True)
+class TrainResult(StepResult):
+    model_name: str
+    version: str
+    run_id: str
+    metrics: dict
+    reused: bool
+    seconds: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PromotionDecision(StepResult):
+    outcome: str  # promote | keep_champion | reject
+    promote: bool
+    reasons: list
+    challenger_version: str
+    champion_version: str | None
+    metrics: dict
+    record: str = ""
+
+
+@dataclass(frozen=True)
+class PromotionResult(StepResult):
+    action: str  # promoted | kept | rolled_back | skipped
+    model_name: str
+    from_version: str | None
+    to_version: str | None
+    reason: str
+    ledger: str

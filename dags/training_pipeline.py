@@ -1,0 +1,77 @@
+"""
+### Training pipeline — `<use case>_training_pipeline`
+
+**What it does.** Builds a point-in-time correct training set (labels joined with Feast historical
+features: no feature value later than its label's timestamp), splits it by time (holdout = the most
+recent labelled days), trains the configured scikit-learn pipeline, tracks everything in MLflow
+(params, metrics, plots, dataset lineage with snapshot hashes, signature, drift reference) and
+registers a version with alias `challenger`. The challenger and the current `champion` are scored
+on the same holdout; the use case's policy decides; `promote_challenger` moves `champion` (and
+`previous_champion`) only when the policy says so, and writes the ledger.
+
+**When it runs.** On the use case's schedule, on every retrain request from the drift monitor
+(Asset `<use case>.retrain_request`), or by hand with the form: training window, hyper-parameter
+overrides (JSON object), a reason, and *force promote* (off by default; recorded in the ledger).
+
+| task | output |
+|---|---|
+| `build_training_set` | `training/<run>/{train,validation,holdout}.parquet` + `dataset.json` (digests) |
+| `train_challenger` | MLflow run + registered version, alias `challenger` |
+| `evaluate_challenger` | decision record (JSON + table) in MLflow and `training/<run>/decision.*` |
+| `promote_challenger` | alias `champion` moved or kept; ledger entry |
+
+**Failures and what to do.**
+- `training_data_invalid` — no labels in the window, a single class, too few labelled days or
+  rows. Widen `training_window_days` in the form or wait for labels; no version was registered.
+- `tracking_unavailable` — the MLflow server did not answer; the task retries by itself. A retry
+  of the same run reuses the run and version it already made (never a second version).
+- `registry_error` in `promote_challenger` — the champion changed while this run evaluated (a
+  race): clear `evaluate_challenger` to decide against the new champion.
+- A `reject`/`keep_champion` outcome is not a failure: read the decision record.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import DAG, Param
+
+from pavedml import assets
+from pavedml.orchestration import default_args, runbook, start_date, step_task, tags, training_schedule, use_cases
+
+PIPELINE = "training_pipeline"
+PARAMS = "{{ params | tojson }}"
+
+for uc in use_cases():
+    with DAG(
+        dag_id=uc.dag_id(PIPELINE),
+        description=f"Train, evaluate and maybe promote a {uc.model.family} challenger for {uc.name}",
+        schedule=training_schedule(uc),
+        start_date=start_date(uc),
+        catchup=False,
+        max_active_runs=1,
+        default_args=default_args(uc),
+        tags=tags(uc, PIPELINE),
+        doc_md=runbook(__doc__, uc, PIPELINE),
+        params={
+            "training_window_days": Param(90, type="integer", minimum=7, maximum=3650,
+                                          description="Train on labels of the last N days."),
+            "hyperparameters": Param({}, type="object",
+                                     description="Overrides of model.params, e.g. {\"max_iter\": 300}."),
+            "reason": Param("scheduled", type="string", minLength=3, description="Why this run (goes to the ledger)."),
+            "force_promote": Param(False, type="boolean",
+                                   description="Promote even if the policy says no (recorded as FORCED)."),
+        },
+    ) as dag:
+        build = step_task("build_training_set", uc, params_template=PARAMS)
+        train = step_task("train_challenger", uc, params_template=PARAMS)
+        evaluate = step_task("evaluate_challenger", uc, params_template=PARAMS)
+        promote = step_task("promote_challenger", uc, params_template=PARAMS, outlets=[assets.champion(uc.name)])
+        build >> train >> evaluate
+        if uc.evaluation.require_approval:
+            from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+            approve = ApprovalOperator(task_id="approve_promotion", subject=f"Promote {uc.model.registered_name}?",
+                                       body="Read the decision record of evaluate_challenger, then approve or reject.")
+            evaluate >> approve >> promote
+        else:
+            evaluate >> promote
+    globals()[dag.dag_id] = dag

@@ -1,0 +1,167 @@
+"""evaluate_challenger: champion and challenger scored on the same holdout, decided by policy.
+
+The policy (use-case ``evaluation``) in order:
+1. **Floors**: every floor metric of the challenger must meet its floor, else ``reject``.
+2. **No champion yet**: promote when the floors are met.
+3. **Uplift**: the challenger must beat the champion on the primary metric by at least
+   ``min_uplift`` (and strictly: a tie keeps the champion), else ``keep_champion``.
+4. **Guardrails**: no guardrail metric may regress by more than its allowance.
+5. **Slices**: within each value of each slice column, the primary metric may not regress by
+   more than ``max_slice_regression``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from pavedml import storage
+from pavedml.config import LOWER_IS_BETTER, Evaluation
+from pavedml.context import StepContext
+from pavedml.results import PromotionDecision
+
+log = logging.getLogger(__name__)
+MIN_SLICE_ROWS = 30
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: str  # promote | keep_champion | reject
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def promote(self) -> bool:
+        return self.outcome == "promote"
+
+
+def _worse_by(metric: str, challenger: float, champion: float) -> float:
+    """How much worse the challenger is (positive = worse), whatever the metric's direction."""
+    return (challenger - champion) if metric in LOWER_IS_BETTER else (champion - challenger)
+
+
+def decide(challenger: dict[str, float], champion: dict[str, float] | None, policy: Evaluation,
+           challenger_slices: dict[str, dict[str, float]] | None = None,
+           champion_slices: dict[str, dict[str, float]] | None = None) -> Verdict:
+    """The decision table. Metrics are plain names (``roc_auc``), slices ``{"Contract=One year": {...}}``."""
+    floor_failures = []
+    for metric, floor in policy.floors.items():
+        value = challenger[metric]
+        ok = value <= floor if metric in LOWER_IS_BETTER else value >= floor
+        if not ok:
+            floor_failures.append(f"floor not met: {metric} {value:.4f} vs floor {floor}")
+    if floor_failures:
+        return Verdict("reject", floor_failures)
+    if champion is None:
+        return Verdict("promote", ["no champion yet and every floor is met"])
+    primary = policy.primary_metric
+    uplift = challenger[primary] - champion[primary]
+    if uplift <= 0 or uplift < policy.min_uplift:
+        what = "tie" if uplift == 0 else f"uplift {uplift:+.4f}"
+        return Verdict("keep_champion", [f"{what} on {primary} ({challenger[primary]:.4f} vs champion "
+                                         f"{champion[primary]:.4f}) is below the required {policy.min_uplift}"])
+    problems = []
+    for metric, allowed in policy.guardrails.items():
+        worse = _worse_by(metric, challenger[metric], champion[metric])
+        if worse > allowed:
+            problems.append(f"guardrail {metric} regressed by {worse:.4f} (allowed {allowed})")
+    for name, chal in (challenger_slices or {}).items():
+        champ = (champion_slices or {}).get(name)
+        if champ is None or primary not in chal or primary not in champ:
+            continue
+        worse = _worse_by(primary, chal[primary], champ[primary])
+        if worse > policy.max_slice_regression:
+            problems.append(f"slice {name}: {primary} regressed by {worse:.4f} "
+                            f"(allowed {policy.max_slice_regression})")
+    if problems:
+        return Verdict("keep_champion", problems)
+    return Verdict("promote", [f"uplift {uplift:+.4f} on {primary} meets the required {policy.min_uplift}; "
+                               "guardrails and slices hold"])
+
+
+def slice_metrics(df, proba, slices: list[str]) -> dict[str, dict[str, float]]:
+    from pavedml.tracking import classification_metrics
+
+    out = {}
+    for col in slices:
+        for value, idx in df.groupby(col, observed=True).indices.items():
+            y = df["label"].to_numpy()[idx]
+            if len(idx) < MIN_SLICE_ROWS or len(set(y)) < 2:
+                continue
+            out[f"{col}={value}"] = classification_metrics(y, proba[idx])
+    return out
+
+
+def decision_table(record: dict) -> str:
+    """A readable Markdown table of the decision."""
+    chal, champ = record["challenger"], record.get("champion")
+    lines = [f"# Promotion decision: **{record['outcome']}**", "",
+             f"{record['model']} challenger v{chal['version']} vs champion "
+             f"{'v' + champ['version'] if champ else '(none)'} on holdout of {record['holdout_rows']} rows", "",
+             "| metric | challenger | champion | delta |", "|---|---|---|---|"]
+    for metric, value in chal["metrics"].items():
+        other = champ["metrics"].get(metric) if champ else None
+        delta = f"{value - other:+.4f}" if other is not None else ""
+        lines.append(f"| {metric} | {value:.4f} | {'' if other is None else f'{other:.4f}'} | {delta} |")
+    lines += ["", "Reasons:"] + [f"- {r}" for r in record["reasons"]]
+    return "\n".join(lines) + "\n"
+
+
+def evaluate_challenger(ctx: StepContext) -> PromotionDecision:
+    import mlflow
+
+    from pavedml.tracking import CHAMPION, alias_version, dag_run_key, find_version_for_dag_run, setup, \
+        unavailable_as_error
+    from pavedml.training import load_split, run_key
+
+    uc = ctx.use_case
+    name = uc.model.registered_name
+    holdout = load_split(ctx, "holdout")
+    client, _ = setup(ctx)
+    with unavailable_as_error(ctx.settings.mlflow_tracking_uri):
+        challenger = find_version_for_dag_run(client, name, dag_run_key(ctx))
+        if challenger is None:
+            from pavedml.errors import RegistryError
+
+            raise RegistryError(f"no {name} version registered by DAG run {dag_run_key(ctx)}",
+                                details={"next": "run train_challenger first"})
+        champion = alias_version(client, name, CHAMPION)
+        X = uc.feature_columns
+        scored = {}
+        for role, mv in (("challenger", challenger), ("champion", champion)):
+            if mv is None:
+                continue
+            from pavedml.tracking import classification_metrics
+
+            model = mlflow.sklearn.load_model(f"models:/{name}/{mv.version}")
+            proba = model.predict_proba(holdout[X])[:, 1]
+            scored[role] = {"version": str(mv.version), "metrics": classification_metrics(holdout["label"], proba),
+                            "slices": slice_metrics(holdout, proba, uc.evaluation.slices)}
+    same = champion is not None and str(champion.version) == str(challenger.version)
+    if same:
+        verdict = Verdict("keep_champion", [f"v{challenger.version} already is the champion"])
+    else:
+        verdict = decide(scored["challenger"]["metrics"], scored.get("champion", {}).get("metrics"), uc.evaluation,
+                         scored["challenger"]["slices"], scored.get("champion", {}).get("slices"))
+    record = {"model": name, "outcome": verdict.outcome, "promote": verdict.promote, "reasons": verdict.reasons,
+              "policy": uc.evaluation.model_dump(), "holdout_rows": len(holdout),
+              "challenger": scored["challenger"], "champion": scored.get("champion"),
+              "dag_run": dag_run_key(ctx), "decided_at": datetime.now(UTC).isoformat()}
+    out_dir = ctx.layout.training_dir(run_key(ctx))
+    storage.write_json(str(out_dir / "decision.json"), record)
+    (out_dir / "decision.md").write_text(decision_table(record))
+    with unavailable_as_error(ctx.settings.mlflow_tracking_uri):
+        client.log_dict(challenger.run_id, record, "evaluation/decision.json")
+        client.log_text(challenger.run_id, decision_table(record), "evaluation/decision.md")
+        client.set_model_version_tag(name, challenger.version, "evaluation.outcome", verdict.outcome)
+        client.set_model_version_tag(name, challenger.version, "evaluation.reasons", "; ".join(verdict.reasons)[:4000])
+        if champion is not None and not same:
+            client.set_model_version_tag(name, champion.version, f"evaluation.vs_v{challenger.version}",
+                                         "lost" if verdict.promote else "kept")
+    log.info("decision for %s v%s: %s (%s)", name, challenger.version, verdict.outcome, "; ".join(verdict.reasons))
+    return PromotionDecision(step="evaluate_challenger", use_case=uc.name, ds=ctx.ds, outcome=verdict.outcome,
+                             promote=verdict.promote, reasons=verdict.reasons,
+                             challenger_version=str(challenger.version),
+                             champion_version=str(champion.version) if champion else None,
+                             metrics={role: v["metrics"] for role, v in scored.items()},
+                             record=str(out_dir / "decision.json"))

@@ -1,0 +1,266 @@
+"""MLflow glue: one parent run per DAG run, metrics, plots, lineage, model, registration.
+
+Idempotent per DAG run: the run and the model version carry the tag ``pavedml.dag_run`` and a
+retry of the same DAG run finds and reuses them instead of creating a second version.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from pavedml.context import StepContext
+from pavedml.errors import RegistryError, TrackingUnavailableError
+from pavedml.results import TrainResult
+
+log = logging.getLogger(__name__)
+DAG_RUN_TAG = "pavedml.dag_run"
+CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous_champion"
+PLOT_NAMES = ("roc_curve", "pr_curve", "confusion_matrix", "calibration", "feature_importance")
+
+
+def dag_run_key(ctx: StepContext) -> str:
+    return f"{ctx.dag_id or 'cli'}/{ctx.run_id or ctx.ds}"
+
+
+def setup(ctx: StepContext):
+    """Point MLflow at the configured server and make sure the use case's experiment exists."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    import mlflow
+
+    s = ctx.settings
+    mlflow.set_tracking_uri(s.mlflow_tracking_uri)
+    mlflow.set_registry_uri(s.mlflow_tracking_uri)
+    if s.mlflow_tracking_uri.startswith("sqlite:///"):
+        Path(s.mlflow_tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    name = ctx.use_case.name
+    with unavailable_as_error(s.mlflow_tracking_uri):
+        exp = mlflow.get_experiment_by_name(name)
+        if exp is None:
+            exp_id = mlflow.create_experiment(name, artifact_location=f"{s.mlflow_artifact_root.rstrip('/')}/{name}")
+        else:
+            exp_id = exp.experiment_id
+    return mlflow.MlflowClient(), exp_id
+
+
+@contextmanager
+def unavailable_as_error(uri: str):
+    """Turn connection failures into a retryable error that names the server."""
+    import requests
+
+    try:
+        yield
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+        raise TrackingUnavailableError(f"MLflow tracking server {uri} is unreachable: {type(exc).__name__}",
+                                       details={"next": "check the MLflow server; the task retries by itself"}) from None
+    except Exception as exc:
+        if "ConnectionError" in type(exc).__name__ or "Max retries exceeded" in str(exc):
+            raise TrackingUnavailableError(f"MLflow tracking server {uri} is unreachable: {str(exc)[:200]}",
+                                           details={"next": "check the MLflow server; the task retries by itself"}) from None
+        raise
+
+
+def git_commit() -> str:
+    env = os.environ.get("PAVEDML_GIT_COMMIT")
+    if env:
+        return env
+    try:
+        here = Path(__file__).resolve().parent
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                              timeout=5).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def classification_metrics(y, proba, threshold: float = 0.5) -> dict[str, float]:
+    import numpy as np
+    from sklearn import metrics as m
+
+    y = np.asarray(y)
+    pred = (proba >= threshold).astype(int)
+    return {
+        "roc_auc": float(m.roc_auc_score(y, proba)),
+        "pr_auc": float(m.average_precision_score(y, proba)),
+        "f1": float(m.f1_score(y, pred, zero_division=0)),
+        "precision": float(m.precision_score(y, pred, zero_division=0)),
+        "recall": float(m.recall_score(y, pred, zero_division=0)),
+        "log_loss": float(m.log_loss(y, np.clip(proba, 1e-15, 1 - 1e-15), labels=[0, 1])),
+        "brier": float(m.brier_score_loss(y, proba)),
+    }
+
+
+def _plots(pipeline, features, y, proba, outdir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from sklearn.calibration import CalibrationDisplay
+    from sklearn.inspection import permutation_importance
+    from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
+
+    paths = []
+
+    def save(name, draw):
+        fig, ax = plt.subplots(figsize=(6, 4.5))
+        draw(ax)
+        ax.set_title(name.replace("_", " "))
+        fig.tight_layout()
+        path = outdir / f"{name}.png"
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        paths.append(path)
+
+    save("roc_curve", lambda ax: RocCurveDisplay.from_predictions(y, proba, ax=ax))
+    save("pr_curve", lambda ax: PrecisionRecallDisplay.from_predictions(y, proba, ax=ax))
+    save("confusion_matrix", lambda ax: ConfusionMatrixDisplay.from_predictions(y, (proba >= 0.5).astype(int), ax=ax))
+    save("calibration", lambda ax: CalibrationDisplay.from_predictions(y, proba, n_bins=10, ax=ax))
+    n = min(len(features), 2000)
+    sample = features.sample(n, random_state=0) if len(features) > n else features
+    imp = permutation_importance(pipeline, sample, np.asarray(y)[sample.index.to_numpy()] if len(features) > n else y,
+                                 n_repeats=3, random_state=0, scoring="roc_auc", n_jobs=1)
+    order = np.argsort(imp.importances_mean)[-15:]
+
+    def bars(ax):
+        ax.barh([features.columns[i] for i in order], imp.importances_mean[order])
+        ax.set_xlabel("ROC AUC drop when permuted (validation sample)")
+
+    save("feature_importance", bars)
+    return paths
+
+
+def find_version_for_dag_run(client, name: str, key: str):
+    try:
+        versions = client.search_model_versions(f"name = '{name}' and tags.`{DAG_RUN_TAG}` = '{key}'")
+    except Exception as exc:  # registered model absent on first use
+        if "RESOURCE_DOES_NOT_EXIST" in str(exc):
+            return None
+        raise
+    versions = [v for v in versions if v.tags.get(DAG_RUN_TAG) == key]
+    return max(versions, key=lambda v: int(v.version)) if versions else None
+
+
+def _skops_trusted(pipeline) -> list[str]:
+    import skops.io
+
+    return skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
+
+
+def _pip_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{p}=={version(p)}" for p in ("mlflow", "scikit-learn", "skops", "pandas", "numpy")]
+
+
+def log_and_register(ctx: StepContext, pipeline, params: dict, manifest: dict, train, validation, holdout,
+                     fit_seconds: float) -> TrainResult:
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from pavedml.drift import build_reference
+
+    uc = ctx.use_case
+    name = uc.model.registered_name
+    key = dag_run_key(ctx)
+    t0 = time.perf_counter()
+    client, exp_id = setup(ctx)
+    with unavailable_as_error(ctx.settings.mlflow_tracking_uri):
+        existing = find_version_for_dag_run(client, name, key)
+        if existing is not None:
+            log.info("DAG run %s already registered %s v%s: reusing it", key, name, existing.version)
+            client.set_registered_model_alias(name, CHALLENGER, existing.version)
+            run = client.get_run(existing.run_id)
+            return TrainResult(step="train_challenger", use_case=uc.name, ds=ctx.ds, model_name=name,
+                               version=str(existing.version), run_id=existing.run_id,
+                               metrics={k: v for k, v in run.data.metrics.items() if k.startswith("holdout_")},
+                               reused=True)
+        X = uc.feature_columns
+        metrics = {}
+        for split_name, df in (("validation", validation), ("holdout", holdout)):
+            proba = pipeline.predict_proba(df[X])[:, 1]
+            metrics.update({f"{split_name}_{k}": v for k, v in classification_metrics(df["label"], proba).items()})
+        eval_seconds = time.perf_counter() - t0
+        t_log = time.perf_counter()
+        tags = {DAG_RUN_TAG: key, "airflow.dag_id": ctx.dag_id, "airflow.run_id": ctx.run_id,
+                "airflow.logical_date": ctx.ds or "", "airflow.try_number": str(ctx.try_number),
+                "git_commit": git_commit(), "use_case": uc.name, "mlflow.runName": f"{uc.name}-{ctx.ds}",
+                "reason": str(ctx.params.get("reason") or "scheduled")}
+        runs = mlflow.search_runs([exp_id], filter_string=f"tags.`{DAG_RUN_TAG}` = '{key}'", output_format="list")
+        resume = runs[0].info.run_id if runs else None
+        with mlflow.start_run(run_id=resume, experiment_id=None if resume else exp_id, tags=tags) as run:
+            mlflow.log_params({"model_family": uc.model.family, **{f"model.{k}": v for k, v in params.items()},
+                               "features.numeric": ",".join(uc.numeric_features),
+                               "features.categorical": ",".join(uc.categorical_features),
+                               "training_window_days": manifest["window_days"],
+                               **{f"rows.{k}": v for k, v in manifest["rows"].items()}})
+            mlflow.log_metrics(metrics)
+            mlflow.log_metric("fit_seconds", fit_seconds)
+            mlflow.set_tags({f"dataset.{k}.digest": v for k, v in manifest["digests"].items()})
+            mlflow.set_tag("raw_snapshot_hashes", json.dumps(manifest["feature_snapshots"], sort_keys=True)[:5000])
+            for split_name, df in (("train", train), ("validation", validation), ("holdout", holdout)):
+                ds = mlflow.data.from_pandas(df, source=str(ctx.layout.training_dir(_run_dir(ctx)) / f"{split_name}.parquet"),
+                                             targets="label", name=f"{uc.name}-{split_name}",
+                                             digest=manifest["digests"][split_name][:32])
+                mlflow.log_input(ds, context=split_name)
+            mlflow.log_dict(manifest, "dataset/dataset.json")
+            reference = build_reference(train, uc.numeric_features, uc.categorical_features, bins=uc.drift.bins)
+            mlflow.log_dict(reference, "drift/reference.json")
+            with tempfile.TemporaryDirectory() as tmp:
+                plot_seconds = time.perf_counter()
+                for path in _plots(pipeline, validation[X], validation["label"].to_numpy(),
+                                   pipeline.predict_proba(validation[X])[:, 1], Path(tmp)):
+                    mlflow.log_artifact(str(path), "plots")
+                plot_seconds = time.perf_counter() - plot_seconds
+            example = train[X].head(5)
+            signature = infer_signature(example, pipeline.predict_proba(example)[:, 1])
+            info = mlflow.sklearn.log_model(pipeline, name="model", signature=signature, input_example=example,
+                                            pip_requirements=_pip_requirements(),
+                                            skops_trusted_types=_skops_trusted(pipeline))
+            run_id = run.info.run_id
+        mv = mlflow.register_model(info.model_uri, name, tags={DAG_RUN_TAG: key, "use_case": uc.name,
+                                                                "drift_reference": f"runs:/{run_id}/drift/reference.json",
+                                                                **{k: f"{v:.6f}" for k, v in metrics.items()
+                                                                   if k.startswith("holdout_")}})
+        _wait_ready(client, name, mv.version)
+        client.set_registered_model_alias(name, CHALLENGER, mv.version)
+    log_seconds = time.perf_counter() - t_log
+    log.info("registered %s v%s (run %s) as %s", name, mv.version, run_id, CHALLENGER)
+    return TrainResult(step="train_challenger", use_case=uc.name, ds=ctx.ds, model_name=name, version=str(mv.version),
+                       run_id=run_id, metrics={k: round(v, 6) for k, v in metrics.items() if k.startswith("holdout_")},
+                       reused=False, seconds={"fit": round(fit_seconds, 3), "evaluate": round(eval_seconds, 3),
+                                              "plots": round(plot_seconds, 3),
+                                              "mlflow_logging_and_registration": round(log_seconds - plot_seconds, 3)})
+
+
+def _run_dir(ctx: StepContext) -> str:
+    from pavedml.training import run_key
+
+    return run_key(ctx)
+
+
+def _wait_ready(client, name: str, version: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        mv = client.get_model_version(name, version)
+        if mv.status == "READY":
+            return
+        if mv.status == "FAILED_REGISTRATION" or time.monotonic() > deadline:
+            raise RegistryError(f"{name} v{version} did not become READY (status {mv.status})")
+        time.sleep(0.5)
+
+
+def alias_version(client, name: str, alias: str):
+    """The version an alias points to, or None."""
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except Exception as exc:
+        if "RESOURCE_DOES_NOT_EXIST" in str(exc) or "not found" in str(exc).lower():
+            return None
+        raise

@@ -1,0 +1,238 @@
+"""build_training_set and train_challenger.
+
+Labels (entity, label timestamp, label) are joined point-in-time with Feast historical features:
+a feature row is used only if its timestamp is at or before the label's timestamp (and within the
+feature view's ttl). The split is by time: the most recent labelled snapshot days are the holdout,
+the days before them the validation set, the rest the training set. Everything a run produces
+lives under ``training/<run key>/`` so a retry of the same DAG run reuses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import re
+import time
+from datetime import UTC, date, datetime, timedelta
+
+from pavedml import storage
+from pavedml.config import MODEL_FAMILIES, UseCase
+from pavedml.context import StepContext
+from pavedml.errors import ConfigError, TrainingDataError
+from pavedml.results import StepResult
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "validation", "holdout")
+LABEL_TS = "event_timestamp"
+LABEL = "label"
+
+
+def run_key(ctx: StepContext) -> str:
+    """A folder name for the DAG run (``manual__2025-...`` -> safe characters)."""
+    raw = ctx.run_id or f"cli__{ctx.ds}"
+    return re.sub(r"[^A-Za-z0-9_.=-]", "_", raw)
+
+
+def frame_digest(df) -> str:
+    """Order-sensitive content digest of a DataFrame (independent of the Parquet writer)."""
+    import pandas as pd
+
+    return hashlib.sha256(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes()).hexdigest()
+
+
+def load_labels(ctx: StepContext, window_days: int):
+    """Labels known by the end of ``ds``: every labels partition dt <= ds within the window."""
+    import pandas as pd
+
+    uc = ctx.use_case
+    ds = date.fromisoformat(ctx.require_ds())
+    frames, sources = [], []
+    for offset in range(window_days + uc.label.delay_days + 1):
+        day = ds - timedelta(days=offset)
+        for fmt in ("csv", "parquet"):
+            uri = ctx.layout.landing_file(uc.label.dataset, day.isoformat(), fmt)
+            if storage.exists(uri):
+                data = storage.read_bytes(uri)
+                df = pd.read_parquet(io.BytesIO(data)) if fmt == "parquet" else pd.read_csv(io.BytesIO(data), dtype=str)
+                missing = {uc.entity.key, uc.label.column, "snapshot_date"} - set(df.columns)
+                if missing:
+                    raise TrainingDataError(f"labels file {uri} lacks column(s) {', '.join(sorted(missing))}")
+                frames.append(df)
+                sources.append({"uri": uri, "sha256": hashlib.sha256(data).hexdigest()})
+                break
+    if not frames:
+        raise TrainingDataError(
+            f"no labels known by {ds} in the last {window_days} days under {ctx.layout.landing}/{uc.label.dataset}",
+            details={"next": "widen training_window_days or wait for labels to arrive"})
+    labels = pd.concat(frames, ignore_index=True)
+    labels[LABEL_TS] = pd.to_datetime(labels["snapshot_date"], utc=True)
+    oldest = pd.Timestamp(ds - timedelta(days=window_days), tz="UTC")
+    labels = labels[labels[LABEL_TS] >= oldest]
+    out = labels[[uc.entity.key, LABEL_TS]].copy()
+    out[uc.entity.key] = out[uc.entity.key].astype(str)
+    out[LABEL] = (labels[uc.label.column].astype(str) == str(uc.label.positive)).astype("int64").to_numpy()
+    out = out.drop_duplicates([uc.entity.key, LABEL_TS], keep="last")
+    return out.sort_values([LABEL_TS, uc.entity.key]).reset_index(drop=True), sources
+
+
+def point_in_time_join(uc: UseCase, entity_df):
+    """Feast historical features for every label row (rows without a feature row at or before
+    their timestamp are reported and dropped: they cannot be trained on)."""
+    import numpy as np
+    import pandas as pd
+
+    from pavedml.featurestore import get_store
+    from pavedml.layout import Layout
+
+    key = uc.entity.key
+    store, defs = get_store(uc)
+    features_root = Layout.for_use_case(uc.name).features_root
+    known = set()
+    if features_root.exists():
+        import pyarrow.dataset as pads
+
+        table = pads.dataset(str(features_root), format="parquet", partitioning="hive").to_table(columns=[key])
+        known = set(table.column(key).to_pylist())
+    e = entity_df.reset_index(drop=True).assign(__row_id=np.arange(len(entity_df)))
+    # Feast's file store fails on keys absent from every partition: ask only for known keys.
+    sub = e[e[key].isin(known)]
+    if sub.empty:
+        return e.iloc[0:0], len(e)
+    hist = store.get_historical_features(entity_df=sub, features=defs["feature_service"]).to_df()
+    joined = e.merge(hist.drop(columns=[c for c in e.columns if c != "__row_id"]), on="__row_id", how="inner")
+    dropped = len(e) - len(joined)
+    joined = joined.sort_values("__row_id").drop(columns="__row_id").reset_index(drop=True)
+    feats = uc.feature_columns
+    joined = joined.dropna(subset=[f for f in feats if f in uc.features.non_null], how="any")
+    return pd.DataFrame(joined), dropped + (len(e) - dropped - len(joined))
+
+
+def time_split(df, uc: UseCase):
+    days = sorted(df[LABEL_TS].dt.normalize().unique())
+    need = uc.model.split.holdout_days + uc.model.split.validation_days + 1
+    if len(days) < need:
+        raise TrainingDataError(
+            f"only {len(days)} labelled snapshot day(s) in the window; the split needs at least {need} "
+            f"(holdout_days={uc.model.split.holdout_days}, validation_days={uc.model.split.validation_days}, 1 to train)",
+            details={"next": "widen training_window_days or wait for more labelled days"})
+    holdout_from = days[-uc.model.split.holdout_days]
+    validation_from = days[-(uc.model.split.holdout_days + uc.model.split.validation_days)]
+    day = df[LABEL_TS].dt.normalize()
+    return {"train": df[day < validation_from], "validation": df[(day >= validation_from) & (day < holdout_from)],
+            "holdout": df[day >= holdout_from]}
+
+
+def _snapshot_hashes(ctx: StepContext, days) -> dict[str, str]:
+    out = {}
+    for d in days:
+        src = ctx.layout.features_partition(d) / "_SOURCE.json"
+        if src.exists():
+            out[d] = storage.read_json(str(src))["sha256"]
+    return out
+
+
+def build_training_set(ctx: StepContext) -> StepResult:
+    uc = ctx.use_case
+    window = int(ctx.params.get("training_window_days") or 90)
+    out_dir = ctx.layout.training_dir(run_key(ctx))
+    manifest_path = out_dir / "dataset.json"
+    if manifest_path.exists():
+        log.info("training set of this DAG run already built: %s", out_dir)
+        return _dataset_result(ctx, storage.read_json(str(manifest_path)))
+    labels, label_sources = load_labels(ctx, window)
+    joined, dropped = point_in_time_join(uc, labels)
+    if joined.empty:
+        raise TrainingDataError(f"none of the {len(labels)} labels in the window has features at or before its time",
+                                details={"next": "run the feature pipeline for the labelled days first"})
+    classes = sorted(joined[LABEL].unique().tolist())
+    if len(classes) < 2:
+        raise TrainingDataError(f"the training window holds a single class ({classes[0]}) in {len(joined)} rows; "
+                                "a classifier needs both", details={"next": "widen training_window_days"})
+    splits = time_split(joined, uc)
+    for name, part in splits.items():
+        if part.empty or part[LABEL].nunique() < 2:
+            raise TrainingDataError(f"the {name} split ({len(part)} rows) does not hold both classes")
+    if len(splits["train"]) < uc.model.min_train_rows:
+        raise TrainingDataError(f"only {len(splits['train'])} training rows; model.min_train_rows is "
+                                f"{uc.model.min_train_rows}")
+    days = sorted({d.date().isoformat() for d in joined[LABEL_TS].dt.normalize()})
+    manifest = {"rows": {k: len(v) for k, v in splits.items()}, "dropped_without_features": int(dropped),
+                "labels": label_sources, "window_days": window, "snapshot_days": days,
+                "feature_snapshots": _snapshot_hashes(ctx, days),
+                "ranges": {k: [str(v[LABEL_TS].min()), str(v[LABEL_TS].max())] for k, v in splits.items()},
+                "positive_rate": {k: round(float(v[LABEL].mean()), 4) for k, v in splits.items()},
+                "digests": {}, "dag_run": ctx.run_id, "built_at": datetime.now(UTC).isoformat()}
+    with storage.atomic_dir(out_dir) as tmp:
+        for name, part in splits.items():
+            part = part.reset_index(drop=True)
+            part.to_parquet(tmp / f"{name}.parquet", index=False)
+            manifest["digests"][name] = frame_digest(part)
+        storage.write_json(str(tmp / "dataset.json"), manifest)
+    if dropped:
+        log.warning("%d label rows had no feature row at or before their timestamp and were left out", dropped)
+    log.info("training set: %s rows (train/validation/holdout), digests %s", manifest["rows"],
+             {k: v[:12] for k, v in manifest["digests"].items()})
+    return _dataset_result(ctx, manifest)
+
+
+def _dataset_result(ctx: StepContext, manifest: dict) -> StepResult:
+    from pavedml.results import DatasetResult
+
+    return DatasetResult(step="build_training_set", use_case=ctx.use_case.name, ds=ctx.ds,
+                         path=str(ctx.layout.training_dir(run_key(ctx))), rows=manifest["rows"],
+                         digests=manifest["digests"], dropped_without_features=manifest["dropped_without_features"])
+
+
+def load_split(ctx: StepContext, name: str):
+    import pandas as pd
+
+    path = ctx.layout.training_dir(run_key(ctx)) / f"{name}.parquet"
+    if not path.exists():
+        raise TrainingDataError(f"no {name} split at {path}", details={"next": "run build_training_set first"})
+    return pd.read_parquet(path)
+
+
+# -- model ------------------------------------------------------------------------------------------
+def make_pipeline(uc: UseCase, overrides: dict | None = None):
+    """Preprocessing + the estimator named in the config (hyper-parameters merged with overrides)."""
+    import importlib
+
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    target, allowed = MODEL_FAMILIES[uc.model.family]
+    params = {**uc.model.params, **(overrides or {})}
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ConfigError(f"unknown hyper-parameter(s) {', '.join(unknown)} for {uc.model.family}")
+    module, cls = target.split(":")
+    estimator = getattr(importlib.import_module(module), cls)(**params)
+    numeric = [("impute", SimpleImputer(strategy="median"))]
+    if uc.model.family == "logistic_regression":
+        numeric.append(("scale", StandardScaler()))
+    pre = ColumnTransformer([
+        ("num", Pipeline(numeric), uc.numeric_features),
+        ("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False, min_frequency=5), uc.categorical_features),
+    ], verbose_feature_names_out=False)
+    return Pipeline([("preprocess", pre), ("model", estimator)]), params
+
+
+def train_challenger(ctx: StepContext):
+    from pavedml.tracking import log_and_register
+
+    uc = ctx.use_case
+    overrides = ctx.params.get("hyperparameters") or {}
+    if isinstance(overrides, str):
+        overrides = json.loads(overrides or "{}")
+    train, validation, holdout = (load_split(ctx, s) for s in SPLITS)
+    manifest = storage.read_json(str(ctx.layout.training_dir(run_key(ctx)) / "dataset.json"))
+    pipeline, params = make_pipeline(uc, overrides)
+    started = time.perf_counter()
+    pipeline.fit(train[uc.feature_columns], train[LABEL])
+    fit_seconds = time.perf_counter() - started
+    log.info("fitted %s on %d rows in %.1fs", uc.model.family, len(train), fit_seconds)
+    return log_and_register(ctx, pipeline, params, manifest, train, validation, holdout, fit_seconds)
