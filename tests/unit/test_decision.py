@@ -1,0 +1,78 @@
+"""The promotion decision table."""
+
+from __future__ import annotations
+
+import pytest
+
+from pavedml.config import Evaluation
+from pavedml.evaluation import decide
+
+pytestmark = pytest.mark.unit
+POLICY = Evaluation(primary_metric="roc_auc", min_uplift=0.01, floors={"roc_auc": 0.7},
+                    guardrails={"log_loss": 0.02}, slices=["Contract"], max_slice_regression=0.03)
+BASE = {"roc_auc": 0.80, "pr_auc": 0.6, "f1": 0.5, "precision": 0.5, "recall": 0.5, "log_loss": 0.40, "brier": 0.12}
+
+
+def m(**kw):
+    return {**BASE, **kw}
+
+
+def test_first_run_promotes_when_floors_are_met():
+    v = decide(m(), None, POLICY)
+    assert v.outcome == "promote" and v.promote
+    assert "no champion yet" in v.reasons[0]
+
+
+def test_first_run_rejected_below_floor():
+    v = decide(m(roc_auc=0.65), None, POLICY)
+    assert v.outcome == "reject" and not v.promote
+    assert v.reasons == ["floor not met: roc_auc 0.6500 vs floor 0.7"]
+
+
+def test_win():
+    v = decide(m(roc_auc=0.82), m(), POLICY)
+    assert v.outcome == "promote"
+
+
+def test_loss_keeps_champion():
+    v = decide(m(roc_auc=0.79), m(), POLICY)
+    assert v.outcome == "keep_champion" and "uplift -0.0100 on roc_auc" in v.reasons[0]
+
+
+def test_tie_keeps_champion():
+    v = decide(m(), m(), POLICY)
+    assert v.outcome == "keep_champion" and v.reasons[0].startswith("tie on roc_auc")
+
+
+def test_tie_keeps_champion_even_with_zero_required_uplift():
+    v = decide(m(), m(), Evaluation(primary_metric="roc_auc", min_uplift=0.0))
+    assert v.outcome == "keep_champion"
+
+
+def test_uplift_below_requirement_keeps_champion():
+    v = decide(m(roc_auc=0.805), m(), POLICY)
+    assert v.outcome == "keep_champion" and "below the required 0.01" in v.reasons[0]
+
+
+def test_floor_not_met_even_if_better_than_champion():
+    v = decide(m(roc_auc=0.69), m(roc_auc=0.6), POLICY)
+    assert v.outcome == "reject"
+
+
+def test_guardrail_regression_keeps_champion():
+    v = decide(m(roc_auc=0.83, log_loss=0.45), m(), POLICY)
+    assert v.outcome == "keep_champion" and v.reasons == ["guardrail log_loss regressed by 0.0500 (allowed 0.02)"]
+
+
+def test_slice_regression_keeps_champion():
+    chal = {"Contract=Month-to-month": m(roc_auc=0.70), "Contract=Two year": m(roc_auc=0.90)}
+    champ = {"Contract=Month-to-month": m(roc_auc=0.75), "Contract=Two year": m(roc_auc=0.85)}
+    v = decide(m(roc_auc=0.83), m(), POLICY, chal, champ)
+    assert v.outcome == "keep_champion"
+    assert v.reasons == ["slice Contract=Month-to-month: roc_auc regressed by 0.0500 (allowed 0.03)"]
+
+
+def test_slice_within_tolerance_promotes():
+    chal = {"Contract=Month-to-month": m(roc_auc=0.73)}
+    champ = {"Contract=Month-to-month": m(roc_auc=0.75)}
+    assert decide(m(roc_auc=0.83), m(), POLICY, chal, champ).outcome == "promote"
