@@ -1,0 +1,169 @@
+"""Training steps in-process: point-in-time correctness, retry idempotency, racing promotions,
+and the bad inputs that must fail before training with a clear message."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+import pandas as pd
+import pytest
+
+from pavedml.errors import RegistryError, TrainingDataError
+from tests.helpers.steps import run_step
+from tests.integration.conftest import LAST_DAY
+
+pytestmark = pytest.mark.integration
+DAG = "telco_churn_training_pipeline"
+
+
+def _train(run_id: str, params: str = '{"reason": "test"}'):
+    kw = {"dag_id": DAG, "run_id": run_id, "params": params}
+    return [run_step(s, LAST_DAY, **kw) for s in ("build_training_set", "train_challenger", "evaluate_challenger")]
+
+
+def test_no_feature_value_later_than_the_label_enters(history_copy):
+    """Plant a late feature row (after the label's timestamp) for a labelled customer."""
+    from pavedml.config import get_use_case
+    from pavedml.training import LABEL, point_in_time_join
+
+    uc = get_use_case("telco_churn")
+    day2 = pd.read_parquet(history_copy / "telco_churn/features/dt=2025-01-02/part-0.parquet")
+    key = day2["customerID"].iloc[0]
+    late = day2[day2["customerID"] == key].copy()
+    late["event_timestamp"] = pd.Timestamp("2025-01-02 12:00", tz="UTC")
+    late["tenure"] = 999.0
+    planted = history_copy / "telco_churn/features/dt=2025-01-02b"
+    planted.mkdir()
+    late.to_parquet(planted / "part-0.parquet", index=False)
+    try:
+        labels = pd.DataFrame({"customerID": [key, key], LABEL: [1, 0],
+                               "event_timestamp": pd.to_datetime(["2025-01-02 06:00", "2025-01-02 13:00"], utc=True)})
+        joined, dropped = point_in_time_join(uc, labels)
+        assert dropped == 0
+        by_time = joined.sort_values("event_timestamp")["tenure"].tolist()
+        assert by_time[0] == day2.loc[day2["customerID"] == key, "tenure"].iloc[0]  # before the late row
+        assert by_time[1] == 999.0  # after it
+    finally:
+        import shutil
+
+        shutil.rmtree(planted)
+
+
+def test_retry_of_the_same_dag_run_creates_no_second_version(history_copy):
+    first = _train("manual__retry")[1]
+    again = run_step("train_challenger", LAST_DAY, dag_id=DAG, run_id="manual__retry", params="{}", try_number=2)
+    assert again.version == first.version and again.reused and not first.reused
+    import mlflow
+
+    from pavedml.settings import get_settings
+
+    client = mlflow.MlflowClient(get_settings().mlflow_tracking_uri)
+    versions = client.search_model_versions("name = 'telco_churn'")
+    assert [str(v.version) for v in versions if v.tags.get("pavedml.dag_run") == f"{DAG}/manual__retry"] == \
+        [first.version]
+
+
+def test_racing_promotions_never_leave_champion_on_the_loser(history_copy):
+    """Two challengers decided against the same champion; whoever moves second is re-decided
+    against the new champion (same holdout) and must not replace a better model."""
+    import mlflow
+
+    from pavedml.settings import get_settings
+
+    base = _train("manual__base")
+    run_step("promote_challenger", LAST_DAY, dag_id=DAG, run_id="manual__base", params="{}")
+    strong = _train("manual__strong", '{"hyperparameters": {"max_iter": 300, "learning_rate": 0.08}, "force_promote": false}')
+    weak = _train("manual__weak", '{"hyperparameters": {"max_iter": 60, "learning_rate": 0.2, "max_leaf_nodes": 63}}')
+    errors = []
+
+    def promote(run_id):
+        try:
+            run_step("promote_challenger", LAST_DAY, dag_id=DAG, run_id=run_id, params="{}")
+        except Exception as exc:  # pragma: no cover - surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=promote, args=(r,)) for r in ("manual__strong", "manual__weak")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    client = mlflow.MlflowClient(get_settings().mlflow_tracking_uri)
+    champion = str(client.get_model_version_by_alias("telco_churn", "champion").version)
+    assert champion in {base[1].version, strong[1].version, weak[1].version}
+    # Invariant: no candidate left out would win against the final champion under the policy,
+    # scored on the same holdout with slices (what a fresh evaluation would decide).
+    from pavedml.config import get_use_case
+    from pavedml.evaluation import decide, slice_metrics
+    from pavedml.tracking import classification_metrics
+    from pavedml.training import load_split
+
+    uc = get_use_case("telco_churn")
+    from pavedml.context import StepContext
+
+    holdout = load_split(StepContext.build("telco_churn", LAST_DAY, dag_id=DAG, run_id="manual__base"), "holdout")
+
+    def scored(version):
+        proba = mlflow.sklearn.load_model(f"models:/telco_churn/{version}").predict_proba(
+            holdout[uc.feature_columns])[:, 1]
+        return classification_metrics(holdout["label"], proba), slice_metrics(holdout, proba, uc.evaluation.slices)
+
+    champ_m, champ_s = scored(champion)
+    for result in (strong[1], weak[1]):
+        if result.version != champion:
+            m, sl = scored(result.version)
+            assert decide(m, champ_m, uc.evaluation, sl, champ_s).outcome != "promote", result.version
+
+
+def test_window_without_labels_fails_before_training(history_copy):
+    with pytest.raises(TrainingDataError, match="no labels known by 2024-06-01"):
+        run_step("build_training_set", "2024-06-01", dag_id=DAG, run_id="manual__nolabels", params="{}")
+
+
+def test_single_class_window_fails_before_training(history_copy):
+    labels_dir = history_copy / "landing/telco_churn/labels"
+    saved = {p: p.read_bytes() for p in labels_dir.rglob("*.csv")}
+    try:
+        for p in saved:
+            df = pd.read_csv(p, dtype=str)
+            df["Churn"] = "No"
+            df.to_csv(p, index=False)
+        with pytest.raises(TrainingDataError, match=r"single class \(0\)"):
+            run_step("build_training_set", LAST_DAY, dag_id=DAG, run_id="manual__oneclass", params="{}")
+    finally:
+        for p, data in saved.items():
+            p.write_bytes(data)
+
+
+def test_unreachable_tracking_server_fails_clearly_and_registers_nothing(history_copy):
+    run_step("build_training_set", LAST_DAY, dag_id=DAG, run_id="manual__down", params="{}")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+           "MLFLOW_HTTP_REQUEST_TIMEOUT": "3"}
+    out = subprocess.run([sys.executable, "-m", "pavedml", "train_challenger", "--use-case", "telco_churn",
+                          "--ds", LAST_DAY, "--dag-id", DAG, "--run-id", "manual__down"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 1, out.stderr[-2000:]  # retryable
+    assert "MLflow tracking server http://127.0.0.1:9 is unreachable" in out.stderr
+    import mlflow
+
+    from pavedml.settings import get_settings
+
+    client = mlflow.MlflowClient(get_settings().mlflow_tracking_uri)
+    assert not [v for v in client.search_model_versions("name = 'telco_churn'")
+                if v.tags.get("pavedml.dag_run") == f"{DAG}/manual__down"]
+
+
+def test_promotion_refuses_a_stale_decision_without_a_champion_change(history_copy):
+    from pavedml.context import StepContext
+    from pavedml.registry import ChampionChanged, move_champion
+    from pavedml.tracking import setup
+
+    ctx = StepContext.build("telco_churn", LAST_DAY, dag_id=DAG, run_id="manual__cas")
+    client, _ = setup(ctx)
+    current = str(client.get_model_version_by_alias("telco_churn", "champion").version)
+    with pytest.raises(ChampionChanged, match=f"champion is v{current} now, not v999"):
+        move_champion(ctx, client, "1", "999", "promoted", "stale")
+    assert issubclass(ChampionChanged, RegistryError)
