@@ -35,7 +35,15 @@ from __future__ import annotations
 from airflow.sdk import DAG, Param
 
 from pavedml import assets
-from pavedml.orchestration import default_args, runbook, start_date, step_task, tags, training_schedule, use_cases
+from pavedml.orchestration import (
+    default_args,
+    runbook,
+    start_date,
+    step_task,
+    tags,
+    training_schedule,
+    use_cases,
+)
 
 PIPELINE = "training_pipeline"
 PARAMS = "{{ params | tojson }}"
@@ -69,9 +77,9 @@ for uc in use_cases():
         if uc.evaluation.require_approval:
             from airflow.providers.standard.operators.hitl import ApprovalOperator
 
-            approve = ApprovalOperator(task_id="approve_promotion", subject=f"Promote {uc.model.registered_name}?",
+            approve_promotion = ApprovalOperator(task_id="approve_promotion", subject=f"Promote {uc.model.registered_name}?",
                                        body="Read the decision record of evaluate_challenger, then approve or reject.")
-            evaluate >> approve >> promote
+            evaluate >> approve_promotion >> promote
         else:
             evaluate >> promote
     globals()[dag.dag_id] = dag

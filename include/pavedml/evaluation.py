@@ -110,8 +110,14 @@ def decision_table(record: dict) -> str:
 def evaluate_challenger(ctx: StepContext) -> PromotionDecision:
     import mlflow
 
-    from pavedml.tracking import CHAMPION, alias_version, dag_run_key, find_version_for_dag_run, setup, \
-        unavailable_as_error
+    from pavedml.tracking import (
+        CHAMPION,
+        alias_version,
+        dag_run_key,
+        find_version_for_dag_run,
+        setup,
+        unavailable_as_error,
+    )
     from pavedml.training import load_split, run_key
 
     uc = ctx.use_case
