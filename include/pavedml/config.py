@@ -171,6 +171,12 @@ class Drift(_Strict):
     min_samples: int = Field(default=500, ge=1)
     bins: int = Field(default=10, ge=2, le=100)
     cooldown_days: int = Field(default=0, ge=0)
+    #: How many scored days make one drift window (ending at the run's ds).
+    window_days: int = Field(default=1, ge=1)
+    #: Rows per chunk when streaming the window through the PSI accumulator.
+    chunk_rows: int = Field(default=500_000, ge=1000)
+    #: Rows sampled from each side for the Evidently HTML report (its cost grows fast with rows).
+    report_sample_rows: int = Field(default=20_000, ge=100)
     per_feature: dict[str, dict[Literal["warn", "alert"], float]] = {}
 
     @model_validator(mode="after")

@@ -18,13 +18,15 @@ from collections import deque
 from typing import Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 #: Plumbing a subprocess needs to start at all (not part of the step's contract).
 PLUMBING_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV", "TMPDIR", "PYTHONDONTWRITEBYTECODE")
 STDERR_TAIL_LINES = 60
 #: Exit code of a step whose input is wrong (data or config): retrying cannot help.
 EXIT_NO_RETRY = 3
+#: Exit code of a step that found nothing to do: the task is skipped (no Asset event is emitted).
+EXIT_SKIP = 99
 
 
 class StepFailed(AirflowException):
@@ -35,20 +37,20 @@ class StepRejectedInput(AirflowFailException):
     """A step rejected its input (exit code 3): the task fails at once, without retries."""
 
 
-class StepOperator(BaseOperator):
-    """Run ``python -m pavedml <step> ...`` locally; see module docstring."""
+class StepProcessMixin:
+    """Runs a step's argv as a subprocess with the step environment contract (operators and sensors)."""
 
-    template_fields = ("argv",)
-    ui_color = "#e8f4fa"
+    argv: list[str]
+    env: dict[str, str] | None
+    private_env: dict[str, str] | None
+    _proc: subprocess.Popen | None
 
-    def __init__(self, *, argv: list[str], env: dict[str, str] | None = None,
-                 private_env: dict[str, str] | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def _init_step(self, argv: list[str], env: dict[str, str] | None, private_env: dict[str, str] | None) -> None:
         self.argv = list(argv)
         #: None = the step contract of the worker's environment, resolved when the task runs.
         self.env = None if env is None else dict(env)
         self.private_env = None if private_env is None else dict(private_env)
-        self._proc: subprocess.Popen | None = None
+        self._proc = None
 
     def contract_environment(self) -> tuple[dict[str, str], dict[str, str]]:
         """(public, private) step environment: the same contract the docker runtime passes."""
@@ -68,12 +70,12 @@ class StepOperator(BaseOperator):
         public, private = self.contract_environment()
         return {**env, **public, **private}
 
-    def execute(self, context) -> Any:
-        argv = self._command()
+    def run_process(self) -> tuple[int, str, list[str]]:
+        """Run the step; stream its stderr into the task log. Returns (exit code, stdout, stderr tail)."""
         self.log.info("running step: %s", " ".join(self.argv))
         tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
         self._proc = proc = subprocess.Popen(
-            argv, env=self._environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            self._command(), env=self._environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             start_new_session=True,
         )
 
@@ -90,18 +92,7 @@ class StepOperator(BaseOperator):
         stdout = proc.stdout.read()  # stderr is drained by the reader thread, never by communicate()
         proc.wait()
         reader.join(timeout=10)
-        if proc.returncode != 0:
-            error = StepRejectedInput if proc.returncode == EXIT_NO_RETRY else StepFailed
-            raise error(
-                f"step {self.argv[3] if len(self.argv) > 3 else ' '.join(self.argv)} exited with code {proc.returncode}; "
-                "last lines of its stderr:\n" + "\n".join(tail)
-            )
-        result = parse_result(stdout)
-        extra = result.get("asset_extra") if isinstance(result, dict) else None
-        if extra and self.outlets:
-            for outlet in self.outlets:
-                context["outlet_events"][outlet].extra = dict(extra)
-        return result
+        return proc.returncode, stdout, list(tail)
 
     def on_kill(self) -> None:
         proc = self._proc
@@ -112,6 +103,39 @@ class StepOperator(BaseOperator):
                 proc.wait(timeout=10)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 os.killpg(proc.pid, signal.SIGKILL)
+
+
+class StepOperator(StepProcessMixin, BaseOperator):
+    """Run ``python -m pavedml <step> ...`` locally; see module docstring."""
+
+    template_fields = ("argv",)
+    ui_color = "#e8f4fa"
+
+    def __init__(self, *, argv: list[str], env: dict[str, str] | None = None,
+                 private_env: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._init_step(argv, env, private_env)
+
+    def execute(self, context) -> Any:
+        returncode, stdout, tail = self.run_process()
+        check_exit(self.argv, returncode, tail)
+        result = parse_result(stdout)
+        extra = result.get("asset_extra") if isinstance(result, dict) else None
+        if extra and self.outlets:
+            for outlet in self.outlets:
+                context["outlet_events"][outlet].extra = dict(extra)
+        return result
+
+
+def check_exit(argv: list[str], returncode: int, tail: list[str]) -> None:
+    """Map a step's exit code onto Airflow: 0 ok, 99 skipped, 3 failed without retry, else failed."""
+    if returncode == 0:
+        return
+    if returncode == EXIT_SKIP:
+        raise AirflowSkipException(tail[-1] if tail else "step had nothing to do")
+    error = StepRejectedInput if returncode == EXIT_NO_RETRY else StepFailed
+    raise error(f"step {argv[3] if len(argv) > 3 else ' '.join(argv)} exited with code {returncode}; "
+                "last lines of its stderr:\n" + "\n".join(tail))
 
 
 def parse_result(stdout: str) -> Any:

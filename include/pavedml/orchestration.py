@@ -17,6 +17,9 @@ from typing import Any
 from pavedml.config import UseCase, load_all
 from pavedml.settings import get_settings, step_environment
 
+#: A step that exits with this code had nothing to do; its task is skipped (see pavedml.operators).
+EXIT_SKIP = 99
+
 #: Jinja templates that hand the run's identity to every step. The batch of a run is the partition
 #: ``dt=<ds>`` (the snapshot as of ``ds`` 00:00 UTC), so its data interval is ``[ds, ds + 1 day)``
 #: whatever the timetable (Airflow 3's cron timetables give manual runs a zero-length interval).
@@ -80,6 +83,7 @@ def step_task(step: str, uc: UseCase, *, params_template: str | None = None, run
             privileged=False,
             tty=False,
             retrieve_output=False,
+            skip_on_exit_code=EXIT_SKIP,
             **kwargs,
         )
     from pavedml.operators import StepOperator

@@ -101,3 +101,37 @@ class PromotionResult(StepResult):
     to_version: str | None
     reason: str
     ledger: str
+
+
+@dataclass(frozen=True)
+class ScoringResult(StepResult):
+    model_name: str
+    model_version: str
+    rows: int
+    partition: str
+    feature_snapshot_sha256: str
+    positive_rate: float
+    seconds: float
+    asset_extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DriftCheckResult(StepResult):
+    status: str  # waiting | no_drift | drift | insufficient_data
+    window: list
+    model_version: str | None
+    data_hash: str
+    alerts: list
+    warnings: list
+    psi: dict
+    report: str = ""
+    evidently_report: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class RetrainRequestResult(StepResult):
+    requested: bool
+    reason: str
+    window: list
+    asset_extra: dict = field(default_factory=dict)

@@ -212,6 +212,10 @@ def log_and_register(ctx: StepContext, pipeline, params: dict, manifest: dict, t
             mlflow.log_dict(manifest, "dataset/dataset.json")
             reference = build_reference(train, uc.numeric_features, uc.categorical_features, bins=uc.drift.bins)
             mlflow.log_dict(reference, "drift/reference.json")
+            with tempfile.TemporaryDirectory() as tmp:  # a sample of the training features for people's reports
+                sample = train[X].sample(min(len(train), uc.drift.report_sample_rows), random_state=0)
+                sample.to_parquet(Path(tmp) / "reference_sample.parquet", index=False)
+                mlflow.log_artifact(str(Path(tmp) / "reference_sample.parquet"), "drift")
             with tempfile.TemporaryDirectory() as tmp:
                 plot_seconds = time.perf_counter()
                 for path in _plots(pipeline, validation[X], validation["label"].to_numpy(),

@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.dags
-PIPELINES = ["feature_pipeline"]
+PIPELINES = ["feature_pipeline", "training_pipeline", "model_rollback", "batch_scoring", "drift_monitor"]
 HEAVY = ("mlflow", "great_expectations", "evidently", "feast", "sklearn", "pandas")
 EXPECTED_TASKS = {
     "feature_pipeline": {
@@ -25,6 +25,15 @@ EXPECTED_TASKS = {
         "build_features": {"materialize_features"},
         "materialize_features": set(),
     },
+    "training_pipeline": {
+        "build_training_set": {"train_challenger"},
+        "train_challenger": {"evaluate_challenger"},
+        "evaluate_challenger": {"promote_challenger"},
+        "promote_challenger": set(),
+    },
+    "model_rollback": {"rollback_model": set()},
+    "batch_scoring": {"score_customers": set()},
+    "drift_monitor": {"wait_for_drift": {"request_retraining"}, "request_retraining": set()},
 }
 
 
@@ -110,4 +119,4 @@ def test_dag_files_stay_thin():
         for line in path.read_text().splitlines():
             if line.startswith(("import ", "from ")):
                 mod = line.split()[1]
-                assert mod.split(".")[0] in {"__future__", "airflow", "pavedml", "datetime"}, f"{path.name}: {line}"
+                assert mod.split(".")[0] in {"__future__", "airflow", "pavedml", "datetime", "drift_sensor"}, f"{path.name}: {line}"

@@ -1,0 +1,39 @@
+"""
+### Batch scoring — `<use case>_batch_scoring`
+
+**What it does.** Daily, scores the interval's customers with `models:/<model>@champion`. Features
+come from Feast's offline store for the interval (the online store is for request-time lookups).
+Predictions land in `predictions/dt=<ds>/part-0.parquet` with the model version and the
+feature-snapshot hash; a rerun replaces the partition (never duplicates). Emits the
+`<use case>.predictions` Asset.
+
+**Failures and what to do.**
+- `registry_error` — *has no champion yet*: run the training pipeline first.
+- `feature_check_failed` — *no offline features for <ds>*: the feature pipeline for that day did
+  not finish (see its alert); rerun it, then clear `score_customers`.
+- `tracking_unavailable` — MLflow did not answer; the task retries by itself.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import DAG
+
+from pavedml import assets
+from pavedml.orchestration import default_args, runbook, start_date, step_task, tags, use_cases
+
+PIPELINE = "batch_scoring"
+
+for uc in use_cases():
+    with DAG(
+        dag_id=uc.dag_id(PIPELINE),
+        description=f"Daily batch scoring of {uc.name} with the champion",
+        schedule=uc.schedules.batch_scoring,
+        start_date=start_date(uc),
+        catchup=False,
+        max_active_runs=2,
+        default_args=default_args(uc),
+        tags=tags(uc, PIPELINE),
+        doc_md=runbook(__doc__, uc, PIPELINE),
+    ) as dag:
+        step_task("score_customers", uc, outlets=[assets.predictions(uc.name)])
+    globals()[dag.dag_id] = dag

@@ -1,0 +1,61 @@
+"""
+### Drift monitor — `<use case>_drift_monitor`
+
+**What it does.** `wait_for_drift` (a PSI sensor, reschedule mode) waits until the scoring window
+(the last `drift.window_days` days ending at `ds`) is scored, then compares it with the champion's
+drift reference (quantile bins and proportions frozen from its training data): PSI per feature,
+warn/alert thresholds from the use case (defaults 0.1 / 0.25), a minimum sample size below which it
+refuses to judge. It writes `drift/dt=<ds>/` (report JSON, PSI table, an Evidently HTML report) and
+the PSI history (`drift/psi_history.csv` and `.png`). When at least `drift.min_alert_features`
+features alert, `request_retraining` emits the `<use case>.retrain_request` Asset (extra: PSI table,
+window, data hash) — once per window, and not again within `drift.cooldown_days`. The training
+pipeline is scheduled on that Asset. Without drift, `request_retraining` is *skipped* and the run
+succeeds; the PSI table is in the sensor's log.
+
+**By hand.** Trigger with the form to check a custom window (`window_days`) or threshold
+(`alert_threshold`).
+
+**Sensor timeout / soft fail.** If the window is not scored within 6 hours the sensor ends as
+*skipped* (soft fail): check the batch scoring DAG. Step errors fail the task normally.
+
+**Failures and what to do.**
+- `drift_input_invalid` — the champion has no drift reference (trained before references
+  existed): retrain, then rerun.
+- `tracking_unavailable` — MLflow did not answer; the task retries by itself.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import DAG, Param
+from drift_sensor import PsiDriftSensor
+
+from pavedml import assets
+from pavedml.orchestration import default_args, runbook, start_date, step_argv, step_task, tags, use_cases
+
+PIPELINE = "drift_monitor"
+PARAMS = "{{ params | tojson }}"
+
+for uc in use_cases():
+    with DAG(
+        dag_id=uc.dag_id(PIPELINE),
+        description=f"PSI drift of {uc.name}'s scored data against the champion's reference",
+        schedule=uc.schedules.drift_monitor,
+        start_date=start_date(uc),
+        catchup=False,
+        max_active_runs=1,
+        default_args=default_args(uc),
+        tags=tags(uc, PIPELINE),
+        doc_md=runbook(__doc__, uc, PIPELINE),
+        params={
+            "window_days": Param(uc.drift.window_days, type="integer", minimum=1, maximum=90,
+                                 description="Scored days in the window, ending at the run's date."),
+            "alert_threshold": Param(uc.drift.alert, type="number", exclusiveMinimum=0, maximum=10,
+                                     description="PSI at or above which a feature alerts."),
+        },
+    ) as dag:
+        wait_for_drift = PsiDriftSensor(task_id="wait_for_drift",
+                                        argv=step_argv("check_drift", uc.name, PARAMS))
+        request = step_task("request_retraining", uc, params_template=PARAMS,
+                            outlets=[assets.retrain_request(uc.name)])
+        wait_for_drift >> request
+    globals()[dag.dag_id] = dag

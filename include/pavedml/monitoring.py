@@ -1,0 +1,223 @@
+"""check_drift and request_retraining: the PSI drift loop.
+
+``check_drift`` compares the champion's drift reference (bin edges and expected proportions frozen
+from its training data) with the latest scoring window, streaming the window in chunks. It writes
+``drift/dt=<ds>/`` (report JSON, PSI table, an Evidently HTML report for people) and the PSI history
+(table + plot). Status: ``waiting`` (the window is not scored yet: the sensor pokes again),
+``insufficient_data`` (fewer rows than ``drift.min_samples``: it refuses to judge), ``no_drift``
+or ``drift`` (at least ``drift.min_alert_features`` features at or above their alert threshold).
+
+``request_retraining`` turns a ``drift`` verdict into one retrain request per window (the Asset
+event the training DAG is scheduled on, carrying the PSI table, window and data hash), honouring
+the cooldown; otherwise it exits with :data:`EXIT_SKIP` and the task is skipped (no Asset event).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from pavedml import storage
+from pavedml.context import StepContext
+from pavedml.errors import DriftInputError, PavedMLError
+from pavedml.results import DriftCheckResult, RetrainRequestResult
+
+log = logging.getLogger(__name__)
+EXIT_SKIP = 99
+EVIDENTLY_NOTE = (
+    "<div style='font-family:sans-serif;background:#fff4d6;border:1px solid #e0b000;padding:10px;margin:10px'>"
+    "<b>pavedml note.</b> The retraining decision uses <b>our PSI</b>: numeric features binned on "
+    "<b>quantiles of the training reference</b> (the design doc's definition, frozen with the model version), "
+    "categorical features by category plus an 'unseen' bucket; see <code>report.json</code> / "
+    "<code>psi_table.txt</code> beside this file. Evidently's PSI below bins the <b>combined</b> reference and "
+    "current data with <b>Sturges' rule</b> (equal-width bins), so its values differ and its thresholds are not "
+    "interchangeable with ours. This report uses samples of at most {n} rows per side.</div>"
+)
+
+
+class SkipStep(PavedMLError):
+    """Nothing to do (not an error): the task is skipped."""
+
+    reason = "skipped"
+    exit_code = EXIT_SKIP
+
+
+def window_days(ctx: StepContext) -> list[str]:
+    n = int(ctx.params.get("window_days") or ctx.use_case.drift.window_days)
+    end = date.fromisoformat(ctx.require_ds())
+    return [(end - timedelta(days=i)).isoformat() for i in reversed(range(n))]
+
+
+def load_reference(ctx: StepContext, version: str) -> tuple[dict, str | None]:
+    """(reference dict, local path of the reference sample parquet or None) of a model version."""
+    import mlflow
+
+    from pavedml.tracking import setup, unavailable_as_error
+
+    client, _ = setup(ctx)
+    name = ctx.use_case.model.registered_name
+    with unavailable_as_error(ctx.settings.mlflow_tracking_uri):
+        mv = client.get_model_version(name, version)
+        uri = mv.tags.get("drift_reference")
+        if not uri:
+            raise DriftInputError(f"{name} v{version} has no drift_reference tag; retrain it with this version of "
+                                  "the pipeline")
+        local = mlflow.artifacts.download_artifacts(uri)
+        sample = None
+        try:
+            sample = mlflow.artifacts.download_artifacts(uri.replace("reference.json", "reference_sample.parquet"))
+        except Exception:  # older versions carry no sample: the Evidently report is skipped
+            log.warning("no reference sample for %s v%s: the Evidently report is skipped", name, version)
+    return json.loads(Path(local).read_text()), sample
+
+
+def check_drift(ctx: StepContext) -> DriftCheckResult:
+    import pyarrow.parquet as pq
+
+    from pavedml.drift import PsiAccumulator
+    from pavedml.features import PART_FILE
+
+    uc, ds = ctx.use_case, ctx.require_ds()
+    days = window_days(ctx)
+    scored = [d for d in days if (ctx.layout.predictions_partition(d) / "_SCORED.json").exists()]
+    if len(scored) < len(days):
+        missing = sorted(set(days) - set(scored))
+        log.info("scoring window %s not complete yet (missing %s)", days, missing)
+        return DriftCheckResult(step="check_drift", use_case=uc.name, ds=ds, status="waiting", window=days,
+                                model_version=None, data_hash="", alerts=[], warnings=[], psi={},
+                                reason=f"no predictions yet for {', '.join(missing)}")
+    versions = {storage.read_json(str(ctx.layout.predictions_partition(d) / "_SCORED.json"))["model_version"]
+                for d in days}
+    version = max(versions, key=int)  # the champion that scored the latest window
+    reference, sample_path = load_reference(ctx, version)
+    acc = PsiAccumulator(reference)
+    hashes = []
+    for d in days:
+        part = ctx.layout.features_partition(d) / PART_FILE
+        hashes.append(storage.read_json(str(part.parent / "_SOURCE.json"))["sha256"])
+        for batch in pq.ParquetFile(part).iter_batches(batch_size=uc.drift.chunk_rows, columns=acc.features):
+            acc.update(batch)
+    data_hash = hashlib.sha256("".join(hashes).encode()).hexdigest()
+    alert = float(ctx.params.get("alert_threshold") or uc.drift.alert)
+    warn = min(uc.drift.warn, alert * 0.99)
+    report = acc.result(warn=warn, alert=alert, per_feature=uc.drift.per_feature, min_samples=uc.drift.min_samples)
+    if not report.judged:
+        status = "insufficient_data"
+    else:
+        status = "drift" if len(report.alerts) >= uc.drift.min_alert_features else "no_drift"
+    out = ctx.layout.drift_dir(ds)
+    record = {"status": status, "window": days, "model_version": version, "data_hash": data_hash,
+              "thresholds": {"warn": warn, "alert": alert, "min_alert_features": uc.drift.min_alert_features},
+              "report": report.as_dict(), "checked_at": datetime.now(UTC).isoformat(), "dag_run": ctx.run_id}
+    table = report.table()
+    with storage.atomic_dir(out) as tmp:
+        storage.write_json(str(tmp / "report.json"), record)
+        (tmp / "psi_table.txt").write_text(table + "\n")
+        evidently = _evidently_report(ctx, sample_path, days, tmp / "evidently.html")
+    evidently = str(out / "evidently.html") if evidently else ""
+    _update_history(ctx, ds, report)
+    log.info("PSI of %s v%s on window %s (%d rows): %s\n%s", uc.model.registered_name, version, days,
+             report.n_rows, status, table)
+    if evidently:
+        log.info("Evidently report: %s", evidently)
+    return DriftCheckResult(step="check_drift", use_case=uc.name, ds=ds, status=status, window=days,
+                            model_version=version, data_hash=data_hash, alerts=list(report.alerts),
+                            warnings=list(report.warnings), psi={f.name: round(f.psi, 5) for f in report.features},
+                            report=str(out / "report.json"), evidently_report=evidently,
+                            reason=report.reason or "")
+
+
+def _evidently_report(ctx: StepContext, sample_path: str | None, days: list[str], target: Path) -> bool:
+    if not sample_path:
+        return False
+    import pandas as pd
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    from pavedml.features import PART_FILE
+
+    uc = ctx.use_case
+    n = uc.drift.report_sample_rows
+    reference = pd.read_parquet(sample_path)
+    current = pd.concat([pd.read_parquet(ctx.layout.features_partition(d) / PART_FILE, columns=uc.feature_columns)
+                         for d in days], ignore_index=True)
+    reference = reference.sample(min(n, len(reference)), random_state=0)
+    current = current.sample(min(n, len(current)), random_state=0)
+    definition = DataDefinition(numerical_columns=uc.numeric_features, categorical_columns=uc.categorical_features)
+    snapshot = Report([DataDriftPreset(method="psi")]).run(
+        Dataset.from_pandas(current[uc.feature_columns], data_definition=definition),
+        Dataset.from_pandas(reference[uc.feature_columns], data_definition=definition))
+    snapshot.save_html(str(target))
+    html = target.read_text()
+    target.write_text(html.replace("<body>", "<body>" + EVIDENTLY_NOTE.format(n=n), 1))
+    return True
+
+
+def _update_history(ctx: StepContext, ds: str, report) -> None:
+    """PSI per feature per day (CSV, one row per ds and feature; a rerun replaces its day) + a plot."""
+    import pandas as pd
+
+    path = ctx.layout.drift_history
+    rows = pd.DataFrame([{"ds": ds, "feature": f.name, "psi": f.psi, "status": f.status} for f in report.features])
+    if path.exists():
+        old = pd.read_csv(path, dtype={"ds": str})
+        rows = pd.concat([old[old["ds"] != ds], rows], ignore_index=True)
+    rows = rows.sort_values(["ds", "feature"]).reset_index(drop=True)
+    with storage.atomic_path(path) as tmp:
+        rows.to_csv(tmp, index=False)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    top = rows.groupby("feature")["psi"].max().sort_values(ascending=False).head(8).index
+    for feature, grp in rows[rows["feature"].isin(top)].groupby("feature"):
+        ax.plot(pd.to_datetime(grp["ds"]), grp["psi"], marker="o", label=feature)
+    ax.axhline(ctx.use_case.drift.warn, color="orange", linestyle="--", label="warn")
+    ax.axhline(ctx.use_case.drift.alert, color="red", linestyle="--", label="alert")
+    ax.set_ylabel("PSI")
+    ax.set_title(f"PSI over time: {ctx.use_case.name}")
+    ax.legend(fontsize=7, loc="upper left")
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    with storage.atomic_path(path.with_suffix(".png"), suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+
+
+def request_retraining(ctx: StepContext) -> RetrainRequestResult:
+    uc, ds = ctx.use_case, ctx.require_ds()
+    report_path = ctx.layout.drift_dir(ds) / "report.json"
+    if not report_path.exists():
+        raise SkipStep(f"no drift report for {ds}: nothing to request")
+    record = storage.read_json(str(report_path))
+    if record["status"] != "drift":
+        raise SkipStep(f"drift status for window {record['window']} is {record['status']}: no retrain request")
+    path = ctx.layout.retrain_requests
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.seek(0)
+        previous = [json.loads(line) for line in fh.read().splitlines() if line.strip()]
+        for p in previous:
+            if p["window"] == record["window"] and p["data_hash"] == record["data_hash"]:
+                raise SkipStep(f"a retrain request for window {record['window']} was already made at {p['at']}")
+        if previous and uc.drift.cooldown_days:
+            last = max(previous, key=lambda p: p["ds"])
+            until = date.fromisoformat(last["ds"]) + timedelta(days=uc.drift.cooldown_days)
+            if date.fromisoformat(ds) < until and ds != last["ds"]:
+                raise SkipStep(f"cooldown: last retrain request on {last['ds']}; next one allowed from {until}")
+        psi = {f["name"]: round(f["psi"], 5) for f in record["report"]["features"]}
+        extra = {"ds": ds, "window": record["window"], "data_hash": record["data_hash"],
+                 "model_version": record["model_version"], "alerts": record["report"]["alerts"], "psi": psi,
+                 "report": str(report_path)}
+        fh.write(json.dumps({"at": datetime.now(UTC).isoformat(), **extra}, sort_keys=True) + "\n")
+    log.info("retrain requested for %s (alerts: %s)", record["window"], ", ".join(extra["alerts"]))
+    return RetrainRequestResult(step="request_retraining", use_case=uc.name, ds=ds, requested=True,
+                                reason=f"PSI alert on {', '.join(extra['alerts'])}", window=record["window"],
+                                asset_extra=extra)
