@@ -75,6 +75,14 @@ def load_reference(ctx: StepContext, version: str) -> tuple[dict, str | None]:
     return json.loads(Path(local).read_text()), sample
 
 
+def judge(report, policy) -> str:
+    """``insufficient_data`` below the minimum sample size, ``drift`` when at least
+    ``min_alert_features`` features alert, else ``no_drift``."""
+    if not report.judged:
+        return "insufficient_data"
+    return "drift" if len(report.alerts) >= policy.min_alert_features else "no_drift"
+
+
 def check_drift(ctx: StepContext) -> DriftCheckResult:
     import pyarrow.parquet as pq
 
@@ -105,10 +113,7 @@ def check_drift(ctx: StepContext) -> DriftCheckResult:
     alert = float(ctx.params.get("alert_threshold") or uc.drift.alert)
     warn = min(uc.drift.warn, alert * 0.99)
     report = acc.result(warn=warn, alert=alert, per_feature=uc.drift.per_feature, min_samples=uc.drift.min_samples)
-    if not report.judged:
-        status = "insufficient_data"
-    else:
-        status = "drift" if len(report.alerts) >= uc.drift.min_alert_features else "no_drift"
+    status = judge(report, uc.drift)
     out = ctx.layout.drift_dir(ds)
     record = {"status": status, "window": days, "model_version": version, "data_hash": data_hash,
               "thresholds": {"warn": warn, "alert": alert, "min_alert_features": uc.drift.min_alert_features},

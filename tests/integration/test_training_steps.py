@@ -167,3 +167,23 @@ def test_promotion_refuses_a_stale_decision_without_a_champion_change(history_co
     with pytest.raises(ChampionChanged, match=f"champion is v{current} now, not v999"):
         move_champion(ctx, client, "1", "999", "promoted", "stale")
     assert issubclass(ChampionChanged, RegistryError)
+
+
+def test_scoring_features_equal_feast_historical_retrieval(history_copy):
+    """The batch path reads the interval from the offline store's source; it must equal what
+    get_historical_features returns for entity timestamps at the interval start."""
+    from pavedml.config import get_use_case
+    from pavedml.context import StepContext
+    from pavedml.featurestore import get_store
+    from pavedml.scoring import read_interval_features
+
+    uc = get_use_case("telco_churn")
+    ctx = StepContext.build("telco_churn", "2025-01-05")
+    ours = read_interval_features(ctx, [uc.entity.key, "event_timestamp", *uc.feature_columns])[0].to_pandas()
+    store, defs = get_store(uc)
+    entity = ours[[uc.entity.key, "event_timestamp"]].head(200)
+    feast = store.get_historical_features(entity_df=entity, features=defs["feature_service"]).to_df()
+    key = uc.entity.key
+    a = ours.set_index(key).loc[feast[key], uc.feature_columns].reset_index(drop=True)
+    b = feast.set_index(key).loc[feast[key], uc.feature_columns].reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b, check_dtype=False)

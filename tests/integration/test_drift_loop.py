@@ -1,0 +1,107 @@
+"""End to end through dag.test(): train, score, inject drift on day N, the drift monitor requests
+retraining (once per window), the training DAG runs and its decision is recorded."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import pandas as pd
+import pytest
+
+from tests.helpers.dagrun import asset_events, run_dag
+from tests.integration.conftest import LAST_DAY
+
+pytestmark = pytest.mark.integration
+DRIFT_DAY = "2025-01-09"
+
+
+@pytest.fixture(scope="module")
+def loop(history_copy):
+    from pavedml.simulate import simulate
+
+    simulate("telco_churn", date.fromisoformat(DRIFT_DAY), 1, rows_per_day=1500,
+             drift_from=date.fromisoformat(DRIFT_DAY))
+    out = {"features_drift_day": run_dag("telco_churn_feature_pipeline", DRIFT_DAY)}
+    out["train"] = run_dag("telco_churn_training_pipeline", LAST_DAY, {"reason": "first model"})
+    out["score_stable"] = run_dag("telco_churn_batch_scoring", LAST_DAY)
+    out["monitor_stable"] = run_dag("telco_churn_drift_monitor", LAST_DAY)
+    out["score_drift"] = run_dag("telco_churn_batch_scoring", DRIFT_DAY)
+    out["monitor_drift"] = run_dag("telco_churn_drift_monitor", DRIFT_DAY)
+    out["monitor_again"] = run_dag("telco_churn_drift_monitor", DRIFT_DAY)
+    out["retrain"] = run_dag("telco_churn_training_pipeline", DRIFT_DAY, {"reason": "retrain request: PSI alert"})
+    return out
+
+
+def test_scoring_writes_predictions_with_model_version_and_snapshot_hash(loop, history_copy):
+    state, _, xcoms = loop["score_stable"]
+    assert state == "success"
+    preds = pd.read_parquet(history_copy / f"telco_churn/predictions/dt={LAST_DAY}/part-0.parquet")
+    assert len(preds) == 1500 and preds["customerID"].is_unique
+    assert set(preds["model_version"]) == {"1"}
+    assert set(preds["feature_snapshot_sha256"]) == {xcoms["score_customers"]["feature_snapshot_sha256"]}
+    assert preds["churn_probability"].between(0, 1).all()
+
+
+def test_rerun_of_scoring_overwrites_never_duplicates(loop, history_copy):
+    state, _, _ = run_dag("telco_churn_batch_scoring", LAST_DAY)
+    assert state == "success"
+    files = list((history_copy / f"telco_churn/predictions/dt={LAST_DAY}").glob("*.parquet"))
+    assert len(files) == 1 and len(pd.read_parquet(files[0])) == 1500
+
+
+def test_no_drift_ends_without_failure_and_without_request(loop, history_copy):
+    state, tasks, xcoms = loop["monitor_stable"]
+    assert state == "success"
+    assert tasks == {"wait_for_drift": "success", "request_retraining": "skipped"}
+    assert xcoms["wait_for_drift"]["status"] == "no_drift"
+    assert (history_copy / f"telco_churn/drift/dt={LAST_DAY}/psi_table.txt").exists()
+
+
+def test_drift_requests_retraining_with_evidence(loop, history_copy):
+    state, tasks, xcoms = loop["monitor_drift"]
+    assert state == "success" and tasks["request_retraining"] == "success"
+    check = xcoms["wait_for_drift"]
+    assert check["status"] == "drift" and "MonthlyCharges" in check["alerts"]
+    events = asset_events("pavedml://telco_churn/retrain-request")
+    assert len(events) == 1
+    extra = events[0]
+    assert extra["window"] == [DRIFT_DAY] and extra["data_hash"] == check["data_hash"]
+    assert extra["psi"]["MonthlyCharges"] >= 0.25
+
+
+def test_never_two_requests_for_the_same_window(loop):
+    state, tasks, _ = loop["monitor_again"]
+    assert state == "success" and tasks["request_retraining"] == "skipped"
+    assert len(asset_events("pavedml://telco_churn/retrain-request")) == 1
+
+
+def test_reports_and_history_are_written(loop, history_copy):
+    drift_dir = history_copy / f"telco_churn/drift/dt={DRIFT_DAY}"
+    html = (drift_dir / "evidently.html").read_text()
+    assert "Sturges" in html and "quantiles of the training reference" in html
+    report = json.loads((drift_dir / "report.json").read_text())
+    assert report["status"] == "drift"
+    history = pd.read_csv(history_copy / "telco_churn/drift/psi_history.csv", dtype={"ds": str})
+    assert set(history["ds"]) == {LAST_DAY, DRIFT_DAY}
+    assert (history_copy / "telco_churn/drift/psi_history.png").exists()
+
+
+def test_training_runs_on_the_request_and_records_its_decision(loop, history_copy):
+    state, tasks, xcoms = loop["retrain"]
+    assert state == "success", tasks
+    decision = xcoms["evaluate_challenger"]
+    assert decision["outcome"] in ("promote", "keep_champion", "reject") and decision["reasons"]
+    assert json.loads(open(decision["record"]).read())["outcome"] == decision["outcome"]
+    ledger = (history_copy / "telco_churn/registry/ledger.jsonl").read_text().splitlines()
+    assert "retrain request: PSI alert" in ledger[-1]
+
+
+def test_training_dag_is_scheduled_on_the_retrain_request():
+    from tests.conftest import REPO
+    from tests.helpers.dagrun import dagbag
+
+    dag = dagbag(str(REPO / "dags")).dags["telco_churn_training_pipeline"]
+    condition = dag.timetable.asset_condition
+    uris = {getattr(a, "uri", None) for a in getattr(condition, "objects", [condition])}
+    assert "pavedml://telco_churn/retrain-request" in uris
