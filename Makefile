@@ -45,8 +45,12 @@ test-fast: install  ## DAG integrity and unit tests only
 lint: install  ## ruff (with Airflow AIR rules)
 	$(VENV)/bin/ruff check dags plugins include tests benchmarks
 
-bench: install  ## benchmarks (print figures; see benchmarks/README.md)
+bench: install  ## benchmarks that take minutes (see benchmarks/README.md for the 1M/5M runs)
 	$(PY) benchmarks/bench_dag_parse.py
+	$(PY) benchmarks/bench_feature_pipeline.py --rows 100000 --reps 3
+	$(PY) benchmarks/bench_training.py --rows 100000 --reps 3
+	$(PY) benchmarks/bench_scoring.py --rows 100000 --reps 3
+	$(PY) benchmarks/bench_psi.py --sizes 1000000 --skip-preset
 
 airflow: install  ## Airflow standalone UI on :8080 and the MLflow UI on :5000
 	$(PY) -m pavedml.devstack

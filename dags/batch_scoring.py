@@ -19,21 +19,16 @@ from __future__ import annotations
 from airflow.sdk import DAG
 
 from pavedml import assets
-from pavedml.orchestration import default_args, runbook, start_date, step_task, tags, use_cases
+from pavedml.orchestration import dag_args, step_task, use_cases
 
 PIPELINE = "batch_scoring"
 
 for uc in use_cases():
     with DAG(
-        dag_id=uc.dag_id(PIPELINE),
+        **dag_args(uc, PIPELINE, __doc__),
         description=f"Daily batch scoring of {uc.name} with the champion",
         schedule=uc.schedules.batch_scoring,
-        start_date=start_date(uc),
-        catchup=False,
         max_active_runs=2,
-        default_args=default_args(uc),
-        tags=tags(uc, PIPELINE),
-        doc_md=runbook(__doc__, uc, PIPELINE),
     ) as dag:
         step_task("score_customers", uc, outlets=[assets.predictions(uc.name)])
     globals()[dag.dag_id] = dag

@@ -30,22 +30,17 @@ from airflow.sdk import DAG, Param
 from drift_sensor import PsiDriftSensor
 
 from pavedml import assets
-from pavedml.orchestration import default_args, runbook, start_date, step_argv, step_task, tags, use_cases
+from pavedml.orchestration import dag_args, step_argv, step_task, use_cases
 
 PIPELINE = "drift_monitor"
 PARAMS = "{{ params | tojson }}"
 
 for uc in use_cases():
     with DAG(
-        dag_id=uc.dag_id(PIPELINE),
+        **dag_args(uc, PIPELINE, __doc__),
         description=f"PSI drift of {uc.name}'s scored data against the champion's reference",
         schedule=uc.schedules.drift_monitor,
-        start_date=start_date(uc),
-        catchup=False,
         max_active_runs=1,
-        default_args=default_args(uc),
-        tags=tags(uc, PIPELINE),
-        doc_md=runbook(__doc__, uc, PIPELINE),
         params={
             "window_days": Param(uc.drift.window_days, type="integer", minimum=1, maximum=90,
                                  description="Scored days in the window, ending at the run's date."),

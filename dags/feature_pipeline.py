@@ -34,21 +34,16 @@ from __future__ import annotations
 from airflow.sdk import DAG
 
 from pavedml import assets
-from pavedml.orchestration import default_args, runbook, start_date, step_task, tags, use_cases
+from pavedml.orchestration import dag_args, step_task, use_cases
 
 PIPELINE = "feature_pipeline"
 
 for uc in use_cases():
     with DAG(
-        dag_id=uc.dag_id(PIPELINE),
+        **dag_args(uc, PIPELINE, __doc__),
         description=f"Daily raw snapshot, validation and features for {uc.name}",
         schedule=uc.schedules.feature_pipeline,
-        start_date=start_date(uc),
-        catchup=False,
         max_active_runs=4,
-        default_args=default_args(uc),
-        tags=tags(uc, PIPELINE),
-        doc_md=runbook(__doc__, uc, PIPELINE),
     ) as dag:
         ingest = step_task("ingest_raw_batch", uc)
         validate = step_task("validate_raw_batch", uc)

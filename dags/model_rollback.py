@@ -18,21 +18,16 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, Param
 
-from pavedml.orchestration import default_args, runbook, start_date, step_task, tags, use_cases
+from pavedml.orchestration import dag_args, step_task, use_cases
 
 PIPELINE = "model_rollback"
 
 for uc in use_cases():
     with DAG(
-        dag_id=uc.dag_id(PIPELINE),
+        **dag_args(uc, PIPELINE, __doc__),
         description=f"Roll {uc.model.registered_name}'s champion back to a previous version",
         schedule=None,
-        start_date=start_date(uc),
-        catchup=False,
         max_active_runs=1,
-        default_args=default_args(uc),
-        tags=tags(uc, PIPELINE),
-        doc_md=runbook(__doc__, uc, PIPELINE),
         params={
             "target_version": Param("previous", type="string", pattern=r"^(previous|[0-9]+)$",
                                     description="'previous' or a model version number."),

@@ -35,7 +35,7 @@ from __future__ import annotations
 from airflow.sdk import DAG, Param
 
 from pavedml import assets
-from pavedml.orchestration import (
+from pavedml.orchestration import (, dag_args
     default_args,
     runbook,
     start_date,
@@ -50,15 +50,10 @@ PARAMS = "{{ params | tojson }}"
 
 for uc in use_cases():
     with DAG(
-        dag_id=uc.dag_id(PIPELINE),
+        **dag_args(uc, PIPELINE, __doc__),
         description=f"Train, evaluate and maybe promote a {uc.model.family} challenger for {uc.name}",
         schedule=training_schedule(uc),
-        start_date=start_date(uc),
-        catchup=False,
         max_active_runs=1,
-        default_args=default_args(uc),
-        tags=tags(uc, PIPELINE),
-        doc_md=runbook(__doc__, uc, PIPELINE),
         params={
             "training_window_days": Param(90, type="integer", minimum=7, maximum=3650,
                                           description="Train on labels of the last N days."),

@@ -52,6 +52,18 @@ def tags(uc: UseCase, pipeline: str) -> list[str]:
     return ["pavedml", uc.name, pipeline]
 
 
+def dag_args(uc: UseCase, pipeline: str, doc: str | None) -> dict[str, Any]:
+    """What every DAG of every use case shares: id, start, no catchup, default args, tags, runbook."""
+    return {
+        "dag_id": uc.dag_id(pipeline),
+        "start_date": start_date(uc),
+        "catchup": False,
+        "default_args": default_args(uc),
+        "tags": tags(uc, pipeline),
+        "doc_md": runbook(doc, uc, pipeline),
+    }
+
+
 def step_argv(step: str, use_case: str, params_template: str | None = None) -> list[str]:
     argv = ["python", "-m", "pavedml", step, "--use-case", use_case, *RUN_ARGS]
     if params_template:
