@@ -35,15 +35,7 @@ from __future__ import annotations
 from airflow.sdk import DAG, Param
 
 from pavedml import assets
-from pavedml.orchestration import (, dag_args
-    default_args,
-    runbook,
-    start_date,
-    step_task,
-    tags,
-    training_schedule,
-    use_cases,
-)
+from pavedml.orchestration import dag_args, step_task, training_schedule, use_cases
 
 PIPELINE = "training_pipeline"
 PARAMS = "{{ params | tojson }}"
