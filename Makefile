@@ -19,7 +19,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export FEAST_USAGE := False
 
-.PHONY: help venv install demo test test-fast lint bench airflow mlflow-ui clean pins
+.PHONY: help venv install demo test test-fast lint bench airflow status clean pins
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ bench: install  ## benchmarks that take minutes (see benchmarks/README.md for th
 	$(PY) benchmarks/bench_training.py --rows 100000 --reps 3
 	$(PY) benchmarks/bench_scoring.py --rows 100000 --reps 3
 	$(PY) benchmarks/bench_psi.py --sizes 1000000 --skip-preset
+
+status: install  ## one screen: champion, last DAG runs, latest PSI, open quarantines
+	@$(PY) -m pavedml status --use-case $${USE_CASE:-telco_churn} 2>/dev/null
 
 airflow: install  ## Airflow standalone UI on :8080 and the MLflow UI on :5000
 	$(PY) -m pavedml.devstack

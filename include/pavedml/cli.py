@@ -49,6 +49,8 @@ STEPS: dict[str, tuple[str, str]] = {
 COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("pavedml.simulate:simulate_command",
                  "Replay the bundled Telco sample as daily landing batches (drift and bad batches on request)."),
+    "status": ("pavedml.status:status_command",
+               "One screen for on-call: champion, last DAG runs, latest PSI table, open quarantines."),
     "generate_scale": ("pavedml.simulate:generate_scale_command",
                        "Write a synthetic batch of the same schema at 100k-5M rows for benchmarks."),
 }
@@ -89,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="inject a bad batch: missing_column, wrong_type, null_key, duplicate_keys, "
                           "empty_file, unparseable, out_of_range, unknown_category")
     sim.add_argument("--seed", type=int, default=7)
+    st = sub.add_parser("status", help=COMMANDS["status"][1], description=COMMANDS["status"][1])
+    st.add_argument("--use-case", default="telco_churn")
     scale = sub.add_parser("generate_scale", help=COMMANDS["generate_scale"][1],
                            description=COMMANDS["generate_scale"][1])
     scale.add_argument("--use-case", default="telco_churn")
@@ -128,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("\n" + failure_summary(args.command, getattr(args, "use_case", ""),
                                                 getattr(args, "ds", None), exc) + "\n")
         return exc.exit_code
+    if result is None:  # a human command (status) printed its own screen
+        return 0
     payload = result.as_dict() if hasattr(result, "as_dict") else dict(result)
     log.info("%s finished in %.2fs", args.command, time.perf_counter() - started)
     _emit(payload)

@@ -105,3 +105,12 @@ def test_training_dag_is_scheduled_on_the_retrain_request():
     condition = dag.timetable.asset_condition
     uris = {getattr(a, "uri", None) for a in getattr(condition, "objects", [condition])}
     assert "pavedml://telco_churn/retrain-request" in uris
+
+
+def test_status_screen_names_champion_runs_psi(loop):
+    from pavedml.status import render
+
+    screen = render("telco_churn")
+    assert "telco_churn v" in screen and "holdout: " in screen
+    assert "telco_churn_drift_monitor" in screen and "success" in screen
+    assert "status DRIFT" in screen and "MonthlyCharges" in screen

@@ -1,0 +1,98 @@
+"""``python -m pavedml status`` (``make status``): one terminal screen for on-call.
+
+The current champion (version, holdout metrics, since when), the last run of every DAG of the use
+case, the latest PSI table and the open quarantines.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from pavedml import storage
+from pavedml.config import PIPELINES, get_use_case
+from pavedml.layout import Layout
+from pavedml.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+def _champion_lines(uc) -> list[str]:
+    from pavedml.context import StepContext
+    from pavedml.tracking import CHAMPION, PREVIOUS, alias_version, setup
+
+    try:
+        client, _ = setup(StepContext.build(uc.name, None))
+        mv = alias_version(client, uc.model.registered_name, CHAMPION)
+        prev = alias_version(client, uc.model.registered_name, PREVIOUS)
+    except Exception as exc:  # status must render even when MLflow is down
+        return [f"  MLflow unavailable: {str(exc)[:120]}"]
+    if mv is None:
+        return ["  no champion yet"]
+    metrics = ", ".join(f"{k.removeprefix('holdout_')}={float(v):.3f}" for k, v in sorted(mv.tags.items())
+                        if k.startswith("holdout_") and k[8:] in ("roc_auc", "pr_auc", "f1", "brier"))
+    return [f"  {uc.model.registered_name} v{mv.version}  since {mv.tags.get('champion_since', '?')[:19]}",
+            f"  holdout: {metrics}",
+            f"  previous_champion: v{prev.version}" if prev else "  previous_champion: -"]
+
+
+def _run_lines(uc) -> list[str]:
+    try:
+        from airflow.models import DagRun
+        from airflow.utils.session import create_session
+    except Exception as exc:  # pragma: no cover
+        return [f"  Airflow unavailable: {exc}"]
+    lines = []
+    try:
+        with create_session() as session:
+            for pipeline in PIPELINES:
+                dag_id = uc.dag_id(pipeline)
+                run = (session.query(DagRun).filter(DagRun.dag_id == dag_id)
+                       .order_by(DagRun.start_date.desc()).first())
+                if run is None:
+                    lines.append(f"  {dag_id:<36} never ran")
+                else:
+                    when = (run.end_date or run.start_date)
+                    lines.append(f"  {dag_id:<36} {str(run.state):<8} ds={run.logical_date.date() if run.logical_date else '-'}"
+                                 f"  at {str(when)[:19]}")
+    except Exception as exc:
+        lines.append(f"  Airflow metadata unavailable: {str(exc)[:120]}")
+    return lines
+
+
+def _psi_lines(layout: Layout) -> list[str]:
+    reports = sorted(layout.root.glob("drift/dt=*/report.json"))
+    if not reports:
+        return ["  no drift check yet"]
+    record = storage.read_json(str(reports[-1]))
+    table = (reports[-1].parent / "psi_table.txt").read_text().splitlines()
+    head = f"  window {record['window']}  status {record['status'].upper()}  model v{record['model_version']}"
+    return [head] + [f"  {line}" for line in table[:9]] + (["  ..."] if len(table) > 9 else [])
+
+
+def _quarantine_lines(layout: Layout) -> list[str]:
+    found = sorted(p for p in layout.quarantine_root.glob("dt=*/*") if p.is_dir()) if layout.quarantine_root.exists() \
+        else []
+    lines = []
+    for q in found[-8:]:
+        reason = "validation_failed"
+        if (q / "reason.json").exists():
+            reason = json.loads((q / "reason.json").read_text())["reason"]
+        lines.append(f"  {q.parent.name} {q.name[:12]}  {reason}  {q}")
+    return lines or ["  none"]
+
+
+def render(use_case: str) -> str:
+    uc = get_use_case(use_case)
+    layout = Layout.for_use_case(uc.name, get_settings())
+    out = [f"pavedml status: {uc.name}", "", "Champion"] + _champion_lines(uc)
+    out += ["", "Last DAG runs"] + _run_lines(uc)
+    out += ["", "Latest PSI"] + _psi_lines(layout)
+    out += ["", "Quarantined batches"] + _quarantine_lines(layout)
+    return "\n".join(out)
+
+
+def status_command(args) -> None:
+    """Prints the screen on stdout (a human command: no JSON result line)."""
+    logging.getLogger().setLevel(logging.WARNING)
+    print(render(args.use_case), flush=True)
