@@ -19,7 +19,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export FEAST_USAGE := False
 
-.PHONY: help venv install demo test test-fast lint bench airflow status clean pins
+.PHONY: help venv install demo test test-fast lint bench airflow status env image up down clean pins
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -57,6 +57,18 @@ status: install  ## one screen: champion, last DAG runs, latest PSI, open quaran
 
 airflow: install  ## Airflow standalone UI on :8080 and the MLflow UI on :5000
 	$(PY) -m pavedml.devstack
+
+env:  ## write .env with fresh random secrets for the production stack (never committed)
+	python3 deploy/gen_env.py
+
+image:  ## build the task, Airflow and MLflow images (tag = git commit; needs a Docker engine)
+	GIT_COMMIT=$$(git rev-parse --short HEAD) docker compose build
+
+up: image  ## start the production stack (docker-compose.yaml); UIs on 127.0.0.1 only
+	GIT_COMMIT=$$(git rev-parse --short HEAD) docker compose up -d
+
+down:  ## stop the production stack (volumes are kept)
+	docker compose down
 
 clean:  ## remove generated data (var/)
 	rm -rf $(DATA_ROOT)

@@ -34,7 +34,13 @@ EOF
 account() {  # account ACCESS_KEY SECRET_KEY POLICY
     mc admin user add local "$1" "$2" >/dev/null
     if ! mc admin policy attach local "$3" --user "$1" 2>/dev/null; then
-        mc admin user info local "$1" | grep -q "$3" || { echo "could not attach $3 to $1" >&2; exit 1; }
+        # attach fails when the policy is attached already (re-runs): check instead
+        # (no grep: the mc image is UBI micro, only the shell and coreutils are certain)
+        info=$(mc admin user info local "$1")
+        case "$info" in
+            *"$3"*) ;;
+            *) echo "could not attach policy $3 to $1" >&2; exit 1 ;;
+        esac
     fi
     echo "service account for $3 ready"
 }

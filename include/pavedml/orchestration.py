@@ -81,6 +81,13 @@ def step_task(step: str, uc: UseCase, *, params_template: str | None = None, run
         from airflow.providers.docker.operators.docker import DockerOperator
 
         public, private = step_environment()  # the worker re-parses this file before it runs the task
+        mounts = []
+        if settings.docker_data_volume:  # steps share the data root through one volume
+            from docker.types import Mount
+
+            source = settings.docker_data_volume
+            mounts.append(Mount(target=str(settings.data_root), source=source,
+                                type="bind" if source.startswith("/") else "volume"))
 
         return DockerOperator(
             image=settings.image,
@@ -96,6 +103,7 @@ def step_task(step: str, uc: UseCase, *, params_template: str | None = None, run
             tty=False,
             retrieve_output=False,
             skip_on_exit_code=EXIT_SKIP,
+            mounts=mounts,
             **kwargs,
         )
     from pavedml.operators import StepOperator

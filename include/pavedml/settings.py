@@ -57,6 +57,8 @@ class Settings:
     image: str = field(metadata={"env": "PAVEDML_IMAGE"})
     docker_network: str = field(metadata={"env": "PAVEDML_DOCKER_NETWORK"})
     docker_url: str = field(metadata={"env": "PAVEDML_DOCKER_URL"})
+    #: A named volume (or host folder) mounted at the data root in every task container.
+    docker_data_volume: str = field(metadata={"env": "PAVEDML_DOCKER_DATA_VOLUME"})
     alerts_file: Path = field(metadata={"env": "PAVEDML_ALERTS_FILE"})
     python: str = field(metadata={"env": "PAVEDML_PYTHON"})
 
@@ -82,6 +84,7 @@ class Settings:
             image=env.get("PAVEDML_IMAGE", "pavedml-task:dev"),
             docker_network=env.get("PAVEDML_DOCKER_NETWORK", "host"),
             docker_url=env.get("PAVEDML_DOCKER_URL", "unix://var/run/docker.sock"),
+            docker_data_volume=env.get("PAVEDML_DOCKER_DATA_VOLUME", ""),
             alerts_file=Path(env.get("PAVEDML_ALERTS_FILE") or data_root / "alerts.jsonl"),
             python=env.get("PAVEDML_PYTHON", "python"),
         )

@@ -44,7 +44,11 @@ def setup(ctx: StepContext):
     with unavailable_as_error(s.mlflow_tracking_uri):
         exp = mlflow.get_experiment_by_name(name)
         if exp is None:
-            exp_id = mlflow.create_experiment(name, artifact_location=f"{s.mlflow_artifact_root.rstrip('/')}/{name}")
+            # A tracking server decides where artifacts go (proxied artifacts authorize by experiment id);
+            # only the embedded profile pins a local artifact folder.
+            location = None if s.mlflow_tracking_uri.startswith(("http://", "https://")) \
+                else f"{s.mlflow_artifact_root.rstrip('/')}/{name}"
+            exp_id = mlflow.create_experiment(name, artifact_location=location)
         else:
             exp_id = exp.experiment_id
     return mlflow.MlflowClient(), exp_id
