@@ -120,3 +120,24 @@ def test_dag_files_stay_thin():
             if line.startswith(("import ", "from ")):
                 mod = line.split()[1]
                 assert mod.split(".")[0] in {"__future__", "airflow", "pavedml", "datetime", "drift_sensor"}, f"{path.name}: {line}"
+
+
+def test_human_approval_step_appears_when_the_use_case_asks(tmp_path):
+    from pavedml.settings import DEFAULT_USE_CASES_DIR
+
+    text = (DEFAULT_USE_CASES_DIR / "telco_churn.yaml").read_text().replace("require_approval: false",
+                                                                           "require_approval: true")
+    assert "require_approval: true" in text
+    (tmp_path / "telco_churn.yaml").write_text(text)
+    code = textwrap.dedent(f"""
+        import json
+        from airflow.dag_processing.dagbag import DagBag
+        bag = DagBag(dag_folder={str(REPO / 'dags')!r})
+        dag = bag.dags["telco_churn_training_pipeline"]
+        print(json.dumps({{t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks}}))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PAVEDML_USE_CASES_DIR": str(tmp_path)})
+    graph = json.loads(out.stdout.strip().splitlines()[-1])
+    assert graph["evaluate_challenger"] == ["approve_promotion"]
+    assert graph["approve_promotion"] == ["promote_challenger"]
