@@ -110,9 +110,11 @@ def decision_table(record: dict) -> str:
 def evaluate_challenger(ctx: StepContext) -> PromotionDecision:
     import mlflow
 
+    from pavedml.errors import RegistryError
     from pavedml.tracking import (
         CHAMPION,
         alias_version,
+        classification_metrics,
         dag_run_key,
         find_version_for_dag_run,
         setup,
@@ -127,8 +129,6 @@ def evaluate_challenger(ctx: StepContext) -> PromotionDecision:
     with unavailable_as_error(ctx.settings.mlflow_tracking_uri):
         challenger = find_version_for_dag_run(client, name, dag_run_key(ctx))
         if challenger is None:
-            from pavedml.errors import RegistryError
-
             raise RegistryError(f"no {name} version registered by DAG run {dag_run_key(ctx)}",
                                 details={"next": "run train_challenger first"})
         champion = alias_version(client, name, CHAMPION)
@@ -137,8 +137,6 @@ def evaluate_challenger(ctx: StepContext) -> PromotionDecision:
         for role, mv in (("challenger", challenger), ("champion", champion)):
             if mv is None:
                 continue
-            from pavedml.tracking import classification_metrics
-
             model = mlflow.sklearn.load_model(f"models:/{name}/{mv.version}")
             proba = model.predict_proba(holdout[X])[:, 1]
             scored[role] = {"version": str(mv.version), "metrics": classification_metrics(holdout["label"], proba),

@@ -102,11 +102,9 @@ def point_in_time_join(uc: UseCase, entity_df):
         return e.iloc[0:0], len(e)
     hist = store.get_historical_features(entity_df=sub, features=defs["feature_service"]).to_df()
     joined = e.merge(hist.drop(columns=[c for c in e.columns if c != "__row_id"]), on="__row_id", how="inner")
-    dropped = len(e) - len(joined)
     joined = joined.sort_values("__row_id").drop(columns="__row_id").reset_index(drop=True)
-    feats = uc.feature_columns
-    joined = joined.dropna(subset=[f for f in feats if f in uc.features.non_null], how="any")
-    return pd.DataFrame(joined), dropped + (len(e) - dropped - len(joined))
+    joined = joined.dropna(subset=[f for f in uc.feature_columns if f in uc.features.non_null], how="any")
+    return pd.DataFrame(joined), len(e) - len(joined)
 
 
 def time_split(df, uc: UseCase):
