@@ -43,7 +43,7 @@ test-fast: install  ## DAG integrity and unit tests only
 	$(PY) -m pytest -m "dags or unit"
 
 lint: install  ## ruff (with Airflow AIR rules)
-	$(VENV)/bin/ruff check dags plugins include tests benchmarks
+	$(VENV)/bin/ruff check dags plugins include tests benchmarks feature_repo deploy
 
 bench: install  ## benchmarks that take minutes (see benchmarks/README.md for the 1M/5M runs)
 	$(PY) benchmarks/bench_dag_parse.py
