@@ -54,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     from pavedml.simulate import simulate
 
     uc = get_use_case(args.use_case)
+    # training on day N-1 needs labelled days for the holdout, validation and at least one to train
+    needed = uc.model.split.holdout_days + uc.model.split.validation_days + 1 + uc.label.delay_days + 1
+    if args.days < needed:
+        parser.error(f"--days must be at least {needed} for {uc.name} (labels arrive {uc.label.delay_days} days "
+                     f"late; the split needs {needed - uc.label.delay_days - 1} labelled days)")
     start = dt.date.fromisoformat(args.start)
     days = [(start + dt.timedelta(days=i)).isoformat() for i in range(args.days)]
     drift_day = start + dt.timedelta(days=args.days - 1)
