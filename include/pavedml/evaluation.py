@@ -153,7 +153,7 @@ def evaluate_challenger(ctx: StepContext) -> PromotionDecision:
               "dag_run": dag_run_key(ctx), "decided_at": datetime.now(UTC).isoformat()}
     out_dir = ctx.layout.training_dir(run_key(ctx))
     storage.write_json(str(out_dir / "decision.json"), record)
-    (out_dir / "decision.md").write_text(decision_table(record))
+    storage.write_bytes(str(out_dir / "decision.md"), decision_table(record).encode())
     with unavailable_as_error(ctx.settings.mlflow_tracking_uri):
         client.log_dict(challenger.run_id, record, "evaluation/decision.json")
         client.log_text(challenger.run_id, decision_table(record), "evaluation/decision.md")
