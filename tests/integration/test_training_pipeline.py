@@ -22,7 +22,9 @@ def _client():
 
     get_settings.cache_clear()
     uri = get_settings().mlflow_tracking_uri
+    # both globals: an earlier in-process step (another module's data root) may have set the registry URI
     mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
