@@ -4,8 +4,8 @@ Feast's ``write_to_online_store`` turns every value into a ``ValueProto`` object
 store upserts one (entity, feature) row per ``execute`` call: about 2k entity rows/s for 18
 features here, so a 1M-row day took 7-8 minutes. This module writes the *same rows* (same table,
 same columns, same bytes: entity keys in Feast's serialization v3, values as serialized
-``ValueProto``, ``value_text``, epoch ``event_ts``) straight from Arrow columns with one
-``executemany`` per feature, which Feast's own ``online_read`` / ``get_online_features`` then
+``ValueProto``, ``value_text``, epoch ``event_ts``) straight from Arrow columns through a staging
+table that SQLite fans out into the feature rows, which Feast's own ``online_read`` / ``get_online_features`` then
 serve unchanged. ``tests/integration/test_online_sqlite.py`` compares the table byte for byte with
 what Feast writes for the same frame, so a Feast upgrade that changes the layout fails there.
 
@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Iterable, Iterator
-from datetime import datetime, timezone
-from itertools import repeat
+from collections.abc import Iterable
 
 _U32 = struct.Struct("<I").pack
 _DOUBLE = struct.Struct("<d").pack
@@ -81,10 +79,12 @@ def string_values(values: list) -> tuple[list[bytes], list[str | None]]:
     return blobs, list(values)
 
 
-def _epoch(ts: datetime) -> int:
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=timezone.utc)
-    return int(ts.timestamp())
+def epoch_seconds(column) -> list[int]:
+    """Feast's ``int(datetime.timestamp())`` of an Arrow timestamp column (naive = UTC)."""
+    import pyarrow as pa
+
+    micros = column.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
+    return (micros // 1_000_000 + ((micros < 0) & (micros % 1_000_000 != 0))).tolist()
 
 
 def write_batch(store, feature_view, batch, join_key: str, timestamp_field: str = "event_timestamp") -> int:
@@ -117,19 +117,32 @@ def write_batch(store, feature_view, batch, join_key: str, timestamp_field: str 
     if batch.num_rows == 0:
         return 0
     keys = entity_keys(join_key, batch.column(join_key).to_pylist())
-    event_ts = [_epoch(t) for t in batch.column(timestamp_field).to_pylist()]
+    event_ts = epoch_seconds(batch.column(timestamp_field))
     table = _quote_id(_table_id(config.project, feature_view, config.registry.enable_online_feature_view_versioning))
-    sql = (f"INSERT INTO {table} (entity_key, feature_name, value, value_text, event_ts, created_ts) "
-           "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
-           "value = excluded.value, value_text = excluded.value_text, event_ts = excluded.event_ts, "
-           "created_ts = excluded.created_ts;")
     conn = online._get_conn(config)
-
-    def rows(name: str, encode) -> Iterator[tuple]:
+    # Python binds one staging row per entity (key, ts, then value and text per feature); SQLite
+    # itself fans it out into Feast's one-row-per-feature layout. Binding is the slow part in
+    # Python, so this halves the write time against one executemany per feature.
+    stage = f"pavedml_stage_{len(encoders)}"
+    conn.execute("PRAGMA temp_store = MEMORY")
+    conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} (entity_key BLOB, event_ts INTEGER, "
+                 + ", ".join(f"v{i} BLOB, t{i} TEXT" for i in range(len(encoders))) + ")")
+    columns: list[list] = []
+    for name, encode in encoders:
         blobs, texts = encode(batch.column(name).to_pylist())
-        return zip(keys, repeat(name), blobs, texts, event_ts, repeat(None))
-
+        columns += [blobs, texts]
+    fan_out = [
+        f"INSERT INTO {table} (entity_key, feature_name, value, value_text, event_ts, created_ts) "
+        f"SELECT entity_key, ?, v{i}, t{i}, event_ts, NULL FROM {stage} WHERE true "
+        "ON CONFLICT(entity_key, feature_name) DO UPDATE SET value = excluded.value, "
+        "value_text = excluded.value_text, event_ts = excluded.event_ts, created_ts = excluded.created_ts"
+        for i in range(len(encoders))
+    ]
     with conn:  # one transaction per batch: a killed step leaves whole batches only
-        for name, encode in encoders:
-            conn.executemany(sql, rows(name, encode))
+        conn.execute(f"DELETE FROM {stage}")
+        conn.executemany(f"INSERT INTO {stage} VALUES ({', '.join('?' * (2 + len(columns)))})",
+                         zip(keys, event_ts, *columns, strict=True))
+        for (name, _), sql in zip(encoders, fan_out, strict=True):
+            conn.execute(sql, (name,))
+        conn.execute(f"DELETE FROM {stage}")
     return batch.num_rows
