@@ -95,7 +95,7 @@ def materialize_features(ctx: StepContext) -> MaterializeResult:
     the partition carries the interval's timestamp) but reads the partition in record batches of
     ``features.online_write_chunk_rows`` so memory stays flat whatever the batch size. Into
     Feast's SQLite store the batches go through ``online_sqlite`` (same rows, columnar, one
-    transaction per batch); any other store gets Feast's ``write_to_online_store``.
+    transaction per batch, encoding overlapped with SQLite's writes); any other store gets Feast's ``write_to_online_store``.
     """
     import numpy as np
     import pyarrow as pa
@@ -117,31 +117,33 @@ def materialize_features(ctx: StepContext) -> MaterializeResult:
     pfile = pq.ParquetFile(part)
     columns = [uc.entity.key, "event_timestamp", *uc.feature_columns]
     view = defs["feature_view"]
-    writer = "columnar"
-    rows = 0
-    for batch in pfile.iter_batches(batch_size=uc.features.online_write_chunk_rows, columns=columns):
-        ts = pc.cast(batch.column("event_timestamp"), pa.timestamp("us", tz="UTC"))
-        start = pa.scalar(ctx.interval_start, pa.timestamp("us", tz="UTC"))
-        end = pa.scalar(ctx.interval_end, pa.timestamp("us", tz="UTC"))
-        outside = pc.sum(pc.or_(pc.less(ts, start), pc.greater_equal(ts, end))).as_py() or 0
-        if outside:
-            raise FeatureCheckError(f"{outside} rows of {part} fall outside the interval "
-                                    f"[{ctx.interval_start}, {ctx.interval_end})")
-        if batch.column(uc.entity.key).null_count:
-            raise FeatureCheckError(f"null {uc.entity.key} in {part}; nothing written online")
-        bad = [c for c in uc.features.non_null if c in uc.numeric_features
-               and not np.isfinite(batch.column(c).to_numpy(zero_copy_only=False).astype("float64")).all()]
-        if bad:
-            raise FeatureCheckError(f"non-finite values in {', '.join(bad)} of {part}; nothing written online")
-        if writer == "columnar":
-            try:
-                rows += online_sqlite.write_batch(store, view, batch, uc.entity.key)
-                continue
-            except online_sqlite.UnsupportedLayout as exc:
-                writer = "feast"
-                log.info("online store writes go through Feast's write_to_online_store (%s)", exc)
-        store.write_to_online_store(uc.feature_view, batch.to_pandas())
-        rows += batch.num_rows
+    start = pa.scalar(ctx.interval_start, pa.timestamp("us", tz="UTC"))
+    end = pa.scalar(ctx.interval_end, pa.timestamp("us", tz="UTC"))
+
+    def checked_batches():
+        for batch in pfile.iter_batches(batch_size=uc.features.online_write_chunk_rows, columns=columns):
+            ts = pc.cast(batch.column("event_timestamp"), pa.timestamp("us", tz="UTC"))
+            outside = pc.sum(pc.or_(pc.less(ts, start), pc.greater_equal(ts, end))).as_py() or 0
+            if outside:
+                raise FeatureCheckError(f"{outside} rows of {part} fall outside the interval "
+                                        f"[{ctx.interval_start}, {ctx.interval_end})")
+            if batch.column(uc.entity.key).null_count:
+                raise FeatureCheckError(f"null {uc.entity.key} in {part}; nothing written online")
+            bad = [c for c in uc.features.non_null if c in uc.numeric_features
+                   and not np.isfinite(batch.column(c).to_numpy(zero_copy_only=False).astype("float64")).all()]
+            if bad:
+                raise FeatureCheckError(f"non-finite values in {', '.join(bad)} of {part}; nothing written online")
+            yield batch
+
+    try:
+        rows = online_sqlite.write_batches(store, view, checked_batches(), uc.entity.key)
+        writer = "columnar"
+    except online_sqlite.UnsupportedLayout as exc:
+        log.info("online store writes go through Feast's write_to_online_store (%s)", exc)
+        writer, rows = "feast", 0
+        for batch in checked_batches():
+            store.write_to_online_store(uc.feature_view, batch.to_pandas())
+            rows += batch.num_rows
     seconds = time.perf_counter() - started
     log.info("materialized %d rows of %s [%s, %s) into the online store in %.1fs (%s writer)", rows,
              uc.feature_view, ctx.interval_start, ctx.interval_end, seconds, writer)
