@@ -26,12 +26,15 @@ from typing import Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
+from pavedml.links import STEP_LINKS, links_for
 from pavedml.operators import StepProcessMixin, check_exit, parse_result
 
 
 class PsiDriftSensor(StepProcessMixin, BaseSensorOperator):
     template_fields = ("argv",)
     ui_color = "#fdf1e3"
+    operator_extra_links = STEP_LINKS
+    links: dict[str, str] | None = None
 
     def __init__(self, *, argv: list[str], mode: str = "reschedule", poke_interval: float = 600,
                  timeout: float = timedelta(hours=6).total_seconds(), soft_fail: bool = True, **kwargs: Any) -> None:
@@ -42,6 +45,7 @@ class PsiDriftSensor(StepProcessMixin, BaseSensorOperator):
         returncode, stdout, tail = self.run_process()
         check_exit(self.argv, returncode, tail)
         result = parse_result(stdout)
+        self.links = links_for(result)
         if result.get("status") == "waiting":
             self.log.info("scoring window not ready: %s", result.get("reason"))
             return False

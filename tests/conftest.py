@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -65,4 +66,24 @@ def data_root(tmp_path, monkeypatch):
     """A fresh data root for one test."""
     root = tmp_path / "data"
     monkeypatch.setenv("PAVEDML_DATA_ROOT", str(root))
+    return root
+
+
+HISTORY_START = date(2025, 1, 1)
+HISTORY_DAYS = 8
+LAST_DAY = "2025-01-08"
+
+
+@pytest.fixture(scope="session")
+def feature_history(tmp_path_factory):
+    """Eight simulated days through the feature steps (in-process: fast), built once per session."""
+    root = tmp_path_factory.mktemp("history") / "data"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PAVEDML_DATA_ROOT", str(root))
+    from pavedml.simulate import simulate
+    from tests.helpers.steps import feature_days
+
+    simulate("telco_churn", HISTORY_START, HISTORY_DAYS, rows_per_day=1500)
+    feature_days(HISTORY_START, HISTORY_DAYS)
+    mp.undo()
     return root

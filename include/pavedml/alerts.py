@@ -1,10 +1,15 @@
-"""Failure alerts: the last thing in a failed task's log, and one alert per final failure.
+"""Failure and deadline alerts: one alert per final failure (never per retry), one per missed
+deadline.
 
-Goes to a local JSON-lines alerts file by default (``PAVEDML_ALERTS_FILE``); retries do not alert.
+Every alert is appended to the local JSON-lines alerts file (``PAVEDML_ALERTS_FILE``), the record
+an on-call engineer can always grep. When ``PAVEDML_ALERT_EMAIL_TO`` is set, it is also e-mailed
+through Airflow's ``SmtpNotifier`` over the SMTP connection ``PAVEDML_ALERT_SMTP_CONN_ID``
+(default ``smtp_default``). The alert's first line names the cause (the step's summary first).
 """
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 from datetime import UTC, datetime
@@ -19,21 +24,9 @@ def _is_final_failure(ti) -> bool:
         return True
 
 
-def on_task_failure(context) -> None:
-    ti = context.get("ti") or context.get("task_instance")
-    if ti is not None and not _is_final_failure(ti):
-        return
+def _write_file(record: dict) -> None:
     from pavedml.settings import get_settings
 
-    exc = context.get("exception")
-    record = {
-        "at": datetime.now(UTC).isoformat(),
-        "dag_id": getattr(ti, "dag_id", None),
-        "task_id": getattr(ti, "task_id", None),
-        "run_id": getattr(ti, "run_id", None),
-        "try_number": getattr(ti, "try_number", None),
-        "summary": str(exc)[-4000:] if exc else "task failed",
-    }
     path = get_settings().alerts_file
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -41,3 +34,71 @@ def on_task_failure(context) -> None:
             fh.write(json.dumps(record) + "\n")
     except OSError as err:  # alerting must never mask the task's own failure
         log.warning("could not write alert to %s: %s", path, err)
+
+
+def subject(record: dict) -> str:
+    first = (record.get("summary") or "").strip().splitlines()[:1]
+    where = record.get("dag_id") or "-"
+    if record.get("task_id"):
+        where += f".{record['task_id']}"
+    return f"[pavedml] {record['kind']}: {where}: {(first[0] if first else '')[:160]}"
+
+
+def _email(record: dict, context) -> None:
+    from pavedml.settings import get_settings
+
+    s = get_settings()
+    if not s.alert_email_to:
+        return
+    try:
+        from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+        body = "<pre>" + html.escape(json.dumps(record, indent=2)) + "</pre>"
+        notifier = SmtpNotifier(
+            to=[a.strip() for a in s.alert_email_to.split(",") if a.strip()],
+            subject=subject(record),
+            html_content=body,
+            smtp_conn_id=s.alert_smtp_conn_id,
+        )
+        # notify(), not __call__: no Jinja rendering of a summary that quotes data values
+        notifier.notify(context or {})
+    except Exception as err:  # noqa: BLE001 - alerting must never mask the task's own failure
+        log.warning("could not e-mail the alert through %s: %s", s.alert_smtp_conn_id, err)
+
+
+def send(record: dict, context=None) -> dict:
+    """Record the alert in the alerts file and e-mail it when configured."""
+    record = {"at": datetime.now(UTC).isoformat(), **record}
+    _write_file(record)
+    _email(record, context)
+    return record
+
+
+def on_task_failure(context) -> None:
+    ti = context.get("ti") or context.get("task_instance")
+    if ti is not None and not _is_final_failure(ti):
+        return
+    exc = context.get("exception")
+    send({
+        "kind": "task_failed",
+        "dag_id": getattr(ti, "dag_id", None),
+        "task_id": getattr(ti, "task_id", None),
+        "run_id": getattr(ti, "run_id", None),
+        "try_number": getattr(ti, "try_number", None),
+        "summary": str(exc)[-4000:] if exc else "task failed",
+    }, context)
+
+
+async def on_deadline_missed(dag_id: str, expected_minutes: int, context=None, **_) -> None:
+    """Deadline-alert callback (runs in the triggerer): the DAG run did not finish in time."""
+    run = (context or {}).get("dag_run") or {}
+    run_id = run.get("run_id") if isinstance(run, dict) else getattr(run, "run_id", None)
+    send({
+        "kind": "deadline_missed",
+        "dag_id": dag_id,
+        "task_id": None,
+        "run_id": run_id,
+        "summary": f"DEADLINE MISSED: {dag_id} run {run_id or '-'} has not finished {expected_minutes} min "
+                   "after it was queued. Open the run in the Airflow UI: a task may be stuck waiting "
+                   "(sensor, missing batch) or the workers may be saturated.",
+    }, None)

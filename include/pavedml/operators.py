@@ -20,6 +20,8 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
+from pavedml.links import STEP_LINKS
+
 #: Plumbing a subprocess needs to start at all (not part of the step's contract).
 PLUMBING_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV", "TMPDIR", "PYTHONDONTWRITEBYTECODE")
 STDERR_TAIL_LINES = 60
@@ -110,6 +112,9 @@ class StepOperator(StepProcessMixin, BaseOperator):
 
     template_fields = ("argv",)
     ui_color = "#e8f4fa"
+    operator_extra_links = STEP_LINKS
+    #: link key -> URL of this try's evidence (pushed to XCom by Airflow when the task ends)
+    links: dict[str, str] | None = None
 
     def __init__(self, *, argv: list[str], env: dict[str, str] | None = None,
                  private_env: dict[str, str] | None = None, **kwargs: Any) -> None:
@@ -117,9 +122,14 @@ class StepOperator(StepProcessMixin, BaseOperator):
         self._init_step(argv, env, private_env)
 
     def execute(self, context) -> Any:
+        from pavedml.links import links_for
+
         returncode, stdout, tail = self.run_process()
+        if returncode not in (0, EXIT_SKIP):  # links to the evidence of a failure (e.g. Data Docs)
+            self.links = links_for(None, last_summary(tail))
         check_exit(self.argv, returncode, tail)
         result = parse_result(stdout)
+        self.links = links_for(result if isinstance(result, dict) else None)
         extra = result.get("asset_extra") if isinstance(result, dict) else None
         if extra and self.outlets:
             for outlet in self.outlets:
@@ -134,8 +144,26 @@ def check_exit(argv: list[str], returncode: int, tail: list[str]) -> None:
     if returncode == EXIT_SKIP:
         raise AirflowSkipException(tail[-1] if tail else "step had nothing to do")
     error = StepRejectedInput if returncode == EXIT_NO_RETRY else StepFailed
-    raise error(f"step {argv[3] if len(argv) > 3 else ' '.join(argv)} exited with code {returncode}; "
-                "last lines of its stderr:\n" + "\n".join(tail))
+    step = argv[3] if len(argv) > 3 else " ".join(argv)
+    summary = last_summary(tail)
+    if summary:  # the cause first: it is what the alert and the UI's error line show
+        raise error("\n".join(summary) + f"\n(step {step} exited with code {returncode})")
+    raise error(f"step {step} exited with code {returncode}; last lines of its stderr:\n" + "\n".join(tail))
+
+
+def last_summary(lines: list[str]) -> list[str]:
+    """The step's one-screen failure summary (from its ``FAILED <step> [...]`` line) in ``lines``."""
+    from pavedml.summary import RULE
+
+    starts = [i for i, line in enumerate(lines) if line.startswith("FAILED ")]
+    if not starts:
+        return []
+    block = []
+    for line in lines[starts[-1]:]:
+        if line == RULE:
+            break
+        block.append(line)
+    return block
 
 
 def parse_result(stdout: str) -> Any:

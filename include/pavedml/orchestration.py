@@ -61,7 +61,24 @@ def dag_args(uc: UseCase, pipeline: str, doc: str | None) -> dict[str, Any]:
         "default_args": default_args(uc),
         "tags": tags(uc, pipeline),
         "doc_md": runbook(doc, uc, pipeline),
+        "deadline": deadline(uc, pipeline),
     }
+
+
+def deadline(uc: UseCase, pipeline: str):
+    """A deadline alert: a run still unfinished ``expected_duration_minutes`` after it was queued
+    sends a ``deadline_missed`` alert (the triggerer runs :func:`pavedml.alerts.on_deadline_missed`)."""
+    from airflow.sdk.definitions.callback import AsyncCallback
+    from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
+
+    minutes = uc.schedules.expected_duration_minutes
+    return DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=timedelta(minutes=minutes),
+        callback=AsyncCallback("pavedml.alerts.on_deadline_missed",
+                               kwargs={"dag_id": uc.dag_id(pipeline), "expected_minutes": minutes}),
+        name=f"{uc.dag_id(pipeline)} finished within {minutes} min",
+    )
 
 
 def step_argv(step: str, use_case: str, params_template: str | None = None) -> list[str]:

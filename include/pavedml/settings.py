@@ -50,6 +50,8 @@ class Settings:
     use_cases_dir: Path = field(metadata={"env": "PAVEDML_USE_CASES_DIR"})
     mlflow_tracking_uri: str = field(metadata={"env": "MLFLOW_TRACKING_URI"})
     mlflow_artifact_root: str = field(metadata={"env": "PAVEDML_MLFLOW_ARTIFACT_ROOT"})
+    #: Where people open MLflow (links from Airflow tasks to model versions).
+    mlflow_ui_url: str = field(metadata={"env": "PAVEDML_MLFLOW_UI_URL"})
     feast_repo: Path = field(metadata={"env": "PAVEDML_FEAST_REPO"})
     feast_registry: str = field(metadata={"env": "PAVEDML_FEAST_REGISTRY"})
     feast_online_store: str = field(metadata={"env": "PAVEDML_FEAST_ONLINE_STORE"})
@@ -60,6 +62,10 @@ class Settings:
     #: A named volume (or host folder) mounted at the data root in every task container.
     docker_data_volume: str = field(metadata={"env": "PAVEDML_DOCKER_DATA_VOLUME"})
     alerts_file: Path = field(metadata={"env": "PAVEDML_ALERTS_FILE"})
+    #: Comma-separated addresses; when set, alerts are also e-mailed through Airflow's SmtpNotifier.
+    alert_email_to: str = field(metadata={"env": "PAVEDML_ALERT_EMAIL_TO"})
+    #: The Airflow connection (conn type smtp) the e-mail alerts go through.
+    alert_smtp_conn_id: str = field(metadata={"env": "PAVEDML_ALERT_SMTP_CONN_ID"})
     python: str = field(metadata={"env": "PAVEDML_PYTHON"})
 
     @classmethod
@@ -76,6 +82,9 @@ class Settings:
             landing_uri=env.get("PAVEDML_LANDING_URI") or str(data_root / "landing"),
             use_cases_dir=Path(env.get("PAVEDML_USE_CASES_DIR") or DEFAULT_USE_CASES_DIR),
             mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{data_root / 'mlflow' / 'mlflow.db'}",
+            mlflow_ui_url=env.get("PAVEDML_MLFLOW_UI_URL") or (
+                env["MLFLOW_TRACKING_URI"] if env.get("MLFLOW_TRACKING_URI", "").startswith("http")
+                else "http://127.0.0.1:5000"),
             mlflow_artifact_root=env.get("PAVEDML_MLFLOW_ARTIFACT_ROOT") or (data_root / "mlflow" / "artifacts").as_uri(),
             feast_repo=Path(env.get("PAVEDML_FEAST_REPO") or PACKAGE_DIR.parent.parent / "feature_repo"),
             feast_registry=env.get("PAVEDML_FEAST_REGISTRY", ""),
@@ -86,6 +95,8 @@ class Settings:
             docker_url=env.get("PAVEDML_DOCKER_URL", "unix://var/run/docker.sock"),
             docker_data_volume=env.get("PAVEDML_DOCKER_DATA_VOLUME", ""),
             alerts_file=Path(env.get("PAVEDML_ALERTS_FILE") or data_root / "alerts.jsonl"),
+            alert_email_to=env.get("PAVEDML_ALERT_EMAIL_TO", ""),
+            alert_smtp_conn_id=env.get("PAVEDML_ALERT_SMTP_CONN_ID", "smtp_default"),
             python=env.get("PAVEDML_PYTHON", "python"),
         )
 

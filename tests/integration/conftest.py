@@ -1,28 +1,10 @@
 from __future__ import annotations
 
 import shutil
-from datetime import date
 
 import pytest
 
-HISTORY_START = date(2025, 1, 1)
-HISTORY_DAYS = 8
-LAST_DAY = "2025-01-08"
-
-
-@pytest.fixture(scope="session")
-def feature_history(tmp_path_factory):
-    """Eight simulated days through the feature steps (in-process: fast), built once per session."""
-    root = tmp_path_factory.mktemp("history") / "data"
-    mp = pytest.MonkeyPatch()
-    mp.setenv("PAVEDML_DATA_ROOT", str(root))
-    from pavedml.simulate import simulate
-    from tests.helpers.steps import feature_days
-
-    simulate("telco_churn", HISTORY_START, HISTORY_DAYS, rows_per_day=1500)
-    feature_days(HISTORY_START, HISTORY_DAYS)
-    mp.undo()
-    return root
+from tests.conftest import HISTORY_DAYS, HISTORY_START, LAST_DAY  # noqa: F401  (re-exported)
 
 
 @pytest.fixture(scope="module")

@@ -68,6 +68,12 @@ def test_drift_requests_retraining_with_evidence(loop, history_copy):
     extra = events[0]
     assert extra["window"] == [DRIFT_DAY] and extra["data_hash"] == check["data_hash"]
     assert extra["psi"]["MonthlyCharges"] >= 0.25
+    # on-call gets one drift alert whose first line names the drifted feature
+    drift_alerts = [a for a in map(json.loads, (history_copy / "alerts.jsonl").read_text().splitlines())
+                    if a["kind"] == "drift_detected"]
+    assert len(drift_alerts) == 1
+    first = drift_alerts[0]["summary"].splitlines()[0]
+    assert first.startswith(f"DRIFT DETECTED [telco_churn] window {DRIFT_DAY}: PSI alert on") and "MonthlyCharges" in first
 
 
 def test_never_two_requests_for_the_same_window(loop):

@@ -4,6 +4,7 @@ batch rerun succeeds."""
 
 from __future__ import annotations
 
+import json
 from datetime import date
 
 import pandas as pd
@@ -101,7 +102,10 @@ def test_bad_batch_is_quarantined_and_nothing_downstream_runs(root, kind, failin
     quarantined = list((root / "telco_churn/quarantine" / f"dt={ds}").glob("*/*"))
     assert quarantined, "the bad batch must be kept in quarantine"
     alert = alerts.read_text().splitlines()[alerts_before:]
-    assert len(alert) == 1 and named in alert[0] and failing_task in alert[0]
+    assert len(alert) == 1
+    summary = json.loads(alert[0])["summary"].splitlines()
+    assert summary[0].startswith(f"FAILED {failing_task} [") and f"interval={ds}" in summary[0]
+    assert named in "\n".join(summary[:3]), summary[:6]  # the cause is in the first lines
     # after the batch is fixed, a rerun of the same interval succeeds
     simulate("telco_churn", date.fromisoformat(ds), 1, rows_per_day=400)
     state, tasks, _ = run_dag(DAG_ID, ds)

@@ -4,7 +4,7 @@ Feast serves it back unchanged (so a Feast upgrade that changes the layout fails
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -13,7 +13,7 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-TS = datetime(2025, 3, 1, tzinfo=timezone.utc)
+TS = datetime(2025, 3, 1, tzinfo=UTC)
 
 
 def _frame(uc, n: int = 60) -> pd.DataFrame:

@@ -93,3 +93,29 @@ def test_local_operator_pushes_last_json_line_and_fails_with_stderr_tail(tmp_pat
     rejected = StepOperator(task_id="rej", argv=["python", "-c", "import sys; sys.exit(3)"])
     with pytest.raises(StepRejectedInput):
         rejected.execute({})
+
+
+def test_failed_step_leads_with_its_summary_and_links_its_report(tmp_path, monkeypatch):
+    """The exception (the alert, the UI's error line) starts with the summary, not with log noise;
+    the task's links point at the report named in the summary."""
+    from pavedml.operators import StepOperator, StepRejectedInput
+    from pavedml.settings import get_settings
+    from pavedml.summary import RULE
+
+    monkeypatch.setenv("PAVEDML_DATA_ROOT", str(tmp_path))
+    get_settings.cache_clear()
+    docs = tmp_path / "telco_churn/validation/dt=2025-01-03/abc"
+    docs.mkdir(parents=True)
+    (docs / "index.html").write_text("<html>docs</html>")
+    summary = [RULE, "FAILED validate_raw_batch [validation_failed] use case=telco_churn interval=2025-01-03",
+               "1 expectation failed", f"Report: {docs}", RULE]
+    script = "import sys; sys.stderr.write('Traceback noise\\n' + " + repr("\n".join(summary) + "\n") + "); sys.exit(3)"
+    task = StepOperator(task_id="validate_raw_batch", argv=["python", "-c", script])
+    with pytest.raises(StepRejectedInput) as err:
+        task.execute({})
+    lines = str(err.value).splitlines()
+    assert lines[0] == "FAILED validate_raw_batch [validation_failed] use case=telco_churn interval=2025-01-03"
+    assert not any("Traceback noise" in line for line in lines[:-1]) and "exited with code 3" in lines[-1]
+    assert task.links == {"report": "/pavedml/reports/telco_churn/validation/dt%3D2025-01-03/abc/index.html"}
+    link = next(link for link in task.operator_extra_links if link.key == "report")
+    assert link.get_link(task, ti_key=None) == task.links["report"]

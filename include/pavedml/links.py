@@ -1,0 +1,105 @@
+"""One click from a task in the Airflow UI to its evidence: the MLflow model version, the GX Data
+Docs page, the Evidently report, the promotion decision record.
+
+A step's links come from its JSON result (success) or from its failure summary's ``Report:``
+line (failure), so a failed validation still links to its Data Docs. The worker pushes each link
+to XCom when the task ends (Airflow 3's ``finalize``); the UI shows them as buttons. Files under
+the data root are served by the ``pavedml`` plugin's report app at ``/pavedml/reports/<path>``
+to signed-in Airflow users only. Imported by the plugin: standard library and ``airflow.sdk`` only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import quote
+
+import attrs
+from airflow.sdk import BaseOperatorLink
+
+#: URL prefix of the plugin's report app on the Airflow API server.
+REPORTS_PREFIX = "/pavedml"
+#: Report files the app serves (nothing else under the data root: no data files).
+REPORT_SUFFIXES = (".html", ".json", ".csv", ".jsonl", ".txt")
+
+#: (link key, result fields in order of preference)
+RESULT_FIELDS = {
+    "report": ("data_docs", "report"),
+    "evidently": ("evidently_report",),
+    "decision": ("record", "ledger"),
+}
+
+
+def report_url(path: str, data_root: Path) -> str:
+    """The report app's URL for a file under the data root ("" for anything else)."""
+    if not path:
+        return ""
+    if path.startswith(("http://", "https://")):
+        return path
+    try:
+        rel = Path(path).resolve().relative_to(data_root.resolve())
+    except ValueError:
+        return ""
+    if Path(path).is_dir():
+        index = Path(path) / "index.html"
+        if not index.exists():
+            return ""
+        rel = rel / "index.html"
+    return f"{REPORTS_PREFIX}/reports/{quote(rel.as_posix())}"
+
+
+def mlflow_url(result: dict, ui_url: str) -> str:
+    name, version = result.get("model_name"), result.get("version") or result.get("challenger_version") \
+        or result.get("model_version") or result.get("to_version")
+    if name and version:
+        return f"{ui_url.rstrip('/')}/#/models/{quote(str(name))}/versions/{quote(str(version))}"
+    return ""
+
+
+def links_for(result: dict | None, summary: list[str] | None = None) -> dict[str, str]:
+    """Link key -> URL for one step's result (or its failure summary)."""
+    from pavedml.settings import get_settings
+
+    s = get_settings()
+    result = dict(result or {})
+    for line in summary or []:
+        if line.startswith("Report: "):
+            result.setdefault("report", line.removeprefix("Report: ").strip())
+    links = {"mlflow": mlflow_url(result, s.mlflow_ui_url)}
+    for key, names in RESULT_FIELDS.items():
+        links[key] = next((u for u in (report_url(str(result.get(n) or ""), s.data_root) for n in names) if u), "")
+    return {k: v for k, v in links.items() if v}
+
+
+@attrs.define()
+class _StepLink(BaseOperatorLink):
+    key = ""
+
+    def get_link(self, operator, *, ti_key) -> str:
+        return (getattr(operator, "links", None) or {}).get(self.key, "")
+
+
+@attrs.define()
+class MlflowLink(_StepLink):
+    name = "MLflow model version"
+    key = "mlflow"
+
+
+@attrs.define()
+class ReportLink(_StepLink):
+    name = "Report (Data Docs)"
+    key = "report"
+
+
+@attrs.define()
+class EvidentlyLink(_StepLink):
+    name = "Evidently report"
+    key = "evidently"
+
+
+@attrs.define()
+class DecisionLink(_StepLink):
+    name = "Decision record"
+    key = "decision"
+
+
+STEP_LINKS = (MlflowLink(), ReportLink(), EvidentlyLink(), DecisionLink())

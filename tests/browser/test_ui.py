@@ -1,0 +1,115 @@
+"""A real browser (Debian's headless Chromium, driven by Playwright) against ``airflow standalone``
+with this repository's DAGs: sign in, trigger the training DAG through its Params form, wait for
+success, then open a deliberately failed validation run and read its summary.
+
+Screenshots are kept in ``test-artifacts/browser/`` (``PAVEDML_ARTIFACTS_DIR`` overrides).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import date
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+from tests.helpers.standalone import Standalone
+
+pytestmark = pytest.mark.browser
+CHROMIUM = os.environ.get("PAVEDML_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(os.environ.get("PAVEDML_ARTIFACTS_DIR", REPO / "test-artifacts" / "browser"))
+BAD_DAY = "2025-01-09"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+
+
+@pytest.fixture(scope="module")
+def stack(feature_history, tmp_path_factory):
+    from pavedml.simulate import simulate
+    from pavedml.settings import get_settings
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium package (.ci/run does)")
+    root = tmp_path_factory.mktemp("browser") / "data"
+    shutil.copytree(feature_history, root)
+    # The same use case, manual-only schedules: nothing runs unless the test triggers it.
+    cases = root.parent / "use_cases"
+    cases.mkdir()
+    spec = yaml.safe_load((REPO / "include/use_cases/telco_churn.yaml").read_text())
+    spec["schedules"].update(feature_pipeline=None, training_pipeline=None, batch_scoring=None, drift_monitor=None)
+    (cases / "telco_churn.yaml").write_text(yaml.safe_dump(spec))
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PAVEDML_DATA_ROOT", str(root))
+    get_settings.cache_clear()
+    simulate("telco_churn", date.fromisoformat(BAD_DAY), 1, rows_per_day=500, bad={BAD_DAY: "missing_column"})
+    mp.undo()
+    get_settings.cache_clear()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    s = Standalone(root.parent / "airflow", root, cases).start()
+    try:
+        for dag_id in ("telco_churn_training_pipeline", "telco_churn_feature_pipeline"):
+            s.wait_for_dag(dag_id)
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture(scope="module")
+def page(stack):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1440, "height": 1000})
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        page.goto(stack.base + "/")
+        page.get_by_label("Username").fill(stack.username)
+        page.get_by_label("Password").fill(stack.password)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(lambda url: "/auth/login" not in url and "login" not in url)
+        yield page
+        page.screenshot(path=str(ARTIFACTS / "last.png"))
+        browser.close()
+
+
+def test_trigger_training_through_its_params_form(stack, page):
+    dag_id = "telco_churn_training_pipeline"
+    page.goto(f"{stack.base}/dags/{dag_id}")
+    page.get_by_role("button", name="Trigger").first.click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_label("reason").fill("browser test: retrain now")
+    window = dialog.get_by_label("training_window_days")
+    window.fill("3650")  # the simulated history is from 2025; the run's date is today
+    page.screenshot(path=str(ARTIFACTS / "trigger-form.png"), full_page=True)
+    dialog.get_by_role("button", name="Trigger").click()
+    runs = []
+    for _ in range(30):
+        runs = stack.runs(dag_id)
+        if runs:
+            break
+        page.wait_for_timeout(1000)
+    assert runs, "the form did not create a run"
+    run = stack.wait_for_run(dag_id, runs[0]["dag_run_id"], timeout=900)
+    assert run["conf"]["reason"] == "browser test: retrain now"
+    assert run["state"] == "success", run
+    page.goto(f"{stack.base}/dags/{dag_id}/runs/{run['dag_run_id']}")
+    page.get_by_text("success").first.wait_for()
+    page.screenshot(path=str(ARTIFACTS / "training-run-success.png"), full_page=True)
+
+
+def test_failed_validation_shows_its_summary(stack, page):
+    dag_id = "telco_churn_feature_pipeline"
+    run = stack.api("POST", f"/dags/{dag_id}/dagRuns",
+                    {"dag_run_id": f"browser_bad_{BAD_DAY}", "logical_date": f"{BAD_DAY}T00:00:00Z"})
+    run = stack.wait_for_run(dag_id, run["dag_run_id"], timeout=600)
+    assert run["state"] == "failed"
+    page.goto(f"{stack.base}/dags/{dag_id}/runs/{run['dag_run_id']}/tasks/validate_raw_batch")
+    summary = page.get_by_text("FAILED validate_raw_batch [validation_failed]").first
+    summary.wait_for(timeout=60_000)
+    summary.scroll_into_view_if_needed()
+    assert page.get_by_text("Contract").first.is_visible()  # the missing column is named
+    page.screenshot(path=str(ARTIFACTS / "failed-validation.png"), full_page=True)

@@ -1,0 +1,140 @@
+"""``airflow standalone`` (scheduler, DAG processor, triggerer, API server and UI) on a free
+loopback port, with its own Airflow home, SQLite database, known admin password and data root.
+
+Used by the browser tests; ``python -m tests.helpers.standalone <data root>`` starts one by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from tests.conftest import REPO
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Standalone:
+    def __init__(self, home: Path, data_root: Path, use_cases_dir: Path | None = None) -> None:
+        self.home = home
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.username = "admin"
+        self.password = secrets.token_urlsafe(12)
+        home.mkdir(parents=True, exist_ok=True)
+        passwords = home / "passwords.json"
+        passwords.write_text(json.dumps({self.username: self.password}))
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self.username}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__BASE_URL": self.base,
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base}/execution/",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "3600",
+            "PAVEDML_DATA_ROOT": str(data_root),
+            "TQDM_DISABLE": "1",
+        }
+        if use_cases_dir:
+            self.env["PAVEDML_USE_CASES_DIR"] = str(use_cases_dir)
+        self.proc: subprocess.Popen | None = None
+        self._token: str | None = None
+
+    def start(self, timeout: float = 240) -> Standalone:
+        log = (self.home / "standalone.log").open("w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "airflow", "standalone"], env=self.env, cwd=self.home,
+                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"airflow standalone exited ({self.proc.returncode}); see {self.home}/standalone.log")
+            try:
+                with urllib.request.urlopen(f"{self.base}/api/v2/monitor/health", timeout=5) as r:
+                    health = json.load(r)
+                if health.get("scheduler", {}).get("status") == "healthy":
+                    return self
+            except (urllib.error.URLError, OSError, ValueError):
+                pass
+            time.sleep(2)
+        raise RuntimeError(f"airflow standalone not healthy after {timeout}s; see {self.home}/standalone.log")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+    # -- REST API (v2), as the admin user
+    def token(self) -> str:
+        if not self._token:
+            req = urllib.request.Request(f"{self.base}/auth/token", method="POST",
+                                         data=json.dumps({"username": self.username, "password": self.password}).encode(),
+                                         headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=30) as r:
+                self._token = json.load(r)["access_token"]
+        return self._token
+
+    def api(self, method: str, path: str, body: dict | None = None):
+        req = urllib.request.Request(f"{self.base}/api/v2{path}", method=method,
+                                     data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Content-Type": "application/json",
+                                              "Authorization": f"Bearer {self.token()}"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.load(r)
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.api("GET", f"/dags/{dag_id}")
+                return
+            except urllib.error.HTTPError:
+                time.sleep(2)
+        raise RuntimeError(f"{dag_id} was not parsed within {timeout}s")
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 600) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+            if run["state"] in ("success", "failed"):
+                return run
+            time.sleep(3)
+        raise RuntimeError(f"{dag_id} run {run_id} did not finish within {timeout}s")
+
+    def runs(self, dag_id: str) -> list[dict]:
+        return self.api("GET", f"/dags/{dag_id}/dagRuns?order_by=-start_date")["dag_runs"]
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    s = Standalone(Path(tempfile.mkdtemp(prefix="standalone-")), Path(sys.argv[1]),
+                   Path(sys.argv[2]) if len(sys.argv) > 2 else None).start()
+    print(f"{s.base} user {s.username} password {s.password} home {s.home}", flush=True)
+    try:
+        s.proc.wait()
+    except KeyboardInterrupt:
+        s.stop()
