@@ -79,6 +79,11 @@ def test_dag_hygiene(bag, pipeline):
     for task in dag.tasks:
         assert task.retries >= 2, f"{task.task_id} has retries={task.retries}"
         assert task.owner == "ml-platform"
+    # a run that misses its expected completion time raises a deadline alert
+    assert dag.deadline is not None, "no deadline alert"
+    alert = dag.deadline[0] if isinstance(dag.deadline, list) else dag.deadline
+    assert alert.callback.path == "pavedml.alerts.on_deadline_missed"
+    assert alert.interval.total_seconds() == 60 * 60  # telco_churn.yaml: expected_duration_minutes: 60
 
 
 @pytest.mark.parametrize("pipeline", list(EXPECTED_TASKS))
