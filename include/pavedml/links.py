@@ -18,8 +18,10 @@ from airflow.sdk import BaseOperatorLink
 
 #: URL prefix of the plugin's report app on the Airflow API server.
 REPORTS_PREFIX = "/pavedml"
-#: Report files the app serves (nothing else under the data root: no data files).
-REPORT_SUFFIXES = (".html", ".json", ".csv", ".jsonl", ".txt")
+#: Report files the app serves, with the static assets of GX Data Docs (nothing else under the
+#: data root: no data files).
+REPORT_SUFFIXES = (".html", ".json", ".csv", ".jsonl", ".txt", ".css", ".js", ".png", ".svg", ".ico", ".woff",
+                   ".woff2", ".ttf")
 
 #: (link key, result fields in order of preference)
 RESULT_FIELDS = {

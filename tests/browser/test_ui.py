@@ -81,19 +81,16 @@ def test_trigger_training_through_its_params_form(stack, page):
     page.goto(f"{stack.base}/dags/{dag_id}")
     page.get_by_role("button", name="Trigger").first.click()
     dialog = page.get_by_role("dialog")
-    dialog.get_by_label("reason").fill("browser test: retrain now")
-    window = dialog.get_by_label("training_window_days")
-    window.fill("3650")  # the simulated history is from 2025; the run's date is today
+    dialog.get_by_text("Run Parameters").wait_for()
+    (ARTIFACTS / "trigger-form.html").write_text(dialog.inner_html())
+    dialog.locator("input[name='element_reason']").fill("browser test: retrain now")
+    window = dialog.get_by_role("spinbutton")  # training_window_days, the form's only number field
+    window.fill("3650")  # the simulated history is from 2025; the run's logical date is now
+    dialog.get_by_role("button", name="Advanced Options").click()
+    dialog.locator("input[name='dagRunId']").fill("browser_form_run")
     page.screenshot(path=str(ARTIFACTS / "trigger-form.png"), full_page=True)
-    dialog.get_by_role("button", name="Trigger").click()
-    runs = []
-    for _ in range(30):
-        runs = stack.runs(dag_id)
-        if runs:
-            break
-        page.wait_for_timeout(1000)
-    assert runs, "the form did not create a run"
-    run = stack.wait_for_run(dag_id, runs[0]["dag_run_id"], timeout=900)
+    dialog.locator("[data-testid='trigger-dag-submit']").click()
+    run = stack.wait_for_run(dag_id, "browser_form_run", timeout=900)
     assert run["conf"]["reason"] == "browser test: retrain now"
     assert run["state"] == "success", run
     page.goto(f"{stack.base}/dags/{dag_id}/runs/{run['dag_run_id']}")
@@ -113,3 +110,31 @@ def test_failed_validation_shows_its_summary(stack, page):
     summary.scroll_into_view_if_needed()
     assert page.get_by_text("Contract").first.is_visible()  # the missing column is named
     page.screenshot(path=str(ARTIFACTS / "failed-validation.png"), full_page=True)
+
+
+def test_one_click_from_the_failed_task_to_its_data_docs(stack, page):
+    dag_id, run_id = "telco_churn_feature_pipeline", f"browser_bad_{BAD_DAY}"
+    stack.wait_for_run(dag_id, run_id, timeout=600)  # made by the test above (or still running)
+    page.goto(f"{stack.base}/dags/{dag_id}/runs/{run_id}/tasks/validate_raw_batch/details")
+    link = page.get_by_role("link", name="Report (Data Docs)")
+    link.wait_for()
+    page.screenshot(path=str(ARTIFACTS / "task-links.png"), full_page=True)
+    href = link.get_attribute("href")
+    assert href and "/pavedml/reports/telco_churn/validation/" in href and href.endswith(".html")
+    opened = len(page.context.pages)
+    link.click()  # the UI opens it in this tab or a new one
+    page.wait_for_timeout(2000)
+    docs = page.context.pages[-1] if len(page.context.pages) > opened else page
+    docs.wait_for_load_state()
+    assert "/pavedml/reports/" in docs.url
+    assert "Contract" in docs.content()  # the GX Data Docs page of this batch, served to the signed-in user
+    docs.screenshot(path=str(ARTIFACTS / "data-docs.png"), full_page=True)
+    if docs is not page:
+        docs.close()
+    # the same URL without the session is refused
+    anonymous = page.context.browser.new_context()
+    try:
+        response = anonymous.new_page().goto(stack.base + href)
+        assert response.status in (401, 403)
+    finally:
+        anonymous.close()

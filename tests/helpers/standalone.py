@@ -39,6 +39,8 @@ class Standalone:
         passwords.write_text(json.dumps({self.username: self.password}))
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
+            # standalone starts its components as `airflow ...`: this interpreter's bin first
+            "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
             "AIRFLOW_HOME": str(home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
@@ -118,7 +120,13 @@ class Standalone:
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 600) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            run = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+            try:
+                run = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+            except urllib.error.HTTPError as err:  # not created yet (a form submit is asynchronous)
+                if err.code != 404:
+                    raise
+                time.sleep(2)
+                continue
             if run["state"] in ("success", "failed"):
                 return run
             time.sleep(3)
