@@ -43,6 +43,7 @@ def stack(feature_history, tmp_path_factory):
     spec = yaml.safe_load((REPO / "include/use_cases/telco_churn.yaml").read_text())
     spec["schedules"].update(training_pipeline=None, batch_scoring=None, drift_monitor=None)
     spec["batches"]["wait_timeout_seconds"] = 0
+    spec["schedules"]["expected_duration_minutes"] = 1  # the training run takes longer: a deadline alert
     (cases / "telco_churn.yaml").write_text(yaml.safe_dump(spec))
     mp = pytest.MonkeyPatch()
     mp.setenv("PAVEDML_DATA_ROOT", str(root))
@@ -100,6 +101,25 @@ def test_trigger_training_through_its_params_form(stack, page):
     page.goto(f"{stack.base}/dags/{dag_id}/runs/{run['dag_run_id']}")
     page.get_by_text("success").first.wait_for()
     page.screenshot(path=str(ARTIFACTS / "training-run-success.png"), full_page=True)
+
+
+def test_a_run_past_its_deadline_raises_a_deadline_alert(stack):
+    """The training run above took longer than the test config's 1 minute: the scheduler saw the
+    missed deadline and the triggerer ran pavedml.alerts.on_deadline_missed."""
+    import json
+    import time
+
+    alerts_file = Path(stack.env["PAVEDML_DATA_ROOT"]) / "alerts.jsonl"
+    deadline = time.monotonic() + 240
+    missed = []
+    while time.monotonic() < deadline and not missed:
+        lines = alerts_file.read_text().splitlines() if alerts_file.exists() else []
+        missed = [a for a in map(json.loads, lines) if a["kind"] == "deadline_missed"
+                  and a["dag_id"] == "telco_churn_training_pipeline"]
+        time.sleep(3)
+    assert missed, f"no deadline alert in {alerts_file}"
+    assert missed[0]["run_id"] == "browser_form_run"
+    assert missed[0]["summary"].startswith("DEADLINE MISSED: telco_churn_training_pipeline run browser_form_run")
 
 
 def test_failed_validation_shows_its_summary(stack, page):

@@ -70,7 +70,7 @@ def test_deadline_callback_alerts_with_the_run(tmp_path, monkeypatch):
 
     monkeypatch.setenv("PAVEDML_ALERTS_FILE", str(tmp_path / "alerts.jsonl"))
     asyncio.run(on_deadline_missed(dag_id="telco_churn_feature_pipeline", expected_minutes=60,
-                                   context={"dag_run": {"run_id": "scheduled__2025-01-03"}}))
+                                   context={"dag_run": {"dag_run_id": "scheduled__2025-01-03"}}))
     alert = json.loads((tmp_path / "alerts.jsonl").read_text())
     assert alert["kind"] == "deadline_missed" and alert["run_id"] == "scheduled__2025-01-03"
     assert alert["summary"].startswith("DEADLINE MISSED: telco_churn_feature_pipeline run scheduled__2025-01-03")
