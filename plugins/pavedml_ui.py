@@ -2,9 +2,8 @@
 report, decision record) and the report app that serves those report files.
 
 The report app is mounted on the Airflow API server at ``/pavedml``. It serves only report files
-(``pavedml.links.REPORT_SUFFIXES``: HTML, JSON, CSV, text and Data Docs' static assets) under the
-data root, only to signed-in Airflow users (the UI's session cookie or a bearer token), and never
-a path outside the data root.
+(HTML, JSON, CSV, text) under the data root, only to signed-in Airflow users (the UI's session
+cookie or a bearer token), and never a path outside the data root.
 """
 
 from __future__ import annotations

@@ -95,8 +95,7 @@ def materialize_features(ctx: StepContext) -> MaterializeResult:
     the partition carries the interval's timestamp) but reads the partition in record batches of
     ``features.online_write_chunk_rows`` so memory stays flat whatever the batch size. Into
     Feast's SQLite store the batches go through ``online_sqlite`` (same rows, columnar, one
-    transaction per batch, encoding overlapped with SQLite's writes); any other store gets
-    Feast's ``write_to_online_store``.
+    transaction per batch, encoding overlapped with SQLite's writes); any other store gets Feast's ``write_to_online_store``.
     """
     import numpy as np
     import pyarrow as pa

@@ -223,21 +223,23 @@ def request_retraining(ctx: StepContext) -> RetrainRequestResult:
                  "report": str(report_path)}
         fh.write(json.dumps({"at": datetime.now(UTC).isoformat(), **extra}, sort_keys=True) + "\n")
     log.info("retrain requested for %s (alerts: %s)", record["window"], ", ".join(extra["alerts"]))
-    _alert_drift(uc.name, ctx, record, report_path)
+    _alert_drift(uc.name, ctx, record, psi, report_path)
     return RetrainRequestResult(step="request_retraining", use_case=uc.name, ds=ds, requested=True,
                                 reason=f"PSI alert on {', '.join(extra['alerts'])}", window=record["window"],
                                 asset_extra=extra)
 
 
-def _alert_drift(use_case: str, ctx: StepContext, record: dict, report_path) -> None:
-    """A ``drift_detected`` alert whose first line names the drifted features, then the check's
-    own PSI table (``psi_table.txt`` beside the report), highest PSI first."""
+def _alert_drift(use_case: str, ctx: StepContext, record: dict, psi: dict, report_path) -> None:
+    """A ``drift_detected`` alert whose first line names the drifted features."""
     from pavedml import alerts
 
-    table = (report_path.parent / "psi_table.txt").read_text().splitlines()
-    lines = [f"DRIFT DETECTED [{use_case}] window {', '.join(record['window'])}: "
-             f"PSI alert on {', '.join(record['report']['alerts'])}",
+    alerting = record["report"]["alerts"]
+    window = ", ".join(record["window"])
+    lines = [f"DRIFT DETECTED [{use_case}] window {window}: PSI alert on {', '.join(alerting)}",
              f"Model version {record['model_version']}; retraining was requested (the training DAG runs on it).",
-             *table[:9], f"Report: {report_path}"]
+             "feature                         PSI"]
+    for name, value in sorted(psi.items(), key=lambda kv: -kv[1])[:8]:
+        lines.append(f"  {name:<28} {value:8.4f}{'  ALERT' if name in alerting else ''}")
+    lines.append(f"Report: {report_path}")
     alerts.send({"kind": "drift_detected", "dag_id": ctx.dag_id, "task_id": "request_retraining",
                  "run_id": ctx.run_id, "summary": "\n".join(lines)})

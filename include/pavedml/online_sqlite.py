@@ -6,8 +6,8 @@ features here, so a 1M-row day took 7-8 minutes. This module writes the *same ro
 same columns, same bytes: entity keys in Feast's serialization v3, values as serialized
 ``ValueProto``, ``value_text``, epoch ``event_ts``) straight from Arrow columns: one staging row
 per entity that SQLite fans out into the feature rows (double-buffered, so encoding in Python
-overlaps SQLite's writes on the second core), which Feast's own ``online_read`` and
-``get_online_features`` then serve unchanged. ``tests/integration/test_online_sqlite.py`` compares the table byte for byte with
+overlaps SQLite's writes on the second core), which Feast's own ``online_read`` / ``get_online_features`` then
+serve unchanged. ``tests/integration/test_online_sqlite.py`` compares the table byte for byte with
 what Feast writes for the same frame, so a Feast upgrade that changes the layout fails there.
 
 Only what the use-case configs produce is supported: one string join key, Float64 and String
@@ -37,6 +37,8 @@ _STRING_TAG = b"\x12"  # ValueProto field 2 (string_val), wire type 2 (length-de
 
 #: SQLite page cache of the writer's connection, in KiB.
 CACHE_KIB = 256 * 1024
+
+
 _DONE = object()
 
 
@@ -193,9 +195,9 @@ def write_batches(store, feature_view, batches: Iterable, join_key: str,
                         writer.execute(sql, (name,))
             except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
                 failure.append(exc)
-                return
-            finally:
                 free[k].release()
+                return
+            free[k].release()
 
     def acquire(k: int) -> None:
         while not free[k].acquire(timeout=0.5):
