@@ -104,8 +104,17 @@ class Standalone:
                                      data=json.dumps(body).encode() if body is not None else None,
                                      headers={"Content-Type": "application/json",
                                               "Authorization": f"Bearer {self.token()}"})
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return json.load(r)
+        for attempt in range(6):
+            try:
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    return json.load(r)
+            except urllib.error.HTTPError as err:
+                # 503 is Airflow's answer when SQLite is locked by the scheduler for a moment
+                # (backfill creation says "not supported on SQLite under concurrent access"):
+                # a transient refusal, so retry as any HTTP client should; anything else is real
+                if err.code != 503 or attempt == 5:
+                    raise
+                time.sleep(2 * (attempt + 1))
 
     def wait_for_dag(self, dag_id: str, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
