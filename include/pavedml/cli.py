@@ -53,6 +53,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                "One screen for on-call: champion, last DAG runs, latest PSI table, open quarantines."),
     "generate_scale": ("pavedml.simulate:generate_scale_command",
                        "Write a synthetic batch of the same schema at 100k-5M rows for benchmarks."),
+    "lake": ("pavedml.lake:lake_command",
+             "Pull or push a use case's working copy from/to the lake (PAVEDML_LAKE_URI) by hand."),
 }
 
 
@@ -100,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--rows", type=int, required=True)
     scale.add_argument("--format", default="parquet", choices=["csv", "parquet"])
     scale.add_argument("--seed", type=int, default=11)
+    lake = sub.add_parser("lake", help=COMMANDS["lake"][1], description=COMMANDS["lake"][1])
+    lake.add_argument("direction", choices=["pull", "push"])
+    lake.add_argument("--use-case", default="telco_churn")
     return parser
 
 
@@ -117,10 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in STEPS:
             from pavedml.context import StepContext
+            from pavedml.lake import synced
 
             ctx = StepContext.build(args.use_case, args.ds, args.interval_start, args.interval_end,
                                     args.dag_id, args.run_id, args.try_number, args.params)
-            result = _resolve(STEPS[args.command][0])(ctx)
+            with synced(args.use_case):  # production: the data root is a working copy of the lake
+                result = _resolve(STEPS[args.command][0])(ctx)
         else:
             result = _resolve(COMMANDS[args.command][0])(args)
     except PavedMLError as exc:

@@ -53,3 +53,10 @@ class RegistryError(PavedMLError):
 
 class DriftInputError(PavedMLError):
     reason = "drift_input_invalid"
+
+
+class LakeUnavailableError(PavedMLError):
+    """The lake (object storage) could not be read or written; a retry may succeed."""
+
+    reason = "lake_unavailable"
+    exit_code = 1

@@ -47,6 +47,9 @@ class Settings:
 
     data_root: Path = field(metadata={"env": "PAVEDML_DATA_ROOT"})
     landing_uri: str = field(metadata={"env": "PAVEDML_LANDING_URI"})
+    #: Production: ``s3://bucket/prefix`` holding every use case's data; the data root is then a
+    #: working copy each step pulls before and pushes after it (see pavedml.lake).
+    lake_uri: str = field(metadata={"env": "PAVEDML_LAKE_URI"})
     use_cases_dir: Path = field(metadata={"env": "PAVEDML_USE_CASES_DIR"})
     mlflow_tracking_uri: str = field(metadata={"env": "MLFLOW_TRACKING_URI"})
     mlflow_artifact_root: str = field(metadata={"env": "PAVEDML_MLFLOW_ARTIFACT_ROOT"})
@@ -80,6 +83,7 @@ class Settings:
         return cls(
             data_root=data_root,
             landing_uri=env.get("PAVEDML_LANDING_URI") or str(data_root / "landing"),
+            lake_uri=env.get("PAVEDML_LAKE_URI", "").rstrip("/"),
             use_cases_dir=Path(env.get("PAVEDML_USE_CASES_DIR") or DEFAULT_USE_CASES_DIR),
             mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{data_root / 'mlflow' / 'mlflow.db'}",
             mlflow_ui_url=env.get("PAVEDML_MLFLOW_UI_URL") or (

@@ -1,0 +1,120 @@
+"""The lake: two working copies (two hosts) stay consistent through S3 (a local moto server);
+only changes move, temporary files never leave, deletions propagate, a step's failure evidence is
+pushed, and an unreachable lake fails with a named, retryable reason."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import date
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def lake_env(tmp_path, monkeypatch):
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    for name, value in {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "test-only",
+                        "AWS_SECRET_ACCESS_KEY": "test-only", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=url)
+    client.create_bucket(Bucket="lake")
+    yield client
+    server.stop()
+
+
+def keys(client, prefix="pavedml/telco_churn/") -> set[str]:
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket="lake", Prefix=prefix)
+    return {o["Key"][len(prefix):] for page in pages for o in page.get("Contents", [])}
+
+
+def test_two_working_copies_stay_consistent(lake_env, tmp_path):
+    from pavedml.lake import Lake
+
+    a = Lake("s3://lake/pavedml/telco_churn", tmp_path / "host-a" / "telco_churn")
+    b = Lake("s3://lake/pavedml/telco_churn", tmp_path / "host-b" / "telco_churn")
+    (a.root / "raw/dt=2025-01-01").mkdir(parents=True)
+    (a.root / "raw/dt=2025-01-01/abc.parquet").write_bytes(b"snapshot")
+    (a.root / "raw/dt=2025-01-01/.tmp-abc.parquet-1234").write_bytes(b"half written")  # a write in flight
+    (a.root / "features/.tmp-dt=2025-01-01-xyz").mkdir(parents=True)  # an atomic_dir in flight
+    (a.root / "features/.tmp-dt=2025-01-01-xyz/part.parquet").write_bytes(b"half")
+    (a.root / "feast").mkdir()
+    (a.root / "feast/online.db").write_bytes(b"local feast state")
+
+    pushed = a.push()
+    assert keys(lake_env) == {"raw/dt=2025-01-01/abc.parquet"}
+    assert pushed.transferred == 1
+    assert a.push().transferred == 0  # nothing changed: nothing moves
+
+    pulled = b.pull()
+    assert pulled.files == ["raw/dt=2025-01-01/abc.parquet"]
+    assert (b.root / "raw/dt=2025-01-01/abc.parquet").read_bytes() == b"snapshot"
+    assert b.pull().transferred == 0
+
+    # host b rewrites a partition (a new file, an old one deleted); host a sees exactly that
+    (b.root / "features/dt=2025-01-01").mkdir(parents=True)
+    (b.root / "features/dt=2025-01-01/part-1.parquet").write_bytes(b"features")
+    (b.root / "raw/dt=2025-01-01/abc.parquet").unlink()
+    stats = b.push()
+    assert (stats.transferred, stats.deleted) == (1, 1)
+    assert keys(lake_env) == {"features/dt=2025-01-01/part-1.parquet"}
+    stats = a.pull()
+    assert (stats.transferred, stats.deleted) == (1, 1)
+    assert not (a.root / "raw/dt=2025-01-01/abc.parquet").exists()
+    assert (a.root / "features/dt=2025-01-01/part-1.parquet").read_bytes() == b"features"
+    assert (a.root / "feast/online.db").exists()  # local-only state is never touched
+
+    # an object changed in the lake (same size) is downloaded again
+    lake_env.put_object(Bucket="lake", Key="pavedml/telco_churn/features/dt=2025-01-01/part-1.parquet",
+                        Body=b"FEATURES")
+    assert a.pull().files == ["features/dt=2025-01-01/part-1.parquet"]
+    assert (a.root / "features/dt=2025-01-01/part-1.parquet").read_bytes() == b"FEATURES"
+
+
+def run_cli(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pavedml", *args], env=env, capture_output=True, text=True)
+
+
+def test_steps_run_on_a_working_copy_of_the_lake(lake_env, tmp_path, monkeypatch):
+    """ingest on host a, validate on host b (fresh cache): b pulls a's snapshot; a failed validation
+    still pushes its report and quarantine copy."""
+    monkeypatch.setenv("PAVEDML_DATA_ROOT", str(tmp_path / "landing-host"))
+    monkeypatch.setenv("PAVEDML_LANDING_URI", "s3://lake/landing")
+    from pavedml.simulate import simulate
+
+    simulate("telco_churn", date(2025, 5, 1), 2, rows_per_day=300, bad={"2025-05-02": "out_of_range"})
+    base = {**os.environ, "PAVEDML_LAKE_URI": "s3://lake/pavedml"}
+    host_a = {**base, "PAVEDML_DATA_ROOT": str(tmp_path / "host-a")}
+    host_b = {**base, "PAVEDML_DATA_ROOT": str(tmp_path / "host-b")}
+    for ds in ("2025-05-01", "2025-05-02"):
+        out = run_cli("ingest_raw_batch", "--use-case", "telco_churn", "--ds", ds, env=host_a)
+        assert out.returncode == 0, out.stderr[-2000:]
+    sha = json.loads(out.stdout.splitlines()[-1])["sha256"]
+    assert f"raw/dt=2025-05-02/{sha}.parquet" in keys(lake_env)
+
+    ok = run_cli("validate_raw_batch", "--use-case", "telco_churn", "--ds", "2025-05-01", env=host_b)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    bad = run_cli("validate_raw_batch", "--use-case", "telco_churn", "--ds", "2025-05-02", env=host_b)
+    assert bad.returncode == 3, bad.stderr[-2000:]
+    assert "FAILED validate_raw_batch [validation_failed]" in bad.stderr
+    in_lake = keys(lake_env)
+    assert any(k.startswith(f"quarantine/dt=2025-05-02/{sha}/") for k in in_lake), sorted(in_lake)
+    assert any(k.startswith("validation/dt=2025-05-02/") and k.endswith(".html") for k in in_lake)
+    assert not any("/.tmp-" in k or k.startswith(".lake") for k in in_lake)
+
+    unreachable = {**host_b, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}  # nothing listens on port 9
+    down = run_cli("validate_raw_batch", "--use-case", "telco_churn", "--ds", "2025-05-01", env=unreachable)
+    assert down.returncode == 1
+    assert "FAILED validate_raw_batch [lake_unavailable]" in down.stderr
+    assert "s3://lake/pavedml/telco_churn" in down.stderr
