@@ -34,8 +34,10 @@ def repo_config(uc: UseCase, settings: Settings | None = None):
     state = Layout.for_use_case(uc.name, s).feast_dir
     state.mkdir(parents=True, exist_ok=True)
     if s.feast_registry:
-        registry = RegistryConfig(registry_type="sql", path=s.feast_registry, cache_ttl_seconds=60,
-                                  sqlalchemy_config_kwargs={"pool_pre_ping": True})
+        from feast.infra.registry.sql import SqlRegistryConfig
+
+        registry = SqlRegistryConfig(registry_type="sql", path=s.feast_registry, cache_ttl_seconds=60,
+                                     sqlalchemy_config_kwargs={"pool_pre_ping": True})
     else:
         registry = RegistryConfig(registry_type="file", path=str(state / "registry.db"), cache_ttl_seconds=60)
     online = s.feast_online_store

@@ -56,10 +56,13 @@ class StepProcessMixin:
 
     def contract_environment(self) -> tuple[dict[str, str], dict[str, str]]:
         """(public, private) step environment: the same contract the docker runtime passes."""
-        from pavedml.settings import step_environment
+        from pavedml.settings import connection_environment, step_environment
 
         public, private = step_environment()
-        return (public if self.env is None else self.env), (private if self.private_env is None else self.private_env)
+        public = public if self.env is None else self.env
+        private = private if self.private_env is None else self.private_env
+        conn_public, conn_private = connection_environment()  # credentials kept in Airflow connections
+        return {**public, **conn_public}, {**private, **conn_private}
 
     def _command(self) -> list[str]:
         argv = list(self.argv)

@@ -95,7 +95,7 @@ def step_task(step: str, uc: UseCase, *, params_template: str | None = None, run
     argv = step_argv(step, uc.name, params_template)
     kwargs.setdefault("task_id", step)
     if runtime == "docker":
-        from airflow.providers.docker.operators.docker import DockerOperator
+        from pavedml.docker_step import DockerStepOperator
 
         public, private = step_environment()  # the worker re-parses this file before it runs the task
         mounts = []
@@ -106,7 +106,7 @@ def step_task(step: str, uc: UseCase, *, params_template: str | None = None, run
             mounts.append(Mount(target=str(settings.data_root), source=source,
                                 type="bind" if source.startswith("/") else "volume"))
 
-        return DockerOperator(
+        return DockerStepOperator(
             image=settings.image,
             command=argv,
             environment=public,

@@ -70,6 +70,13 @@ class Settings:
     #: The Airflow connection (conn type smtp) the e-mail alerts go through.
     alert_smtp_conn_id: str = field(metadata={"env": "PAVEDML_ALERT_SMTP_CONN_ID"})
     python: str = field(metadata={"env": "PAVEDML_PYTHON"})
+    #: Airflow connection (login/password) holding the MLflow credentials the steps use; read by
+    #: the task when it starts and handed to the step as private environment. Empty: the worker's
+    #: own MLFLOW_TRACKING_USERNAME/PASSWORD, if any.
+    mlflow_conn_id: str = field(metadata={"env": "PAVEDML_MLFLOW_CONN_ID"})
+    #: Airflow connection (login = access key id, password = secret key, extra endpoint_url) for
+    #: S3; empty: the worker's own AWS_* variables.
+    aws_conn_id: str = field(metadata={"env": "PAVEDML_AWS_CONN_ID"})
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -102,6 +109,8 @@ class Settings:
             alert_email_to=env.get("PAVEDML_ALERT_EMAIL_TO", ""),
             alert_smtp_conn_id=env.get("PAVEDML_ALERT_SMTP_CONN_ID", "smtp_default"),
             python=env.get("PAVEDML_PYTHON", "python"),
+            mlflow_conn_id=env.get("PAVEDML_MLFLOW_CONN_ID", ""),
+            aws_conn_id=env.get("PAVEDML_AWS_CONN_ID", ""),
         )
 
     @classmethod
@@ -131,3 +140,48 @@ def step_environment(env: Mapping[str, str] | None = None) -> tuple[dict[str, st
             (private if is_secret_name(name) else public)[name] = value
     public.update(STEP_ENV_FIXED)
     return dict(sorted(public.items())), dict(sorted(private.items()))
+
+
+def connection_environment(settings: Settings | None = None, get_connection=None) -> tuple[dict[str, str], dict[str, str]]:
+    """(public, private) step variables taken from Airflow connections when the task runs.
+
+    Production keeps the step credentials in Airflow connections (or a secrets backend), not in
+    the worker's environment: ``PAVEDML_MLFLOW_CONN_ID`` gives MLFLOW_TRACKING_USERNAME/PASSWORD,
+    ``PAVEDML_AWS_CONN_ID`` gives AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL
+    from the extra ``endpoint_url``). Airflow masks a fetched connection's password in every log.
+    """
+    s = settings or get_settings()
+    if not (s.mlflow_conn_id or s.aws_conn_id):
+        return {}, {}
+    if get_connection is None:
+        from airflow.sdk import Connection
+
+        get_connection = Connection.get
+    public: dict[str, str] = {}
+    private: dict[str, str] = {}
+
+    def fetch(conn_id: str, variable: str):
+        try:
+            return get_connection(conn_id)
+        except Exception as exc:  # AirflowNotFoundException and friends: say which setting points where
+            from pavedml.errors import ConfigError
+
+            raise ConfigError(f"Airflow connection {conn_id!r} ({variable}) could not be read: {exc}; "
+                              f"create it (Admin > Connections) or unset {variable}") from None
+
+    if s.mlflow_conn_id:
+        conn = fetch(s.mlflow_conn_id, "PAVEDML_MLFLOW_CONN_ID")
+        if conn.login:
+            public["MLFLOW_TRACKING_USERNAME"] = conn.login
+        if conn.password:
+            private["MLFLOW_TRACKING_PASSWORD"] = conn.password
+    if s.aws_conn_id:
+        conn = fetch(s.aws_conn_id, "PAVEDML_AWS_CONN_ID")
+        if conn.login:
+            private["AWS_ACCESS_KEY_ID"] = conn.login
+        if conn.password:
+            private["AWS_SECRET_ACCESS_KEY"] = conn.password
+        endpoint = (getattr(conn, "extra_dejson", None) or {}).get("endpoint_url")
+        if endpoint:
+            public["AWS_ENDPOINT_URL"] = endpoint
+    return public, private

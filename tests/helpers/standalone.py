@@ -1,7 +1,8 @@
 """``airflow standalone`` (scheduler, DAG processor, triggerer, API server and UI) on a free
-loopback port, with its own Airflow home, SQLite database, known admin password and data root.
+loopback port, with its own Airflow home, database (SQLite unless ``extra_env`` names another,
+e.g. PostgreSQL), known admin password and data root.
 
-Used by the browser tests; ``python -m tests.helpers.standalone <data root>`` starts one by hand.
+Used by the browser and production-profile tests; ``python -m tests.helpers.standalone <data root>`` starts one by hand.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ def free_port() -> int:
 
 
 class Standalone:
-    def __init__(self, home: Path, data_root: Path, use_cases_dir: Path | None = None) -> None:
+    def __init__(self, home: Path, data_root: Path, use_cases_dir: Path | None = None,
+                 extra_env: dict[str, str] | None = None) -> None:
         self.home = home
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -60,6 +62,7 @@ class Standalone:
         }
         if use_cases_dir:
             self.env["PAVEDML_USE_CASES_DIR"] = str(use_cases_dir)
+        self.env.update(extra_env or {})  # e.g. the production profile: PostgreSQL, LocalExecutor, S3
         self.proc: subprocess.Popen | None = None
         self._token: str | None = None
 

@@ -119,3 +119,35 @@ def test_failed_step_leads_with_its_summary_and_links_its_report(tmp_path, monke
     assert task.links == {"report": "/pavedml/reports/telco_churn/validation/dt%3D2025-01-03/abc/index.html"}
     link = next(link for link in task.operator_extra_links if link.key == "report")
     assert link.get_link(task, ti_key=None) == task.links["report"]
+
+
+class _Conn:
+    def __init__(self, login, password, extra=None):
+        self.login, self.password, self.extra_dejson = login, password, extra or {}
+
+
+def test_credentials_come_from_airflow_connections_as_private_environment(env, monkeypatch):
+    from pavedml.settings import Settings, connection_environment
+
+    monkeypatch.setenv("PAVEDML_MLFLOW_CONN_ID", "pavedml_mlflow")
+    monkeypatch.setenv("PAVEDML_AWS_CONN_ID", "pavedml_s3")
+    conns = {"pavedml_mlflow": _Conn("pavedml", "planted-mlflow-secret"),
+             "pavedml_s3": _Conn("AKIDEXAMPLE", "planted-s3-secret", {"endpoint_url": "http://minio:9000"})}
+    public, private = connection_environment(Settings.from_env(), conns.__getitem__)
+    assert public == {"MLFLOW_TRACKING_USERNAME": "pavedml", "AWS_ENDPOINT_URL": "http://minio:9000"}
+    assert private == {"MLFLOW_TRACKING_PASSWORD": "planted-mlflow-secret", "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+                       "AWS_SECRET_ACCESS_KEY": "planted-s3-secret"}
+    assert connection_environment(Settings.from_env({}), conns.__getitem__) == ({}, {})
+
+
+def test_a_missing_connection_names_the_setting(env, monkeypatch):
+    from pavedml.errors import ConfigError
+    from pavedml.settings import Settings, connection_environment
+
+    monkeypatch.setenv("PAVEDML_MLFLOW_CONN_ID", "nope")
+
+    def missing(conn_id):
+        raise LookupError(f"The conn_id `{conn_id}` isn't defined")
+
+    with pytest.raises(ConfigError, match="'nope' \\(PAVEDML_MLFLOW_CONN_ID\\) could not be read"):
+        connection_environment(Settings.from_env(), missing)
