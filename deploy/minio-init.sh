@@ -4,6 +4,7 @@
 #
 #   bucket   content                               written by
 #   pavedml  landing zone (PAVEDML_LANDING_URI)     upstream systems / the simulator; read by the steps
+#            lake (PAVEDML_LAKE_URI), versioned      the steps (raw, features, training, predictions)
 #   mlflow   MLflow artifacts (proxied)            the MLflow server only (clients go through it)
 #
 # Two service accounts, each limited to its bucket; the root credentials stay in minio + here.
@@ -49,6 +50,8 @@ for bucket in pavedml mlflow; do
     mc mb --ignore-existing "local/$bucket"
     mc anonymous set none "local/$bucket"
 done
+# the lake's deletions (a rewritten partition) stay recoverable
+mc version enable local/pavedml
 policy pavedml-rw pavedml
 policy mlflow-rw mlflow
 account "$MINIO_PAVEDML_ACCESS_KEY" "$MINIO_PAVEDML_SECRET_KEY" pavedml-rw
