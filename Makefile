@@ -19,7 +19,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export FEAST_USAGE := False
 
-.PHONY: help venv install demo test test-fast lint bench airflow status env image up down clean pins
+.PHONY: help venv install demo test test-fast lint bench airflow status env image image-local docker-down up down clean pins
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -63,6 +63,12 @@ env:  ## write .env with fresh random secrets for the production stack (never co
 
 image:  ## build the task, Airflow and MLflow images (tag = git commit; needs a Docker engine)
 	GIT_COMMIT=$$(git rev-parse --short HEAD) docker compose build
+
+image-local: install  ## without a registry: start dockerd if none runs, make the Debian base image, build pavedml-task:<commit> offline
+	$(PY) deploy/docker_local.py up
+
+docker-down:  ## stop the dockerd that image-local started (never one it found running)
+	$(PY) deploy/docker_local.py down
 
 up: image  ## start the production stack (docker-compose.yaml); UIs on 127.0.0.1 only
 	GIT_COMMIT=$$(git rev-parse --short HEAD) docker compose up -d

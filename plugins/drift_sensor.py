@@ -1,9 +1,9 @@
 """PsiDriftSensor (task ``wait_for_drift``): waits for the scoring window, then compares it with the
 champion's drift reference.
 
-Each poke runs the ``check_drift`` step (``python -m pavedml check_drift ...``) as a subprocess of
-the worker with the step environment contract, so the worker never imports numpy, MLflow or
-Evidently itself:
+Each poke runs the ``check_drift`` step (``python -m pavedml check_drift ...``) with the step
+environment contract: a subprocess of the worker in the local runtime, a container of the task
+image in the docker runtime. The worker never imports numpy, MLflow or Evidently itself:
 
 * status ``waiting`` (the window is not fully scored yet): the poke returns False and, in
   ``reschedule`` mode (the default), the task frees its worker slot until the next poke
@@ -37,9 +37,14 @@ class PsiDriftSensor(StepProcessMixin, BaseSensorOperator):
     links: dict[str, str] | None = None
 
     def __init__(self, *, argv: list[str], mode: str = "reschedule", poke_interval: float = 600,
-                 timeout: float = timedelta(hours=6).total_seconds(), soft_fail: bool = True, **kwargs: Any) -> None:
+                 timeout: float = timedelta(hours=6).total_seconds(), soft_fail: bool = True,
+                 runtime: str | None = None, **kwargs: Any) -> None:
         super().__init__(mode=mode, poke_interval=poke_interval, timeout=timeout, soft_fail=soft_fail, **kwargs)
-        self._init_step(argv, None, None)
+        if runtime is None:  # the configured step runtime: in "docker" every poke is a container
+            from pavedml.settings import get_settings
+
+            runtime = get_settings().runtime
+        self._init_step(argv, None, None, runtime)
 
     def poke(self, context) -> PokeReturnValue | bool:
         returncode, stdout, tail = self.run_process()

@@ -89,7 +89,7 @@ def on_task_failure(context) -> None:
     }, context)
 
 
-async def on_deadline_missed(dag_id: str, expected_minutes: int, context=None, **_) -> None:
+async def on_deadline_missed(dag_id: str, expected_minutes: float, context=None, **_) -> None:
     """Deadline-alert callback (runs in the triggerer): the DAG run did not finish in time."""
     run = (context or {}).get("dag_run") or {}  # Airflow 3.3 passes the run as its REST representation
     run_id = (run.get("dag_run_id") or run.get("run_id")) if isinstance(run, dict) else getattr(run, "run_id", None)

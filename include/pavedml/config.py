@@ -192,7 +192,8 @@ class Schedules(_Strict):
     training_pipeline: str | None = "@weekly"
     batch_scoring: str | None = "@daily"
     drift_monitor: str | None = "@daily"
-    expected_duration_minutes: int = Field(default=60, ge=1)
+    #: a run still unfinished this long after it was queued sends a deadline alert (fractions allowed)
+    expected_duration_minutes: float = Field(default=60, gt=0)
 
 
 class UseCase(_Strict):

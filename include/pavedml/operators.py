@@ -47,8 +47,12 @@ class StepProcessMixin:
     private_env: dict[str, str] | None
     _proc: subprocess.Popen | None
 
-    def _init_step(self, argv: list[str], env: dict[str, str] | None, private_env: dict[str, str] | None) -> None:
+    def _init_step(self, argv: list[str], env: dict[str, str] | None, private_env: dict[str, str] | None,
+                   runtime: str = "local") -> None:
         self.argv = list(argv)
+        #: "docker": each run is a container of the task image (the sensor's pokes in the docker runtime)
+        self.runtime = runtime
+        self._step_container = None
         #: None = the step contract of the worker's environment, resolved when the task runs.
         self.env = None if env is None else dict(env)
         self.private_env = None if private_env is None else dict(private_env)
@@ -78,6 +82,10 @@ class StepProcessMixin:
     def run_process(self) -> tuple[int, str, list[str]]:
         """Run the step; stream its stderr into the task log. Returns (exit code, stdout, stderr tail)."""
         self.log.info("running step: %s", " ".join(self.argv))
+        if self.runtime == "docker":
+            from pavedml.docker_step import sensor_container
+
+            return sensor_container(self, self.argv, *self.contract_environment())
         tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
         self._proc = proc = subprocess.Popen(
             self._command(), env=self._environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -100,6 +108,10 @@ class StepProcessMixin:
         return proc.returncode, stdout, list(tail)
 
     def on_kill(self) -> None:
+        if self.runtime == "docker":
+            from pavedml.docker_step import stop_step_container
+
+            stop_step_container(self)
         proc = self._proc
         if proc and proc.poll() is None:
             self.log.warning("killing step process group %s", proc.pid)
@@ -125,19 +137,25 @@ class StepOperator(StepProcessMixin, BaseOperator):
         self._init_step(argv, env, private_env)
 
     def execute(self, context) -> Any:
-        from pavedml.links import links_for
-
         returncode, stdout, tail = self.run_process()
-        if returncode not in (0, EXIT_SKIP):  # links to the evidence of a failure (e.g. Data Docs)
-            self.links = links_for(None, last_summary(tail))
-        check_exit(self.argv, returncode, tail)
-        result = parse_result(stdout)
-        self.links = links_for(result if isinstance(result, dict) else None)
-        extra = result.get("asset_extra") if isinstance(result, dict) else None
-        if extra and self.outlets:
-            for outlet in self.outlets:
-                context["outlet_events"][outlet].extra = dict(extra)
-        return result
+        return finish_step(self, context, self.argv, returncode, stdout, tail)
+
+
+def finish_step(operator, context, argv: list[str], returncode: int, stdout: str, tail: list[str]) -> Any:
+    """What every runtime does with a finished step: links to its evidence, the exit code mapped
+    onto Airflow, the result line parsed (the XCom), the Asset event's extra set."""
+    from pavedml.links import links_for
+
+    if returncode not in (0, EXIT_SKIP):  # links to the evidence of a failure (e.g. Data Docs)
+        operator.links = links_for(None, last_summary(tail))
+    check_exit(argv, returncode, tail)
+    result = parse_result(stdout)
+    operator.links = links_for(result if isinstance(result, dict) else None)
+    extra = result.get("asset_extra") if isinstance(result, dict) else None
+    if extra and operator.outlets:
+        for outlet in operator.outlets:
+            context["outlet_events"][outlet].extra = dict(extra)
+    return result
 
 
 def check_exit(argv: list[str], returncode: int, tail: list[str]) -> None:

@@ -95,17 +95,10 @@ def step_task(step: str, uc: UseCase, *, params_template: str | None = None, run
     argv = step_argv(step, uc.name, params_template)
     kwargs.setdefault("task_id", step)
     if runtime == "docker":
-        from pavedml.docker_step import DockerStepOperator
+        from pavedml.docker_step import STEP_LABEL, DockerStepOperator, step_mounts
 
         public, private = step_environment()  # the worker re-parses this file before it runs the task
-        mounts = []
-        if settings.docker_data_volume:  # steps share the data root through one volume
-            from docker.types import Mount
-
-            source = settings.docker_data_volume
-            mounts.append(Mount(target=str(settings.data_root), source=source,
-                                type="bind" if source.startswith("/") else "volume"))
-
+        mounts = step_mounts(settings)  # the data root (the lake's working copy in production)
         return DockerStepOperator(
             image=settings.image,
             command=argv,
@@ -121,6 +114,7 @@ def step_task(step: str, uc: UseCase, *, params_template: str | None = None, run
             retrieve_output=False,
             skip_on_exit_code=EXIT_SKIP,
             mounts=mounts,
+            labels={STEP_LABEL: step, "org.pavedml.use_case": uc.name},
             **kwargs,
         )
     from pavedml.operators import StepOperator

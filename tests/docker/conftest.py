@@ -1,0 +1,39 @@
+"""The docker suite's engine and task image (deploy/docker_local.py): dockerd is started if none
+runs (and stopped afterwards only if started here), the Debian base image is made once, the task
+image is built offline from the wheelhouse. Nothing is pulled. If the engine cannot start, every
+test of the suite fails with the reason: it is never skipped."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def docker_local():
+    spec = importlib.util.spec_from_file_location("docker_local", REPO / "deploy" / "docker_local.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def task_image():
+    dl = docker_local()
+    try:
+        info = dl.up()
+    except dl.DockerLocalError as exc:
+        pytest.fail(f"the docker runtime suite needs a Docker engine and the task image: {exc}", pytrace=False)
+    print("docker_local:", json.dumps(info))
+    yield info["image"]
+    if info["engine_started"]:
+        dl.stop_engine()
+
+
+def step_containers(all_states: bool = True) -> list[str]:
+    """Ids of containers carrying the step label (any state)."""
+    out = docker_local().docker("ps", *(["-a"] if all_states else []), "-q", "--filter", "label=org.pavedml.step")
+    return out.stdout.split()
