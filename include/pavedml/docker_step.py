@@ -121,14 +121,16 @@ def run_step_container(runner, client, *, image: str, argv: list[str], environme
 
 
 def stop_step_container(runner) -> None:
-    """on_kill: stop (then remove) the step's running container, if any."""
+    """on_kill: kill and remove the step's running container, if any."""
     current = getattr(runner, "_step_container", None)
     if not current:
         return
     client, container_id = current
-    runner.log.warning("task killed: stopping step container %s", container_id[:12])
+    # One call that kills (SIGKILL) and removes: Airflow's supervisor gives on_kill a few seconds
+    # only, and the step (PID 1 in its container) would ignore a SIGTERM. Steps are safe to kill
+    # mid-write (temp + rename).
+    runner.log.warning("task killed: removing step container %s", container_id[:12])
     try:
-        client.stop(container_id, timeout=10)
         client.remove_container(container_id, force=True)
     except Exception as exc:  # noqa: BLE001 - it may be gone already
         runner.log.info("container %s: %s", container_id[:12], exc)

@@ -238,7 +238,7 @@ def test_marking_a_running_task_failed_stops_its_container(task_image, tmp_path)
     try:
         dag_id, run_id = "telco_churn_feature_pipeline", "kill_me"
         stack.wait_for_dag(dag_id)
-        stack.api("POST", f"/dags/{dag_id}/dagRuns", {"dag_run_id": run_id, "logical_date": "2024-06-01T00:00:00Z"})
+        stack.api("POST", f"/dags/{dag_id}/dagRuns", {"dag_run_id": run_id, "logical_date": "2025-06-01T00:00:00Z"})
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and not step_containers(all_states=False):
             time.sleep(2)
