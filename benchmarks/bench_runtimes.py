@@ -65,7 +65,7 @@ def one_run(runtime: str, batch: Path, image: str, work: Path, rep: int) -> floa
     shutil.copytree(USE_CASES, root / "use_cases")  # inside the data root: containers see the same path
     code = ("import datetime as dt, sys, time\n"
             "from airflow.dag_processing.dagbag import DagBag\n"
-            f"bag = DagBag(dag_folder={str(REPO / 'dags')!r}, include_examples=False)\n"
+            f"bag = DagBag(dag_folder={str(REPO / 'dags')!r})\n"
             "dag = bag.dags['bench_churn_feature_pipeline']\n"
             "dag.deadline = None\n"
             "for t in dag.tasks: t.retries = 0\n"
@@ -88,6 +88,8 @@ def main() -> None:
     dl = docker_local()
     images = image_figures(dl, args.cold)
     image = images["cached"]["image"]
+    print(f"{datetime.now(UTC):%Y-%m-%d} image build (deploy/docker_local.py up, {'cold' if args.cold else 'warm'} "
+          "then again with nothing changed):\n" + json.dumps(images, indent=2), flush=True)
     work = Path(tempfile.mkdtemp(prefix="pavedml-bench-runtimes-"))
     os.chmod(work, 0o770)
     home = work / "airflow"
@@ -109,8 +111,6 @@ def main() -> None:
                 print(f"rep {rep + 1} {runtime}: {times[runtime][-1]:.1f} s", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\n{datetime.now(UTC):%Y-%m-%d} image build (deploy/docker_local.py up):")
-    print(json.dumps(images, indent=2))
     print(f"\nfeature pipeline dag.test(), {args.rows:,} rows, median of {args.reps}:")
     for runtime, values in times.items():
         print(f"  {runtime:<7} {statistics.median(values):6.1f} s   (runs: {', '.join(f'{v:.1f}' for v in values)})")
