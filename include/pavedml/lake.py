@@ -61,6 +61,8 @@ class SyncStats:
 
 def is_synced(rel: str) -> bool:
     parts = rel.split("/")
+    if any(p in ("", ".", "..") for p in parts):  # folder markers ("x/") and paths leaving the copy
+        return False
     return parts[0] not in LOCAL_ONLY and not any(p.startswith(TEMP_PREFIXES) for p in parts)
 
 
@@ -93,9 +95,11 @@ class Lake:
             try:
                 state_path = self.root / STATE_FILE
                 state = json.loads(state_path.read_text()) if state_path.exists() else {}
-                yield state
-                with storage.atomic_path(state_path) as tmp:
-                    tmp.write_text(json.dumps(state, sort_keys=True))
+                try:
+                    yield state
+                finally:  # also after a failed sync: every entry is updated only once its transfer is done
+                    with storage.atomic_path(state_path) as tmp:
+                        tmp.write_text(json.dumps(state, sort_keys=True))
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
@@ -136,8 +140,7 @@ class Lake:
             for rel, (etag, size) in sorted(remote.items()):
                 path = self.root / rel
                 entry = state.get(rel)
-                st = path.stat() if path.exists() else None
-                if entry and entry["etag"] == etag and self._same(entry, st):
+                if entry and entry["etag"] == etag:  # unchanged in the lake; a local change is the push's
                     continue
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex[:8]}"

@@ -75,6 +75,17 @@ def test_two_working_copies_stay_consistent(lake_env, tmp_path):
     assert (a.root / "features/dt=2025-01-01/part-1.parquet").read_bytes() == b"features"
     assert (a.root / "feast/online.db").exists()  # local-only state is never touched
 
+    # a local change not pushed yet (a failed push, a step still running) is never overwritten by a pull
+    (a.root / "features/dt=2025-01-01/part-1.parquet").write_bytes(b"rewritten here")
+    assert a.pull().transferred == 0
+    assert (a.root / "features/dt=2025-01-01/part-1.parquet").read_bytes() == b"rewritten here"
+    assert a.push().files == ["features/dt=2025-01-01/part-1.parquet"]
+    # keys the working copy cannot hold are ignored: folder markers, paths leaving the copy
+    lake_env.put_object(Bucket="lake", Key="pavedml/telco_churn/raw/", Body=b"")
+    lake_env.put_object(Bucket="lake", Key="pavedml/telco_churn/raw/../../escape", Body=b"x")
+    assert a.pull().transferred == 0
+    assert not (tmp_path / "host-a" / "escape").exists()
+
     # an object changed in the lake (same size) is downloaded again
     lake_env.put_object(Bucket="lake", Key="pavedml/telco_churn/features/dt=2025-01-01/part-1.parquet",
                         Body=b"FEATURES")
