@@ -5,7 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DATA_ROOT ?= $(CURDIR)/var
 DAYS ?= 10
-START ?= 2025-01-01
+# empty: the DAYS days ending today (UTC), so that unpausing a DAG after the demo finds data
+START ?=
 
 export PAVEDML_DATA_ROOT ?= $(DATA_ROOT)
 export AIRFLOW_HOME ?= $(DATA_ROOT)/airflow
@@ -19,7 +20,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export FEAST_USAGE := False
 
-.PHONY: help venv install demo test test-fast lint bench airflow status env image image-local docker-down up down clean pins
+.PHONY: help venv install demo run test test-fast lint bench airflow status env image image-local docker-down up down clean pins
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -33,8 +34,12 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 
 install: $(VENV)/.installed  ## create .venv and install the pinned stack (idempotent)
 
-demo: install  ## simulate $(DAYS) days and run every DAG end to end on SQLite + local stores
-	$(PY) -m pavedml.demo --start $(START) --days $(DAYS)
+demo: install  ## simulate DAYS (10) days ending today and run every DAG end to end on SQLite + local stores
+	$(PY) -m pavedml.demo --days $(DAYS) $(if $(START),--start $(START))
+
+run: install  ## run one DAG for one day: make run DAG=<dag_id> DATE=<YYYY-MM-DD> [CONF='{"reason": "..."}']
+	@test -n "$(DAG)" -a -n "$(DATE)" || { echo "usage: make run DAG=<dag_id> DATE=<YYYY-MM-DD> [CONF='<json>']"; exit 2; }
+	$(PY) -m pavedml.devrun $(DAG) $(DATE) --conf '$(CONF)'
 
 test: install  ## the full test suite (what CI runs)
 	$(PY) -m pytest

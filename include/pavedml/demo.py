@@ -1,7 +1,10 @@
-"""``make demo``: simulate days of Telco batches and run every DAG end to end with dag.test().
+"""``make demo``: simulate days of Telco batches and run every DAG end to end.
 
 Uses the embedded default profile (SQLite Airflow metadata, local folders, SQLite Feast online
-store, SQLite MLflow). Prints where to look afterwards.
+store, SQLite MLflow). Every DAG run goes through Airflow (``dag.test()``, see
+:mod:`pavedml.devrun`), so ``make airflow`` shows the runs afterwards. The simulated days end today
+(UTC) unless ``--start`` says otherwise: unpausing a DAG then schedules runs for days that have data.
+The terminal shows a line per task; task logs are in Airflow's log folder.
 """
 
 from __future__ import annotations
@@ -10,73 +13,22 @@ import argparse
 import datetime as dt
 import logging
 import os
-import subprocess
 import sys
 import time
 
 log = logging.getLogger("pavedml.demo")
 
 
-def _airflow_db_migrate() -> None:
-    log.info("initializing the Airflow metadata database in %s", os.environ.get("AIRFLOW_HOME"))
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
+def minimum_days(uc) -> int:
+    """Days the demo needs: the first training (on the second-to-last day) needs labelled days for the
+    holdout, validation and at least one to train; labels arrive ``delay_days`` late."""
+    return uc.model.split.holdout_days + uc.model.split.validation_days + 1 + uc.label.delay_days + 1
 
 
-def _run(bag, dag_id: str, ds: str, conf: dict | None = None) -> str:
-    dag = bag.dags.get(dag_id)
-    if dag is None:
-        print(f"(no DAG {dag_id}: skipped)", flush=True)
-        return "skipped"
-    for task in dag.tasks:  # a demo should fail fast, not wait out retry delays
-        task.retries = 0
-    started = time.perf_counter()
-    day = dt.date.fromisoformat(ds)
-    run = dag.test(logical_date=dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC), run_conf=conf)
-    print(f"{dag_id:<40} {ds}  {run.state:<8} {time.perf_counter() - started:5.1f}s", flush=True)
-    return run.state
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--use-case", default="telco_churn")
-    parser.add_argument("--start", default="2025-01-01")
-    parser.add_argument("--days", type=int, default=8)
-    args = parser.parse_args(argv)
-    # Task logs stay in the run's log files; the terminal shows one line per DAG run.
-    os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    for noisy in ("airflow", "sqlalchemy", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-    from pavedml.config import get_use_case
-    from pavedml.layout import Layout
-    from pavedml.settings import get_settings
-    from pavedml.simulate import simulate
-
-    uc = get_use_case(args.use_case)
-    # training on day N-1 needs labelled days for the holdout, validation and at least one to train
-    needed = uc.model.split.holdout_days + uc.model.split.validation_days + 1 + uc.label.delay_days + 1
-    if args.days < needed:
-        parser.error(f"--days must be at least {needed} for {uc.name} (labels arrive {uc.label.delay_days} days "
-                     f"late; the split needs {needed - uc.label.delay_days - 1} labelled days)")
-    start = dt.date.fromisoformat(args.start)
-    days = [(start + dt.timedelta(days=i)).isoformat() for i in range(args.days)]
-    drift_day = start + dt.timedelta(days=args.days - 1)
-    _airflow_db_migrate()
-    result = simulate(uc.name, start, args.days, drift_from=drift_day)
-    print(f"simulated {len(result.days)} days into {result.landing} (drift injected on {drift_day})", flush=True)
-
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=os.environ.get("AIRFLOW__CORE__DAGS_FOLDER", "dags"))
-    if bag.import_errors:
-        log.error("DAG import errors: %s", bag.import_errors)
-        return 1
-    failures = []
-    for ds in days:
-        if _run(bag, uc.dag_id("feature_pipeline"), ds) == "failed":
-            failures.append(("feature_pipeline", ds))
-    steps = [
+def plan(uc, days: list[str]) -> list[tuple[str, str, dict | None]]:
+    """The demo's DAG runs in order: (pipeline, ds, conf)."""
+    runs: list[tuple[str, str, dict | None]] = [("feature_pipeline", ds, None) for ds in days]
+    runs += [
         ("training_pipeline", days[-2], {"reason": "demo: first model"}),
         ("batch_scoring", days[-2], None),
         ("drift_monitor", days[-2], None),
@@ -84,30 +36,103 @@ def main(argv: list[str] | None = None) -> int:
         ("drift_monitor", days[-1], None),
         ("training_pipeline", days[-1], {"reason": "demo: retrain after drift"}),
     ]
-    for pipeline, ds, conf in steps:
+    return runs
+
+
+def what_next(uc, s, layout, days: list[str]) -> list[str]:
+    airflow_home = os.environ.get("AIRFLOW_HOME", "")
+    return [
+        "",
+        "What next",
+        "  make airflow                 Airflow UI http://127.0.0.1:8080 and MLflow UI http://127.0.0.1:5000",
+        "                               (AIRFLOW_PORT=... MLFLOW_PORT=... to change); the demo's runs are there.",
+        f"                               user admin, password in {airflow_home}/simple_auth_manager_passwords.json.generated",
+        "  make status                  champion, last DAG runs, latest PSI, quarantines",
+        f"  make run DAG={uc.dag_id('batch_scoring')} DATE={days[-1]}",
+        "                               run one DAG for one day again (a line per task)",
+        "",
+        "Reports",
+        f"  GX Data Docs                 {layout.root / 'validation'}/dt=<day>/<snapshot>/",
+        f"  Evidently drift reports      {layout.root / 'drift'}/dt=<day>/",
+        f"  PSI history                  {layout.root / 'drift' / 'psi_history.csv'} (.png beside it)",
+        f"  promotion decisions          {layout.root / 'training'}/<run>/decision.md, ledger {layout.ledger}",
+        f"  predictions                  {layout.predictions_root}",
+        f"  alerts                       {s.alerts_file}",
+        f"  task logs                    {airflow_home}/logs/",
+        "",
+        "Your own data",
+        "  copy include/use_cases/telco_churn.yaml to include/use_cases/<name>.yaml, edit the schema,",
+        f"  and land daily files at {s.landing_uri}/<name>/<dataset>/dt=<YYYY-MM-DD>/<dataset>.csv",
+        "  (README: \"A new use case is a config file\").",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--use-case", default="telco_churn")
+    parser.add_argument("--start", default="", help="first simulated day (default: DAYS days ending today, UTC)")
+    parser.add_argument("--days", type=int, default=10)
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    for noisy in ("airflow", "sqlalchemy", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    from pavedml.config import get_use_case
+    from pavedml.devrun import ensure_airflow_db, quiet_airflow_environment, run_dag
+    from pavedml.layout import Layout
+    from pavedml.settings import get_settings
+    from pavedml.simulate import simulate
+
+    quiet_airflow_environment()
+    uc = get_use_case(args.use_case)
+    needed = minimum_days(uc)
+    if args.days < needed:
+        parser.error(f"DAYS must be at least {needed} for {uc.name} (labels arrive {uc.label.delay_days} days "
+                     f"late; the split needs {needed - uc.label.delay_days - 1} labelled days)")
+    try:
+        start = (dt.date.fromisoformat(args.start) if args.start
+                 else dt.datetime.now(dt.UTC).date() - dt.timedelta(days=args.days - 1))
+    except ValueError:
+        parser.error(f"START must be YYYY-MM-DD, got {args.start!r}")
+    days = [(start + dt.timedelta(days=i)).isoformat() for i in range(args.days)]
+    drift_day = start + dt.timedelta(days=args.days - 1)
+    print(f"Airflow metadata database: {os.environ.get('AIRFLOW_HOME')}", flush=True)
+    ensure_airflow_db()
+    result = simulate(uc.name, start, args.days, drift_from=drift_day)
+    print(f"simulated {len(result.days)} days ({days[0]} .. {days[-1]}) into {result.landing} "
+          f"(drift injected on {drift_day})", flush=True)
+
+    from pavedml.devrun import load_dagbag
+
+    bag = load_dagbag()
+    mine = [uc.dag_id(p) for p in ("feature_pipeline", "training_pipeline", "batch_scoring", "drift_monitor")]
+    missing = [d for d in mine if d not in bag.dags]
+    if missing:
+        errors = "\n".join(f"  {path}: {str(err).strip().splitlines()[-1]}" for path, err in bag.import_errors.items())
+        print(f"DAGs missing: {', '.join(missing)}\n{errors}", file=sys.stderr)
+        return 1
+    failures: list[tuple[str, str]] = []
+    for pipeline, ds, conf in plan(uc, days):
+        dag_id = uc.dag_id(pipeline)
         if pipeline == "drift_monitor" and ("batch_scoring", ds) in failures:
             # its sensor would wait (reschedule) for a scoring window that is not coming
-            print(f"{uc.dag_id(pipeline):<40} {ds}  not run: batch scoring failed", flush=True)
+            print(f"{dag_id} {ds}\n  not run: batch scoring failed for {ds}", flush=True)
             continue
-        if _run(bag, uc.dag_id(pipeline), ds, conf) == "failed":
+        outcome = run_dag(dag_id, ds, conf, out=sys.stdout, bag=bag)
+        if outcome.state != "success":
             failures.append((pipeline, ds))
 
     s = get_settings()
     layout = Layout.for_use_case(uc.name, s)
-    print("\nWhere to look:")
-    print(f"  raw snapshots + manifests   {layout.root / 'raw'}")
-    print(f"  validation reports (HTML)   {layout.root / 'validation'}")
-    print(f"  offline features            {layout.features_root}")
-    print(f"  Feast online store          {layout.feast_dir}")
-    print(f"  MLflow tracking             {s.mlflow_tracking_uri}   (make airflow starts the MLflow UI on :5000)")
-    print(f"  promotion ledger            {layout.ledger}")
-    print(f"  predictions / drift         {layout.predictions_root}  {layout.root / 'drift'}")
-    print(f"  alerts                      {s.alerts_file}")
-    print("  Airflow UI                  make airflow  -> http://127.0.0.1:8080")
+    for line in what_next(uc, s, layout, days):
+        print(line)
+    took = time.perf_counter() - started
     if failures:
-        print(f"\nFAILED runs: {failures}")
+        print(f"\nDemo FAILED in {took:.0f}s: " + ", ".join(f"{uc.dag_id(p)} {ds}" for p, ds in failures)
+              + " (each failure is printed above with its log)")
         return 1
-    print("\nDemo complete.")
+    print(f"\nDemo complete in {took:.0f}s.")
     return 0
 
 
