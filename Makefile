@@ -20,16 +20,24 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export FEAST_USAGE := False
 
-.PHONY: help venv install demo run test test-fast lint bench airflow status env image image-local docker-down up down clean pins
+.PHONY: help venv install shellenv deps demo run test test-fast lint bench airflow status env image image-local docker-down up down clean pins
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
+# uv from PATH, else bootstrapped into .uv-bootstrap/ (never into the system's Python: PEP 668)
+UV_BOOTSTRAP := .uv-bootstrap
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
-	@command -v uv >/dev/null || python3 -m pip install -q uv
-	uv venv --allow-existing --python $(PY_VERSION) $(VENV)
-	uv pip install --python $(PY) --compile-bytecode -r requirements.txt -r requirements-dev.txt
-	uv pip install --python $(PY) --compile-bytecode --no-deps -e .
+	@uv=$$(command -v uv || true); \
+	if [ -z "$$uv" ]; then \
+	  echo "uv not found: installing it into $(UV_BOOTSTRAP)/"; \
+	  python3 -m venv $(UV_BOOTSTRAP) && $(UV_BOOTSTRAP)/bin/pip install -q uv || exit 1; \
+	  uv=$(CURDIR)/$(UV_BOOTSTRAP)/bin/uv; \
+	fi; \
+	set -x; \
+	$$uv venv --allow-existing --python $(PY_VERSION) $(VENV) && \
+	$$uv pip install --python $(PY) --compile-bytecode -r requirements.txt -r requirements-dev.txt && \
+	$$uv pip install --python $(PY) --compile-bytecode --no-deps -e .
 	touch $@
 
 install: $(VENV)/.installed  ## create .venv and install the pinned stack (idempotent)
@@ -41,7 +49,16 @@ run: install  ## run one DAG for one day: make run DAG=<dag_id> DATE=<YYYY-MM-DD
 	@test -n "$(DAG)" -a -n "$(DATE)" || { echo "usage: make run DAG=<dag_id> DATE=<YYYY-MM-DD> [CONF='<json>']"; exit 2; }
 	$(PY) -m pavedml.devrun $(DAG) $(DATE) --conf '$(CONF)'
 
-test: install  ## the full test suite (what CI runs)
+shellenv:  ## print the project's environment for a shell: eval "$$(make -s shellenv)", then `airflow dags test ...`
+	@echo 'export PATH="$(CURDIR)/$(VENV)/bin:$$PATH"'
+	@for v in PAVEDML_DATA_ROOT AIRFLOW_HOME AIRFLOW__CORE__DAGS_FOLDER AIRFLOW__CORE__PLUGINS_FOLDER \
+	  AIRFLOW__CORE__LOAD_EXAMPLES AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION TQDM_DISABLE GX_ANALYTICS_ENABLED \
+	  MLFLOW_DISABLE_TELEMETRY DO_NOT_TRACK FEAST_USAGE; do printf 'export %s=%q\n' "$$v" "$${!v}"; done
+
+deps:  ## what the tests need besides the venv: Debian packages (as root) and PostgreSQL/Redis running
+	@bash deploy/test_deps.sh
+
+test: install deps lint  ## lint, then the full test suite (what CI runs; sets up its own services)
 	$(PY) -m pytest
 
 test-fast: install  ## DAG integrity and unit tests only
@@ -60,7 +77,7 @@ bench: install  ## benchmarks that take minutes (see benchmarks/README.md for th
 status: install  ## one screen: champion, last DAG runs, latest PSI, open quarantines
 	@$(PY) -m pavedml status --use-case $${USE_CASE:-telco_churn} 2>/dev/null
 
-airflow: install  ## Airflow standalone UI on :8080 and the MLflow UI on :5000
+airflow: install  ## Airflow (UI on :8080, AIRFLOW_PORT) and the MLflow UI (:5000, MLFLOW_PORT) until Ctrl-C
 	$(PY) -m pavedml.devstack
 
 env:  ## write .env with fresh random secrets for the production stack (never committed)

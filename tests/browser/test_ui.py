@@ -33,7 +33,7 @@ def stack(feature_history, tmp_path_factory):
     from pavedml.simulate import simulate
 
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium package (.ci/run does)")
+        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium package (make deps does, as root)")
     root = tmp_path_factory.mktemp("browser") / "data"
     shutil.copytree(feature_history, root)
     # The same use case; only the feature pipeline keeps its daily schedule (a backfill needs one;

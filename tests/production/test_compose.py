@@ -61,7 +61,7 @@ AIRFLOW_ONLY = {"AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET", "AIRFLOW_API_SECRET_
 #: scheme://user:password@ where either part may be an interpolation (whose message has spaces).
 URL_CREDENTIALS = re.compile(r"://((?:\$\{[^}]*\}|[^/@\s:$])*):((?:\$\{[^}]*\}|[^/@\s$])+)@")
 APT_HINT = ("the `docker-compose` binary is missing: apt-get update && apt-get install -y docker-compose "
-            "(Debian's package); CI must install it before running the tests")
+            "(Debian's package); make deps installs it when run as root")
 
 
 # ------------------------------------------------------------------------------------ helpers
