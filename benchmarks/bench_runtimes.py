@@ -67,7 +67,6 @@ def one_run(runtime: str, batch: Path, image: str, work: Path, rep: int) -> floa
             "from airflow.dag_processing.dagbag import DagBag\n"
             f"bag = DagBag(dag_folder={str(REPO / 'dags')!r})\n"
             "dag = bag.dags['bench_churn_feature_pipeline']\n"
-            "dag.deadline = None\n"
             "for t in dag.tasks: t.retries = 0\n"
             "t0 = time.perf_counter()\n"
             f"run = dag.test(logical_date=dt.datetime.fromisoformat('{DS}T00:00:00+00:00'))\n"

@@ -43,9 +43,11 @@ for uc in use_cases():
         max_active_runs=1,
         params={
             "window_days": Param(uc.drift.window_days, type="integer", minimum=1, maximum=90,
+                                 title="Window (scored days)",
                                  description="Scored days in the window, ending at the run's date."),
             "alert_threshold": Param(uc.drift.alert, type="number", exclusiveMinimum=0, maximum=10,
-                                     description="PSI at or above which a feature alerts."),
+                                     title="PSI alert threshold",
+                                     description=f"PSI at or above which a feature alerts (use case: {uc.drift.alert})."),
         },
     ) as dag:
         wait_for_drift = PsiDriftSensor(task_id="wait_for_drift",

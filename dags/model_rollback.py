@@ -30,8 +30,11 @@ for uc in use_cases():
         max_active_runs=1,
         params={
             "target_version": Param("previous", type="string", pattern=r"^(previous|[0-9]+)$",
-                                    description="'previous' or a model version number."),
-            "reason": Param("", type="string", minLength=3, description="Why you roll back (goes to the ledger)."),
+                                    title="Target version",
+                                    description="'previous' (the champion before the current one) or a model "
+                                                "version number."),
+            "reason": Param("", type="string", minLength=3, title="Reason",
+                            description="Why you roll back (goes to the ledger). Required."),
         },
     ) as dag:
         step_task("rollback_model", uc, params_template="{{ params | tojson }}")

@@ -47,12 +47,17 @@ for uc in use_cases():
         schedule=training_schedule(uc),
         max_active_runs=1,
         params={
-            "training_window_days": Param(90, type="integer", minimum=7, maximum=3650,
-                                          description="Train on labels of the last N days."),
-            "hyperparameters": Param({}, type="object",
-                                     description="Overrides of model.params, e.g. {\"max_iter\": 300}."),
-            "reason": Param("scheduled", type="string", minLength=3, description="Why this run (goes to the ledger)."),
-            "force_promote": Param(False, type="boolean",
+            "training_window_days": Param(90, type="integer", minimum=7, maximum=3650, title="Training window (days)",
+                                          description="Train on the labels known by the run's date from the last "
+                                                      "N days. The run's date is the Logical Date above: pick one "
+                                                      "on or after the newest labels."),
+            "hyperparameters": Param({}, type="object", title="Hyper-parameter overrides",
+                                     description=f"Overrides of model.params for {uc.model.family}, "
+                                                 "e.g. {\"max_iter\": 300}. Empty: the use case's own."),
+            "reason": Param("", type="string", title="Reason",
+                            description="Why this run (goes to the promotion ledger). Empty: how the run "
+                                        "started (scheduled, manual run, backfill, retrain request)."),
+            "force_promote": Param(False, type="boolean", title="Force promotion",
                                    description="Promote even if the policy says no (recorded as FORCED)."),
         },
     ) as dag:

@@ -67,6 +67,16 @@ class StepContext:
     def layout(self) -> Layout:
         return Layout.for_use_case(self.use_case.name, self.settings)
 
+    @property
+    def reason(self) -> str:
+        """Why this run: the run's ``reason`` param, else how it started (from Airflow's run id prefix)."""
+        given = str(self.params.get("reason") or "").strip()
+        if given:
+            return given
+        kind = self.run_id.split("__", 1)[0] if "__" in self.run_id else ""
+        return {"scheduled": "scheduled", "manual": "manual run", "backfill": "backfill",
+                "asset_triggered": "retrain request (asset event)"}.get(kind, "unspecified")
+
     def require_ds(self) -> str:
         if not self.ds:
             raise ConfigError("this step needs --ds YYYY-MM-DD")

@@ -111,7 +111,7 @@ def _promote_once(ctx: StepContext, decision: dict) -> PromotionResult:
     from pavedml.tracking import setup, unavailable_as_error
 
     force = bool(ctx.params.get("force_promote"))
-    reason = str(ctx.params.get("reason") or "scheduled")
+    reason = ctx.reason
     client, _ = setup(ctx)
     name = ctx.use_case.model.registered_name
     challenger = decision["challenger"]["version"]

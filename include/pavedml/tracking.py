@@ -195,7 +195,7 @@ def log_and_register(ctx: StepContext, pipeline, params: dict, manifest: dict, t
         tags = {DAG_RUN_TAG: key, "airflow.dag_id": ctx.dag_id, "airflow.run_id": ctx.run_id,
                 "airflow.logical_date": ctx.ds or "", "airflow.try_number": str(ctx.try_number),
                 "git_commit": git_commit(), "use_case": uc.name, "mlflow.runName": f"{uc.name}-{ctx.ds}",
-                "reason": str(ctx.params.get("reason") or "scheduled")}
+                "reason": ctx.reason}
         runs = mlflow.search_runs([exp_id], filter_string=f"tags.`{DAG_RUN_TAG}` = '{key}'", output_format="list")
         resume = runs[0].info.run_id if runs else None
         with mlflow.start_run(run_id=resume, experiment_id=None if resume else exp_id, tags=tags) as run:

@@ -64,8 +64,10 @@ def load_labels(ctx: StepContext, window_days: int):
                 break
     if not frames:
         raise TrainingDataError(
-            f"no labels known by {ds} in the last {window_days} days under {ctx.layout.landing}/{uc.label.dataset}",
-            details={"next": "widen training_window_days or wait for labels to arrive"})
+            f"no labels known by {ds} in the last {window_days} days under {ctx.layout.landing}/{uc.label.dataset}; "
+            + labels_found(ctx),
+            details={"next": "trigger the run with a logical date on or after the newest labels, widen "
+                             "training_window_days, or wait for labels to arrive"})
     labels = pd.concat(frames, ignore_index=True)
     labels[LABEL_TS] = pd.to_datetime(labels["snapshot_date"], utc=True)
     oldest = pd.Timestamp(ds - timedelta(days=window_days), tz="UTC")
@@ -75,6 +77,21 @@ def load_labels(ctx: StepContext, window_days: int):
     out[LABEL] = (labels[uc.label.column].astype(str) == str(uc.label.positive)).astype("int64").to_numpy()
     out = out.drop_duplicates([uc.entity.key, LABEL_TS], keep="last")
     return out.sort_values([LABEL_TS, uc.entity.key]).reset_index(drop=True), sources
+
+
+def label_days(ctx: StepContext) -> list[str]:
+    """The ``dt=`` partitions of the labels dataset in the landing zone (sorted)."""
+    prefix = storage.join(ctx.layout.landing, ctx.use_case.label.dataset)
+    days = {m.group(1) for f in storage.list_prefix(prefix) if (m := re.search(r"/dt=(\d{4}-\d{2}-\d{2})/", f))}
+    return sorted(days)
+
+
+def labels_found(ctx: StepContext) -> str:
+    """What is there instead, for an error: "labels known: 12 days, 2025-01-03 .. 2025-01-14"."""
+    days = label_days(ctx)
+    if not days:
+        return f"no labels have landed at all under {storage.join(ctx.layout.landing, ctx.use_case.label.dataset)}"
+    return f"labels known: {len(days)} day(s), oldest {days[0]}, newest {days[-1]}"
 
 
 def point_in_time_join(uc: UseCase, entity_df):
@@ -142,13 +159,21 @@ def build_training_set(ctx: StepContext) -> StepResult:
     labels, label_sources = load_labels(ctx, window)
     joined, dropped = point_in_time_join(uc, labels)
     if joined.empty:
-        raise TrainingDataError(f"none of the {len(labels)} labels in the window has features at or before its time",
+        feature_days = sorted(p.name.removeprefix("dt=") for p in ctx.layout.features_root.glob("dt=*"))
+        have = (f"features built for {len(feature_days)} day(s), {feature_days[0]} .. {feature_days[-1]}"
+                if feature_days else "no features built yet")
+        raise TrainingDataError(f"none of the {len(labels)} labels in the window has features at or before its time "
+                                f"({have}; {labels_found(ctx)})",
                                 details={"next": "run the feature pipeline for the labelled days first"})
     classes = sorted(joined[LABEL].unique().tolist())
     if len(classes) < 2:
         raise TrainingDataError(f"the training window holds a single class ({classes[0]}) in {len(joined)} rows; "
                                 "a classifier needs both", details={"next": "widen training_window_days"})
-    splits = time_split(joined, uc)
+    try:
+        splits = time_split(joined, uc)
+    except TrainingDataError as err:
+        err.message = f"{err.message}; {labels_found(ctx)}"
+        raise
     for name, part in splits.items():
         if part.empty or part[LABEL].nunique() < 2:
             raise TrainingDataError(f"the {name} split ({len(part)} rows) does not hold both classes")

@@ -146,3 +146,26 @@ def test_human_approval_step_appears_when_the_use_case_asks(tmp_path):
     graph = json.loads(out.stdout.strip().splitlines()[-1])
     assert graph["evaluate_challenger"] == ["approve_promotion"]
     assert graph["approve_promotion"] == ["promote_challenger"]
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_every_trigger_form_field_has_a_title_and_an_explanation(bag, pipeline):
+    """The trigger dialog shows each Param's title (not its key) and its description."""
+    dag = bag.dags[f"telco_churn_{pipeline}"]
+    for key, param in dag.params.items():
+        p = dag.params.get_param(key)
+        assert p.schema.get("title") and p.schema["title"] != key, f"{dag.dag_id}.{key} has no human title"
+        assert len(p.description or "") > 20, f"{dag.dag_id}.{key} has no description"
+
+
+def test_trigger_form_defaults_are_valid(bag):
+    """Each DAG can be triggered with its form as it opens (defaults pass the Params' schema), except
+    the rollback, whose reason the operator must type."""
+    from airflow.sdk.exceptions import ParamValidationError
+
+    for dag in bag.dags.values():
+        if dag.dag_id.endswith("_model_rollback"):
+            with pytest.raises(ParamValidationError, match="reason"):
+                dag.params.validate()
+        else:
+            dag.params.validate()

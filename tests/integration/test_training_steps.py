@@ -119,8 +119,31 @@ def test_racing_promotions_never_leave_champion_on_the_loser(history_copy):
 
 
 def test_window_without_labels_fails_before_training(history_copy):
-    with pytest.raises(TrainingDataError, match="no labels known by 2024-06-01"):
+    """The error says what was found instead: where the newest labels are (a trigger form left at
+    today's date, or a date before the data, is the usual cause)."""
+    days = sorted(p.name.removeprefix("dt=") for p in (history_copy / "landing/telco_churn/labels").glob("dt=*"))
+    with pytest.raises(TrainingDataError, match="no labels known by 2024-06-01") as err:
         run_step("build_training_set", "2024-06-01", dag_id=DAG, run_id="manual__nolabels", params="{}")
+    assert f"labels known: {len(days)} day(s), oldest {days[0]}, newest {days[-1]}" in err.value.message
+    assert "logical date on or after the newest labels" in err.value.details["next"]
+
+
+def test_too_few_labelled_days_names_the_labels_known(history_copy):
+    days = sorted(p.name.removeprefix("dt=") for p in (history_copy / "landing/telco_churn/labels").glob("dt=*"))
+    with pytest.raises(TrainingDataError, match="labelled snapshot day") as err:
+        run_step("build_training_set", days[1], dag_id=DAG, run_id="manual__fewdays", params="{}")
+    assert f"newest {days[-1]}" in err.value.message
+
+
+def test_a_run_without_a_reason_records_how_it_started():
+    from pavedml.context import StepContext
+
+    for run_id, reason in (("scheduled__2025-01-08T00:00:00+00:00", "scheduled"),
+                           ("manual__2025-01-08T10:00:00+00:00", "manual run"),
+                           ("backfill__2025-01-08T00:00:00+00:00", "backfill"),
+                           ("asset_triggered__2025-01-08T00:00:00+00:00", "retrain request (asset event)")):
+        assert StepContext.build("telco_churn", "2025-01-08", run_id=run_id).reason == reason
+        assert StepContext.build("telco_churn", "2025-01-08", run_id=run_id, params={"reason": " why "}).reason == "why"
 
 
 def test_single_class_window_fails_before_training(history_copy):
