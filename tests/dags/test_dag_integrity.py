@@ -152,7 +152,7 @@ def test_human_approval_step_appears_when_the_use_case_asks(tmp_path):
 def test_every_trigger_form_field_has_a_title_and_an_explanation(bag, pipeline):
     """The trigger dialog shows each Param's title (not its key) and its description."""
     dag = bag.dags[f"telco_churn_{pipeline}"]
-    for key, param in dag.params.items():
+    for key in dag.params:
         p = dag.params.get_param(key)
         assert p.schema.get("title") and p.schema["title"] != key, f"{dag.dag_id}.{key} has no human title"
         assert len(p.description or "") > 20, f"{dag.dag_id}.{key} has no description"
