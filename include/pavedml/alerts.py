@@ -18,10 +18,13 @@ log = logging.getLogger(__name__)
 
 
 def _is_final_failure(ti) -> bool:
-    try:
-        return ti.try_number > ti.max_tries
-    except (AttributeError, TypeError):
-        return True
+    """Airflow 3 calls ``on_failure_callback`` only when a task ends FAILED (``on_retry_callback``
+    when it will be retried): no retry left, a failure that is never retried (a step's exit 3,
+    ``AirflowFailException``), or an error before the task ran (a template, a missing connection).
+    So the callback alerts whatever the try number; a task instance that says it will be retried
+    (a caller passing a retry's context) does not."""
+    state = str(getattr(getattr(ti, "state", None), "value", getattr(ti, "state", None)) or "")
+    return state != "up_for_retry"
 
 
 def _write_file(record: dict) -> None:

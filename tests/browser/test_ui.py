@@ -23,6 +23,7 @@ CHROMIUM = os.environ.get("PAVEDML_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("PAVEDML_ARTIFACTS_DIR", REPO / "test-artifacts" / "browser"))
 BAD_DAY = "2025-01-09"
 BACKFILL = ("2025-01-10", "2025-01-11")
+BAD_BACKFILL = "2025-01-12"  # a backfill whose day's batch lacks a column
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 
@@ -50,6 +51,7 @@ def stack(feature_history, tmp_path_factory):
     get_settings.cache_clear()
     simulate("telco_churn", date.fromisoformat(BAD_DAY), 1, rows_per_day=500, bad={BAD_DAY: "missing_column"})
     simulate("telco_churn", date.fromisoformat(BACKFILL[0]), len(BACKFILL), rows_per_day=500)
+    simulate("telco_churn", date.fromisoformat(BAD_BACKFILL), 1, rows_per_day=500, bad={BAD_BACKFILL: "missing_column"})
     mp.undo()
     get_settings.cache_clear()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -190,3 +192,31 @@ def test_backfill_over_a_date_range_through_the_scheduler(stack):
         landing = pd.read_csv(root / f"landing/telco_churn/customers/dt={ds}/customers.csv")
         assert len(features) == len(landing) == 500
         assert features["event_timestamp"].dt.strftime("%Y-%m-%d").unique().tolist() == [ds]
+
+
+def test_a_backfill_over_a_bad_day_fails_that_run_with_its_summary(stack):
+    """The failing counterpart: the run of the bad day fails at validation (no retry), with the
+    step's summary as the task's error, and on-call gets the alert."""
+    import json
+    import time
+
+    dag_id = "telco_churn_feature_pipeline"
+    stack.api("POST", "/backfills", {
+        "dag_id": dag_id, "from_date": f"{BAD_BACKFILL}T00:00:00Z", "to_date": f"{BAD_BACKFILL}T00:00:00Z",
+        "max_active_runs": 1, "reprocess_behavior": "none", "run_backwards": False, "dag_run_conf": {}})
+    deadline = time.monotonic() + 600
+    run = None
+    while time.monotonic() < deadline:
+        run = next((r for r in stack.runs(dag_id)
+                    if r["run_type"] == "backfill" and r["logical_date"].startswith(BAD_BACKFILL)), None)
+        if run and run["state"] in ("success", "failed"):
+            break
+        time.sleep(5)
+    assert run and run["state"] == "failed", run
+    tis = {t["task_id"]: t for t in stack.api("GET", f"/dags/{dag_id}/dagRuns/{run['dag_run_id']}/taskInstances")["task_instances"]}
+    assert tis["validate_raw_batch"]["state"] == "failed" and tis["validate_raw_batch"]["try_number"] == 1
+    assert tis["build_features"]["state"] == "upstream_failed"
+    alerts = Path(stack.env["PAVEDML_DATA_ROOT"]) / "alerts.jsonl"
+    mine = [a for a in map(json.loads, alerts.read_text().splitlines())
+            if a.get("run_id") == run["dag_run_id"] and a["kind"] == "task_failed"]
+    assert len(mine) == 1 and mine[0]["summary"].startswith("FAILED validate_raw_batch [validation_failed]"), mine

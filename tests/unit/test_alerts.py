@@ -1,4 +1,5 @@
-"""Alerts go out on the final failure only, never on a retry."""
+"""Alerts go out on every final failure (whatever the try number: a step that exits 3 fails on its
+first try without a retry), never on a retry."""
 
 from __future__ import annotations
 
@@ -12,19 +13,22 @@ from pavedml.alerts import on_task_failure
 pytestmark = pytest.mark.unit
 
 
-def _ti(try_number, max_tries):
-    return SimpleNamespace(try_number=try_number, max_tries=max_tries, dag_id="d", task_id="t", run_id="r")
+def _ti(try_number, max_tries, state="failed"):
+    return SimpleNamespace(try_number=try_number, max_tries=max_tries, dag_id="d", task_id="t", run_id="r",
+                           state=state)
 
 
 def test_retry_does_not_alert_final_failure_does(tmp_path, monkeypatch):
     monkeypatch.setenv("PAVEDML_ALERTS_FILE", str(tmp_path / "alerts.jsonl"))
-    on_task_failure({"ti": _ti(1, 2), "exception": RuntimeError("first try")})
-    on_task_failure({"ti": _ti(2, 2), "exception": RuntimeError("second try")})
+    on_task_failure({"ti": _ti(1, 2, "up_for_retry"), "exception": RuntimeError("first try")})
+    on_task_failure({"ti": _ti(2, 2, "up_for_retry"), "exception": RuntimeError("second try")})
     assert not (tmp_path / "alerts.jsonl").exists()
-    on_task_failure({"ti": _ti(3, 2), "exception": RuntimeError("FAILED validate_raw_batch [validation_failed]")})
+    on_task_failure({"ti": _ti(3, 2), "exception": RuntimeError("FAILED ingest_raw_batch [batch_missing]")})
+    # a failure that is never retried (exit 3: bad input) fails on try 1 of 3: it is final too
+    on_task_failure({"ti": _ti(1, 2), "exception": RuntimeError("FAILED validate_raw_batch [validation_failed]")})
     alerts = [json.loads(x) for x in (tmp_path / "alerts.jsonl").read_text().splitlines()]
-    assert len(alerts) == 1 and alerts[0]["summary"].startswith("FAILED validate_raw_batch")
-    assert alerts[0]["task_id"] == "t" and alerts[0]["try_number"] == 3
+    assert [a["summary"].split()[1] for a in alerts] == ["ingest_raw_batch", "validate_raw_batch"]
+    assert alerts[1]["task_id"] == "t" and alerts[1]["try_number"] == 1
 
 
 def _smtp_conn(monkeypatch, port: int) -> None:
@@ -43,7 +47,7 @@ def test_final_failure_is_emailed_through_airflows_smtp_notifier(tmp_path, monke
                "2 expectation(s) failed\n  - column 'tenure' observed {{ 7 }} {% if %} expected <= 72")
     with SmtpSink() as sink:
         _smtp_conn(monkeypatch, sink.port)
-        on_task_failure({"ti": _ti(1, 2), "exception": RuntimeError("a retry")})
+        on_task_failure({"ti": _ti(1, 2, "up_for_retry"), "exception": RuntimeError("a retry")})
         assert sink.messages == []
         on_task_failure({"ti": _ti(3, 2), "exception": RuntimeError(summary)})
     assert len(sink.messages) == 1
