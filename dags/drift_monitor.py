@@ -15,8 +15,11 @@ succeeds; the PSI table is in the sensor's log.
 **By hand.** Trigger with the form to check a custom window (`window_days`) or threshold
 (`alert_threshold`).
 
-**Sensor timeout / soft fail.** If the window is not scored within 6 hours the sensor ends as
-*skipped* (soft fail): check the batch scoring DAG. Step errors fail the task normally.
+**Sensor timeout / soft fail.** The sensor checks every `drift.poke_interval_seconds` (default 600)
+without holding a worker slot in between (reschedule mode). If the window is not scored within
+`drift.sensor_timeout_minutes` (default 360) it ends as *skipped* (soft fail): check the batch
+scoring DAG. Up to four runs may wait at once, so a run waiting for a missing scoring day never
+blocks a run for another day. Step errors fail the task normally.
 
 **Failures and what to do.**
 - `drift_input_invalid` — the champion has no drift reference (trained before references
@@ -40,7 +43,8 @@ for uc in use_cases():
         **dag_args(uc, PIPELINE, __doc__),
         description=f"PSI drift of {uc.name}'s scored data against the champion's reference",
         schedule=uc.schedules.drift_monitor,
-        max_active_runs=1,
+        # a run whose sensor waits for a scoring window must not hold back runs for other days
+        max_active_runs=4,
         params={
             "window_days": Param(uc.drift.window_days, type="integer", minimum=1, maximum=90,
                                  title="Window (scored days)",
@@ -50,8 +54,9 @@ for uc in use_cases():
                                      description=f"PSI at or above which a feature alerts (use case: {uc.drift.alert})."),
         },
     ) as dag:
-        wait_for_drift = PsiDriftSensor(task_id="wait_for_drift",
-                                        argv=step_argv("check_drift", uc.name, PARAMS))
+        wait_for_drift = PsiDriftSensor(task_id="wait_for_drift", argv=step_argv("check_drift", uc.name, PARAMS),
+                                        poke_interval=uc.drift.poke_interval_seconds,
+                                        timeout=uc.drift.sensor_timeout_minutes * 60)
         request = step_task("request_retraining", uc, params_template=PARAMS,
                             outlets=[assets.retrain_request(uc.name)])
         wait_for_drift >> request

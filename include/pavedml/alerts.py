@@ -81,15 +81,25 @@ def on_task_failure(context) -> None:
     ti = context.get("ti") or context.get("task_instance")
     if ti is not None and not _is_final_failure(ti):
         return
-    exc = context.get("exception")
     send({
         "kind": "task_failed",
         "dag_id": getattr(ti, "dag_id", None),
         "task_id": getattr(ti, "task_id", None),
         "run_id": getattr(ti, "run_id", None),
         "try_number": getattr(ti, "try_number", None),
-        "summary": str(exc)[-4000:] if exc else "task failed",
+        "summary": failure_text(context.get("exception")),
     }, context)
+
+
+def failure_text(exc) -> str:
+    """The alert's text: a step's whole one-screen summary, else the error itself, its first line
+    first (a template or setup error is named, never only its traceback). Capped at 4000 chars."""
+    if exc is None:
+        return "task failed (no exception recorded: see the task log)"
+    text = getattr(exc, "summary", None) or str(exc) or type(exc).__name__
+    if not getattr(exc, "summary", None) and type(exc).__name__ not in text.split("\n", 1)[0]:
+        text = f"{type(exc).__name__}: {text}"
+    return text[:4000]
 
 
 async def on_deadline_missed(dag_id: str, expected_minutes: float, context=None, **_) -> None:

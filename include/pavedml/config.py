@@ -173,6 +173,10 @@ class Drift(_Strict):
     cooldown_days: int = Field(default=0, ge=0)
     #: How many scored days make one drift window (ending at the run's ds).
     window_days: int = Field(default=1, ge=1)
+    #: The drift sensor checks whether the window is scored this often (reschedule mode: no worker
+    #: slot is held in between) and gives up, as skipped, after ``sensor_timeout_minutes``.
+    poke_interval_seconds: int = Field(default=600, ge=1)
+    sensor_timeout_minutes: float = Field(default=360, gt=0)
     #: Rows per chunk when streaming the window through the PSI accumulator.
     chunk_rows: int = Field(default=500_000, ge=1000)
     #: Rows sampled from each side for the Evidently HTML report (its cost grows fast with rows).

@@ -25,7 +25,7 @@ from typing import Any
 from airflow.providers.docker.operators.docker import DockerOperator
 
 from pavedml.links import STEP_LINKS
-from pavedml.operators import STDERR_TAIL_LINES, finish_step
+from pavedml.operators import StepLog, finish_step
 
 #: Label of every step container (value: the step name); `docker ps -a --filter label=...` finds them.
 STEP_LABEL = "org.pavedml.step"
@@ -87,7 +87,6 @@ def run_step_container(runner, client, *, image: str, argv: list[str], environme
     lines kept for the failure message), stdout is read apart once the container exits (the result
     line). Returns (exit code, stdout, stderr tail) like a subprocess. The container is removed
     afterwards whatever happened; ``runner._step_container`` lets ``on_kill`` stop it."""
-    from collections import deque
 
     require_local_image(client, image)
     container = client.create_container(
@@ -96,7 +95,7 @@ def run_step_container(runner, client, *, image: str, argv: list[str], environme
     container_id = container["Id"]
     runner._step_container = (client, container_id)
     runner.log.info("running step in container %s of %s: %s", container_id[:12], image, " ".join(argv))
-    tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+    relay = StepLog(runner.log)
     try:
         client.start(container_id)
         buffer = ""
@@ -104,14 +103,12 @@ def run_step_container(runner, client, *, image: str, argv: list[str], environme
             buffer += _text_chunk(chunk)
             *lines, buffer = buffer.split("\n")
             for line in lines:
-                tail.append(line)
-                runner.log.info("%s", line)
+                relay.line(line)
         if buffer:
-            tail.append(buffer)
-            runner.log.info("%s", buffer)
+            relay.line(buffer)
         code = int(client.wait(container_id)["StatusCode"])
         stdout = client.logs(container_id, stdout=True, stderr=False).decode(errors="replace")
-        return code, stdout, list(tail)
+        return code, stdout, relay.close()
     finally:
         runner._step_container = None
         try:

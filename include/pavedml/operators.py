@@ -32,11 +32,52 @@ EXIT_SKIP = 99
 
 
 class StepFailed(AirflowException):
-    """A step exited non-zero; the message holds its stderr tail. Retried."""
+    """A step exited non-zero; the message holds its stderr tail. Retried.
+
+    ``summary`` is the step's whole one-screen summary (the alert's text); the message is its first
+    line, because the summary itself is already in the task log, once, at ERROR level."""
+
+    summary: str | None = None
 
 
 class StepRejectedInput(AirflowFailException):
     """A step rejected its input (exit code 3): the task fails at once, without retries."""
+
+    summary: str | None = None
+
+
+class StepLog:
+    """Relays a step's stderr into the task log, a line at a time, keeping a tail for the failure
+    message. The step's one-screen failure summary (between two ``RULE`` lines) is logged once, as
+    one ERROR record; everything else at INFO. Shared by every runtime."""
+
+    def __init__(self, logger) -> None:
+        from pavedml.summary import RULE
+
+        self.log = logger
+        self.rule = RULE
+        self.tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        self._block: list[str] | None = None
+
+    def line(self, line: str) -> None:
+        self.tail.append(line)
+        if line == self.rule:
+            if self._block is None:
+                self._block = []
+                return
+            block, self._block = self._block, None
+            self.log.error("%s", "\n".join(block))
+            return
+        if self._block is not None:
+            self._block.append(line)
+        else:
+            self.log.info("%s", line)
+
+    def close(self) -> list[str]:
+        if self._block:  # an unterminated block (the step died mid-summary): still logged, once
+            self.log.error("%s", "\n".join(self._block))
+            self._block = None
+        return list(self.tail)
 
 
 class StepProcessMixin:
@@ -86,7 +127,7 @@ class StepProcessMixin:
             from pavedml.docker_step import sensor_container
 
             return sensor_container(self, self.argv, *self.contract_environment())
-        tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        relay = StepLog(self.log)
         self._proc = proc = subprocess.Popen(
             self._command(), env=self._environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             start_new_session=True,
@@ -95,9 +136,7 @@ class StepProcessMixin:
         def pump() -> None:
             assert proc.stderr is not None
             for line in proc.stderr:
-                line = line.rstrip("\n")
-                tail.append(line)
-                self.log.info("%s", line)
+                relay.line(line.rstrip("\n"))
 
         reader = threading.Thread(target=pump, daemon=True)
         reader.start()
@@ -105,7 +144,7 @@ class StepProcessMixin:
         stdout = proc.stdout.read()  # stderr is drained by the reader thread, never by communicate()
         proc.wait()
         reader.join(timeout=10)
-        return proc.returncode, stdout, list(tail)
+        return proc.returncode, stdout, relay.close()
 
     def on_kill(self) -> None:
         if self.runtime == "docker":
@@ -168,7 +207,9 @@ def check_exit(argv: list[str], returncode: int, tail: list[str]) -> None:
     step = argv[3] if len(argv) > 3 else " ".join(argv)
     summary = last_summary(tail)
     if summary:  # the cause first: it is what the alert and the UI's error line show
-        raise error("\n".join(summary) + f"\n(step {step} exited with code {returncode})")
+        exc = error(f"{summary[0]} (step {step} exited with code {returncode}; its summary is logged above)")
+        exc.summary = "\n".join(summary) + f"\n(step {step} exited with code {returncode})"
+        raise exc
     raise error(f"step {step} exited with code {returncode}; last lines of its stderr:\n" + "\n".join(tail))
 
 

@@ -23,12 +23,42 @@ EXIT_SKIP = 99
 #: Jinja templates that hand the run's identity to every step. The batch of a run is the partition
 #: ``dt=<ds>`` (the snapshot as of ``ds`` 00:00 UTC), so its data interval is ``[ds, ds + 1 day)``
 #: whatever the timetable (Airflow 3's cron timetables give manual runs a zero-length interval).
+#: ``ds`` comes from :func:`run_ds`, for every way a run starts (Airflow's ``{{ ds }}`` is undefined
+#: in an Asset-triggered run, which has no logical date).
 RUN_ARGS = (
-    "--ds", "{{ ds }}",
+    "--ds", "{{ run_ds(dag_run, triggering_asset_events) }}",
     "--dag-id", "{{ dag.dag_id }}",
     "--run-id", "{{ run_id }}",
     "--try-number", "{{ ti.try_number }}",
 )
+
+
+def run_ds(dag_run, triggering_asset_events=None) -> str:
+    """The day (``YYYY-MM-DD``, UTC) a DAG run works on, however it started:
+
+    * scheduled, manual with a logical date (the UI's default), backfill: the logical date's day;
+    * Asset-triggered (no logical date): the newest ``ds`` in the triggering events' extra (the drift
+      monitor's retrain request and the feature pipeline's features event both carry it), else the
+      newest event's own day;
+    * anything else without a logical date (a manual trigger that cleared it): the day of
+      ``run_after``, when the run was allowed to start.
+    """
+    from datetime import UTC
+
+    logical = getattr(dag_run, "logical_date", None)
+    if logical is not None:
+        return logical.astimezone(UTC).date().isoformat()
+    days = []
+    for events in (triggering_asset_events or {}).values():
+        for event in events:
+            extra = getattr(event, "extra", None) or {}
+            if extra.get("ds"):
+                days.append(str(extra["ds"])[:10])
+            elif getattr(event, "timestamp", None) is not None:
+                days.append(event.timestamp.astimezone(UTC).date().isoformat())
+    if days:
+        return max(days)
+    return dag_run.run_after.astimezone(UTC).date().isoformat()
 
 
 def use_cases() -> list[UseCase]:
@@ -62,6 +92,7 @@ def dag_args(uc: UseCase, pipeline: str, doc: str | None) -> dict[str, Any]:
         "tags": tags(uc, pipeline),
         "doc_md": runbook(doc, uc, pipeline),
         "deadline": deadline(uc, pipeline),
+        "user_defined_macros": {"run_ds": run_ds},
     }
 
 

@@ -18,14 +18,23 @@ def _ti(try_number, max_tries, state="failed"):
                            state=state)
 
 
+def _step_failure(summary: str):
+    """What a step's failure raises (pavedml.operators.check_exit): the summary rides along."""
+    from pavedml.operators import StepRejectedInput
+
+    exc = StepRejectedInput(summary.splitlines()[0] + " (step x exited with code 3; its summary is logged above)")
+    exc.summary = summary
+    return exc
+
+
 def test_retry_does_not_alert_final_failure_does(tmp_path, monkeypatch):
     monkeypatch.setenv("PAVEDML_ALERTS_FILE", str(tmp_path / "alerts.jsonl"))
     on_task_failure({"ti": _ti(1, 2, "up_for_retry"), "exception": RuntimeError("first try")})
     on_task_failure({"ti": _ti(2, 2, "up_for_retry"), "exception": RuntimeError("second try")})
     assert not (tmp_path / "alerts.jsonl").exists()
-    on_task_failure({"ti": _ti(3, 2), "exception": RuntimeError("FAILED ingest_raw_batch [batch_missing]")})
+    on_task_failure({"ti": _ti(3, 2), "exception": _step_failure("FAILED ingest_raw_batch [batch_missing]\nno batch")})
     # a failure that is never retried (exit 3: bad input) fails on try 1 of 3: it is final too
-    on_task_failure({"ti": _ti(1, 2), "exception": RuntimeError("FAILED validate_raw_batch [validation_failed]")})
+    on_task_failure({"ti": _ti(1, 2), "exception": _step_failure("FAILED validate_raw_batch [validation_failed]\nx")})
     alerts = [json.loads(x) for x in (tmp_path / "alerts.jsonl").read_text().splitlines()]
     assert [a["summary"].split()[1] for a in alerts] == ["ingest_raw_batch", "validate_raw_batch"]
     assert alerts[1]["task_id"] == "t" and alerts[1]["try_number"] == 1
@@ -49,7 +58,7 @@ def test_final_failure_is_emailed_through_airflows_smtp_notifier(tmp_path, monke
         _smtp_conn(monkeypatch, sink.port)
         on_task_failure({"ti": _ti(1, 2, "up_for_retry"), "exception": RuntimeError("a retry")})
         assert sink.messages == []
-        on_task_failure({"ti": _ti(3, 2), "exception": RuntimeError(summary)})
+        on_task_failure({"ti": _ti(3, 2), "exception": _step_failure(summary)})
     assert len(sink.messages) == 1
     msg = sink.messages[0]
     assert msg["to"] == ["oncall@example.org", "data-eng@example.org"]
@@ -63,8 +72,55 @@ def test_unreachable_mail_relay_never_masks_the_failure(tmp_path, monkeypatch):
     monkeypatch.setenv("PAVEDML_ALERTS_FILE", str(tmp_path / "alerts.jsonl"))
     monkeypatch.setenv("PAVEDML_ALERT_EMAIL_TO", "oncall@example.org")
     _smtp_conn(monkeypatch, 9)  # discard port: connection refused
-    on_task_failure({"ti": _ti(3, 2), "exception": RuntimeError("FAILED x [y]")})
+    on_task_failure({"ti": _ti(3, 2), "exception": _step_failure("FAILED x [y]")})
     assert json.loads((tmp_path / "alerts.jsonl").read_text())["summary"] == "FAILED x [y]"
+
+
+def test_a_template_or_setup_error_alerts_with_its_first_line(tmp_path, monkeypatch):
+    """A task that fails before its step runs (a template error, a missing connection) is named."""
+    import jinja2
+
+    monkeypatch.setenv("PAVEDML_ALERTS_FILE", str(tmp_path / "alerts.jsonl"))
+    try:
+        jinja2.Environment(undefined=jinja2.StrictUndefined).from_string("{{ ds }}").render()
+    except jinja2.UndefinedError as exc:
+        on_task_failure({"ti": _ti(3, 2), "exception": exc})
+    on_task_failure({"ti": _ti(1, 0), "exception": None})
+    first, second = [json.loads(x) for x in (tmp_path / "alerts.jsonl").read_text().splitlines()]
+    assert first["summary"] == "UndefinedError: 'ds' is undefined"
+    assert second["summary"].startswith("task failed")
+
+
+def test_the_summary_is_logged_once_at_error_level():
+    """The step's summary reaches the task log once, as one ERROR record, not line by line at INFO."""
+    import logging
+
+    from pavedml.operators import StepLog, check_exit
+    from pavedml.summary import RULE
+
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    logger = logging.getLogger("test.steplog")
+    logger.handlers[:] = [Keep()]
+    logger.setLevel(logging.INFO)
+    relay = StepLog(logger)
+    for line in ["loading batch", "", RULE, "FAILED validate_raw_batch [validation_failed] use case=u interval=d",
+                 "1 expectation(s) failed", "  - Contract: missing", RULE]:
+        relay.line(line)
+    tail = relay.close()
+    errors = [r for r in records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and errors[0].getMessage().startswith("FAILED validate_raw_batch")
+    assert "Contract" in errors[0].getMessage()
+    assert not [r for r in records if r.levelno == logging.INFO and "FAILED" in r.getMessage()]
+    with pytest.raises(Exception) as err:
+        check_exit(["python", "-m", "pavedml", "validate_raw_batch"], 3, tail)
+    assert str(err.value).count("\n") == 0 and "summary is logged above" in str(err.value)
+    assert err.value.summary.splitlines()[:3] == ["FAILED validate_raw_batch [validation_failed] use case=u interval=d",
+                                                   "1 expectation(s) failed", "  - Contract: missing"]
 
 
 def test_deadline_callback_alerts_with_the_run(tmp_path, monkeypatch):

@@ -41,7 +41,7 @@ def test_identical_argv(env):
     local, docker = _tasks()
     assert local.argv == docker.command
     assert local.argv[:6] == ["python", "-m", "pavedml", "ingest_raw_batch", "--use-case", "telco_churn"]
-    assert "{{ ds }}" in local.argv
+    assert "{{ run_ds(dag_run, triggering_asset_events) }}" in local.argv
 
 
 def test_identical_environment_contract(env):
@@ -113,7 +113,9 @@ def test_failed_step_leads_with_its_summary_and_links_its_report(tmp_path, monke
     task = StepOperator(task_id="validate_raw_batch", argv=["python", "-c", script])
     with pytest.raises(StepRejectedInput) as err:
         task.execute({})
-    lines = str(err.value).splitlines()
+    assert str(err.value).startswith("FAILED validate_raw_batch [validation_failed] use case=telco_churn "
+                                     "interval=2025-01-03 (step ")  # the UI's error line: the cause
+    lines = err.value.summary.splitlines()  # the alert's text: the whole summary, no log noise
     assert lines[0] == "FAILED validate_raw_batch [validation_failed] use case=telco_churn interval=2025-01-03"
     assert not any("Traceback noise" in line for line in lines[:-1]) and "exited with code 3" in lines[-1]
     assert task.links == {"report": "/pavedml/reports/telco_churn/validation/dt%3D2025-01-03/abc/index.html"}
