@@ -1,5 +1,6 @@
 """One click from a task in the Airflow UI to its evidence: the MLflow model version, the GX Data
-Docs page, the Evidently report, the promotion decision record.
+Docs page, the Evidently drift report, the drift check's JSON report, the promotion decision (a
+readable page) and the promotion ledger (a table).
 
 A step's links come from its JSON result (success) or from its failure summary's ``Report:``
 line (failure), so a failed validation still links to its Data Docs. The worker pushes each link
@@ -20,14 +21,16 @@ from airflow.sdk import BaseOperatorLink
 REPORTS_PREFIX = "/pavedml"
 #: Report files the app serves, with the static assets of GX Data Docs (nothing else under the
 #: data root: no data files).
-REPORT_SUFFIXES = (".html", ".json", ".csv", ".jsonl", ".txt", ".css", ".js", ".png", ".svg", ".ico", ".woff",
-                   ".woff2", ".ttf")
+REPORT_SUFFIXES = (".html", ".json", ".csv", ".jsonl", ".txt", ".md", ".css", ".js", ".png", ".svg", ".ico",
+                   ".woff", ".woff2", ".ttf")
 
 #: (link key, result fields in order of preference)
 RESULT_FIELDS = {
-    "report": ("data_docs", "report"),
+    "data_docs": ("data_docs",),
     "evidently": ("evidently_report",),
-    "decision": ("record", "ledger"),
+    "report": ("report",),
+    "decision": ("record",),
+    "ledger": ("ledger",),
 }
 
 
@@ -64,8 +67,12 @@ def links_for(result: dict | None, summary: list[str] | None = None) -> dict[str
     s = get_settings()
     result = dict(result or {})
     for line in summary or []:
-        if line.startswith("Report: "):
-            result.setdefault("report", line.removeprefix("Report: ").strip())
+        if line.startswith("Report: "):  # a failure's report: Data Docs of a failed validation, or another
+            path = line.removeprefix("Report: ").strip()
+            result.setdefault("data_docs" if "/validation/" in path else "report", path)
+    record = str(result.get("record") or "")
+    if record.endswith(".json") and Path(record).with_suffix(".md").exists():
+        result["record"] = str(Path(record).with_suffix(".md"))  # the readable page of the decision
     links = {"mlflow": mlflow_url(result, s.mlflow_ui_url)}
     for key, names in RESULT_FIELDS.items():
         links[key] = next((u for u in (report_url(str(result.get(n) or ""), s.data_root) for n in names) if u), "")
@@ -87,21 +94,33 @@ class MlflowLink(_StepLink):
 
 
 @attrs.define()
-class ReportLink(_StepLink):
-    name = "Report (Data Docs)"
-    key = "report"
+class DataDocsLink(_StepLink):
+    name = "GX Data Docs"
+    key = "data_docs"
 
 
 @attrs.define()
 class EvidentlyLink(_StepLink):
-    name = "Evidently report"
+    name = "Evidently drift report"
     key = "evidently"
 
 
 @attrs.define()
+class ReportLink(_StepLink):
+    name = "Drift check (JSON)"
+    key = "report"
+
+
+@attrs.define()
 class DecisionLink(_StepLink):
-    name = "Decision record"
+    name = "Promotion decision"
     key = "decision"
 
 
-STEP_LINKS = (MlflowLink(), ReportLink(), EvidentlyLink(), DecisionLink())
+@attrs.define()
+class LedgerLink(_StepLink):
+    name = "Promotion ledger"
+    key = "ledger"
+
+
+STEP_LINKS = (MlflowLink(), DataDocsLink(), EvidentlyLink(), ReportLink(), DecisionLink(), LedgerLink())

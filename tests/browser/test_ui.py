@@ -142,18 +142,24 @@ def test_one_click_from_the_failed_task_to_its_data_docs(stack, page):
     dag_id, run_id = "telco_churn_feature_pipeline", f"browser_bad_{BAD_DAY}"
     stack.wait_for_run(dag_id, run_id, timeout=600)  # made by the test above (or still running)
     page.goto(f"{stack.base}/dags/{dag_id}/runs/{run_id}/tasks/validate_raw_batch/details")
-    link = page.get_by_role("link", name="Report (Data Docs)")
+    link = page.get_by_role("link", name="GX Data Docs")
     link.wait_for()
     page.screenshot(path=str(ARTIFACTS / "task-links.png"), full_page=True)
     href = link.get_attribute("href")
     assert href and "/pavedml/reports/telco_churn/validation/" in href and href.endswith(".html")
     opened = len(page.context.pages)
+    requested: list[str] = []
+    page.context.on("request", lambda request: requested.append(request.url))
     link.click()  # the UI opens it in this tab or a new one
     page.wait_for_timeout(2000)
     docs = page.context.pages[-1] if len(page.context.pages) > opened else page
     docs.wait_for_load_state()
     assert "/pavedml/reports/" in docs.url
     assert "Contract" in docs.content()  # the GX Data Docs page of this batch, served to the signed-in user
+    # complete without internet: every request it made went to the API server (styles included)
+    docs.wait_for_load_state("networkidle")
+    assert requested and not [u for u in requested if not u.startswith(stack.base)], requested
+    assert any(u.endswith("/pavedml/static/bootstrap/css/bootstrap.min.css") for u in requested), requested
     docs.screenshot(path=str(ARTIFACTS / "data-docs.png"), full_page=True)
     if docs is not page:
         docs.close()

@@ -68,3 +68,95 @@ def test_report_app_serves_reports_to_signed_in_users_only(root):
     assert client.get("/reports/../secret.html").status_code == 404
     assert client.get("/reports/%2E%2E/secret.html").status_code == 404
     assert client.get("/reports/uc/missing.html").status_code == 404
+
+
+def test_each_link_is_labelled_by_what_it_opens(root):
+    """Data Docs are not the drift report: each evidence kind has its own link and label."""
+    from pavedml.links import STEP_LINKS, links_for
+
+    names = {link.key: link.name for link in STEP_LINKS}
+    assert names == {"mlflow": "MLflow model version", "data_docs": "GX Data Docs",
+                     "evidently": "Evidently drift report", "report": "Drift check (JSON)",
+                     "decision": "Promotion decision", "ledger": "Promotion ledger"}
+    drift_dir = root / "uc/drift/dt=2025-01-09"
+    (drift_dir / "report.json").write_text("{}")
+    drift = links_for({"report": str(drift_dir / "report.json"), "evidently_report": str(drift_dir / "evidently.html")})
+    assert set(drift) == {"report", "evidently"}  # no "GX Data Docs" button on a drift check
+    docs = root / "uc/validation/dt=2025-01-09/abc"
+    docs.mkdir(parents=True)
+    (docs / "index.html").write_text("<html>docs</html>")
+    failed = links_for(None, ["FAILED validate_raw_batch [validation_failed]", f"Report: {docs}"])
+    assert failed == {"data_docs": "/pavedml/reports/uc/validation/dt%3D2025-01-09/abc/index.html"}
+    (root / "uc/registry/decision.md").write_text("# Promotion decision: **promote**\n")
+    (root / "uc/registry/ledger.jsonl").write_text("{}\n")
+    promoted = links_for({"record": str(root / "uc/registry/decision.json"), "ledger": str(root / "uc/registry/ledger.jsonl")})
+    assert promoted == {"decision": "/pavedml/reports/uc/registry/decision.md",
+                        "ledger": "/pavedml/reports/uc/registry/ledger.jsonl"}
+
+
+def _client(root):
+    from airflow.api_fastapi.core_api.security import get_user
+    from fastapi.testclient import TestClient
+
+    app = _plugin().create_report_app()
+    app.dependency_overrides[get_user] = lambda: object()
+    return TestClient(app)
+
+
+def test_decision_and_ledger_open_as_readable_pages(root):
+    import json
+
+    md = ("# Promotion decision: **keep_champion**\n\ntelco_churn challenger v2 vs champion v1\n\n"
+          "| metric | challenger | champion | delta |\n|---|---|---|---|\n| roc_auc | 0.8844 | 0.8934 | -0.0090 |\n\n"
+          "Reasons:\n- slice Contract=Two year: roc_auc regressed by 0.0303 (allowed 0.03)\n")
+    (root / "uc/registry/decision.md").write_text(md)
+    entries = [{"at": "2025-01-08T10:00:00+00:00", "action": "promoted", "model": "m", "from_version": None,
+                "to_version": "1", "reason": "first <model>", "run_id": "manual__1"},
+               {"at": "2025-01-09T10:00:00+00:00", "action": "keep_champion", "model": "m", "from_version": "1",
+                "to_version": "1", "challenger_version": "2", "reason": "no uplift", "run_id": "asset_triggered__2"}]
+    (root / "uc/registry/ledger.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries) + "not json\n")
+    client = _client(root)
+    page = client.get("/reports/uc/registry/decision.md")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "<strong>keep_champion</strong>" in page.text
+    assert "<th>metric</th>" in page.text and "<td class=num>0.8844</td>" in page.text and "---" not in page.text
+    assert "<li>slice Contract=Two year" in page.text
+    ledger = client.get("/reports/uc/registry/ledger.jsonl")
+    assert ledger.headers["content-type"].startswith("text/html")
+    rows = ledger.text.split("<tbody>")[1]
+    assert rows.index("line 3 is not JSON") < rows.index("asset_triggered__2") < rows.index("manual__1")  # newest first
+    assert "first &lt;model&gt;" in rows  # data is escaped, never markup
+    assert client.get("/reports/uc/registry/ledger.jsonl?raw=1").text.startswith('{"at"')
+
+
+def test_gx_data_docs_open_without_internet(root):
+    """A real Data Docs page (written by GX for a real suite) refers to nothing outside the API
+    server once the app has served it, and the assets it refers to are served."""
+    import re
+    from datetime import date
+
+    from pavedml.settings import get_settings
+    from pavedml.simulate import simulate
+    from tests.helpers.steps import run_step
+
+    simulate("telco_churn", date(2025, 1, 2), 1, rows_per_day=200)
+    run_step("ingest_raw_batch", "2025-01-02")
+    run_step("validate_raw_batch", "2025-01-02")
+    pages = sorted(get_settings().data_root.glob("telco_churn/validation/**/data_docs/validations/**/*.html"))
+    assert pages, "no Data Docs page to check"
+    original = pages[0].read_text()
+    assert "https://" in original  # GX does refer to CDNs
+    target = root / "uc/validation/dt=2025-01-09/abc/page.html"
+    target.parent.mkdir(parents=True)
+    target.write_text(original)
+    client = _client(root)
+    served = client.get("/reports/uc/validation/dt%3D2025-01-09/abc/page.html").text
+    refs = re.findall(r"<(?:script|link|img)\b[^>]*\b(?:src|href)=[\"']([^\"']+)", served, re.I)
+    assert refs and not [r for r in refs if r.startswith(("http:", "https:", "//"))], refs
+    local = [r for r in refs if r.startswith("/pavedml/static/")]
+    assert {"/pavedml/static/bootstrap/css/bootstrap.min.css", "/pavedml/static/jquery/jquery.min.js"} <= set(local)
+    for ref in local:
+        response = client.get(ref.removeprefix("/pavedml"))
+        assert response.status_code == 200 and len(response.content) > 1000, ref
+    assert client.get("/static/bootstrap/../../../../etc/passwd").status_code == 404
+    assert client.get("/static/nope/x.css").status_code == 404

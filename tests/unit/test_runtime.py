@@ -118,9 +118,9 @@ def test_failed_step_leads_with_its_summary_and_links_its_report(tmp_path, monke
     lines = err.value.summary.splitlines()  # the alert's text: the whole summary, no log noise
     assert lines[0] == "FAILED validate_raw_batch [validation_failed] use case=telco_churn interval=2025-01-03"
     assert not any("Traceback noise" in line for line in lines[:-1]) and "exited with code 3" in lines[-1]
-    assert task.links == {"report": "/pavedml/reports/telco_churn/validation/dt%3D2025-01-03/abc/index.html"}
-    link = next(link for link in task.operator_extra_links if link.key == "report")
-    assert link.get_link(task, ti_key=None) == task.links["report"]
+    assert task.links == {"data_docs": "/pavedml/reports/telco_churn/validation/dt%3D2025-01-03/abc/index.html"}
+    link = next(link for link in task.operator_extra_links if link.key == "data_docs")
+    assert link.get_link(task, ti_key=None) == task.links["data_docs"]
 
 
 class _Conn:
