@@ -137,10 +137,11 @@ def test_drift_triggers_a_retraining_run_that_succeeds_and_failures_alert(stack,
     assert {d: done[d]["state"] for d in DAYS} == {d: "success" for d in DAYS}
     assert done[DAYS[-1]]["run_type"] == "scheduled" and done[DAYS[0]]["run_type"] == "backfill"
 
-    # 2. the first model by hand, then every DAG unpaused
+    # 2. the first model by hand (a paused DAG's manual run waits: unpause it first), then every DAG
+    unpause(stack, training)
     first = stack.wait_for_run(training, trigger(stack, training, DAYS[-2], {"reason": "e2e: first model"}), 600)
     assert first["state"] == "success", tasks(stack, training, first["dag_run_id"])
-    for pipeline in ("training_pipeline", "batch_scoring", "drift_monitor", "model_rollback"):
+    for pipeline in ("batch_scoring", "drift_monitor", "model_rollback"):
         unpause(stack, f"{uc}_{pipeline}")
 
     # 3. today's scheduled scoring and drift check; the retrain request; the scheduler's training run

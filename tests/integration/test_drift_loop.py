@@ -94,13 +94,33 @@ def test_reports_and_history_are_written(loop, history_copy):
 
 
 def test_training_runs_on_the_request_and_records_its_decision(loop, history_copy):
+    """The retrain run's decision follows the policy on the numbers it recorded, and the registry and
+    the ledger did what the decision says (the champion moved to the challenger, or stayed)."""
+    from mlflow import MlflowClient
+
+    from pavedml.config import get_use_case
+    from pavedml.evaluation import decide
+
     state, tasks, xcoms = loop["retrain"]
     assert state == "success", tasks
     decision = xcoms["evaluate_challenger"]
-    assert decision["outcome"] in ("promote", "keep_champion", "reject") and decision["reasons"]
-    assert json.loads(open(decision["record"]).read())["outcome"] == decision["outcome"]
-    ledger = (history_copy / "telco_churn/registry/ledger.jsonl").read_text().splitlines()
-    assert "retrain request: PSI alert" in ledger[-1]
+    record = json.loads(open(decision["record"]).read())
+    assert record["outcome"] == decision["outcome"]
+    assert record["champion"]["version"] == "1" and record["challenger"]["version"] == "2"
+    # the same policy on the recorded holdout metrics gives the same outcome and reasons
+    uc = get_use_case("telco_churn")
+    again = decide(record["challenger"]["metrics"], record["champion"]["metrics"], uc.evaluation,
+                   record["challenger"].get("slices") or {}, record["champion"].get("slices") or {})
+    assert (again.outcome, list(again.reasons)) == (record["outcome"], record["reasons"])
+    promoted = record["outcome"] == "promote"
+    uplift = record["challenger"]["metrics"]["roc_auc"] - record["champion"]["metrics"]["roc_auc"]
+    assert promoted == (uplift >= uc.evaluation.min_uplift and record["promote"]), record
+    ledger = [json.loads(x) for x in (history_copy / "telco_churn/registry/ledger.jsonl").read_text().splitlines()]
+    assert ledger[-1]["reason"].startswith("retrain request: PSI alert")
+    assert ledger[-1]["action"] == ("promoted" if promoted else record["outcome"])
+    assert ledger[-1]["challenger_version" if not promoted else "to_version"] == "2"
+    champion = MlflowClient().get_model_version_by_alias("telco_churn", "champion").version
+    assert champion == ("2" if promoted else "1")
 
 
 def test_training_dag_is_scheduled_on_the_retrain_request():
