@@ -4,7 +4,7 @@ PY_VERSION ?= 3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 DATA_ROOT ?= $(CURDIR)/var
-DAYS ?= 10
+DAYS ?= 14
 # empty: the DAYS days ending today (UTC), so that unpausing a DAG after the demo finds data
 START ?=
 
@@ -42,7 +42,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 
 install: $(VENV)/.installed  ## create .venv and install the pinned stack (idempotent)
 
-demo: install  ## simulate DAYS (10) days ending today and run every DAG end to end on SQLite + local stores
+demo: install  ## simulate DAYS (14) days ending today and run every DAG end to end on SQLite + local stores
 	$(PY) -m pavedml.demo --days $(DAYS) $(if $(START),--start $(START))
 
 run: install  ## run one DAG for one day: make run DAG=<dag_id> DATE=<YYYY-MM-DD> [CONF='{"reason": "..."}']

@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--use-case", default="telco_churn")
     parser.add_argument("--start", default="", help="first simulated day (default: DAYS days ending today, UTC)")
-    parser.add_argument("--days", type=int, default=10)
+    parser.add_argument("--days", type=int, default=14)
     args = parser.parse_args(argv)
     started = time.perf_counter()
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stdout)
