@@ -15,7 +15,7 @@ Fixes:
     ids of their ``deadline_alert`` rows that the DAG processor writes. When the run succeeds,
     ``DagRun.update_state`` passes each to ``DeadlineAlert.get_by_id`` and crashes with
     ``AttributeError: 'dict' object has no attribute 'hex'``, leaving the run ``running``.
-    Same defect as apache/airflow#73428 (deadline alerts in ``dag.test()``). The fix: given a
+    Upstream: apache/airflow#73428 (open; fix proposed in apache/airflow#73430). The fix: given a
     definition instead of an id, ``get_by_id`` returns an unsaved model of that definition, which
     is all ``update_state`` needs (the reference type, to prune the run's deadlines). Under the
     scheduler nothing changes: ids are ids there. Deadlines themselves are not evaluated by

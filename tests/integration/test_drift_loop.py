@@ -119,8 +119,11 @@ def test_training_runs_on_the_request_and_records_its_decision(loop, history_cop
     assert ledger[-1]["reason"].startswith("retrain request: PSI alert")
     assert ledger[-1]["action"] == ("promoted" if promoted else record["outcome"])
     assert ledger[-1]["challenger_version" if not promoted else "to_version"] == "2"
-    champion = MlflowClient().get_model_version_by_alias("telco_churn", "champion").version
-    assert champion == ("2" if promoted else "1")
+    from pavedml.settings import get_settings
+
+    uri = get_settings().mlflow_tracking_uri
+    champion = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_by_alias("telco_churn", "champion").version
+    assert str(champion) == ("2" if promoted else "1")
 
 
 def test_training_dag_is_scheduled_on_the_retrain_request():
