@@ -95,6 +95,8 @@ class Stack:
         with (self.logs / f"{name}.log").open("ab") as log:
             self.procs[name] = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
                                                 stdin=subprocess.DEVNULL, start_new_session=True)
+        # each component leads its own session: its pid is the session id of everything it starts
+        (self.logs / "sessions.json").write_text(json.dumps({n: p.pid for n, p in self.procs.items()}))
 
     def start(self) -> None:
         from pavedml.settings import get_settings

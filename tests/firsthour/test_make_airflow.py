@@ -23,15 +23,22 @@ pytestmark = pytest.mark.firsthour
 
 
 def processes_with(marker: str) -> list[int]:
-    """Pids whose environment holds ``marker`` (the test's private AIRFLOW_HOME)."""
+    """Pids of the stack under test: whose environment holds ``marker`` (the test's private
+    AIRFLOW_HOME), or whose session is one a component leads (Airflow's processes rewrite their
+    title over their environment, so the session is what finds a LocalExecutor worker)."""
+    home = Path(marker.split("=", 1)[1])
+    sessions_file = home / "devstack" / "sessions.json"
+    sessions = set(json.loads(sessions_file.read_text()).values()) if sessions_file.exists() else set()
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            if marker.encode() in (entry / "environ").read_bytes():
+            stat = (entry / "stat").read_text()
+            sid = int(stat.rsplit(")", 1)[1].split()[3])
+            if sid in sessions or marker.encode() in (entry / "environ").read_bytes():
                 pids.append(int(entry.name))
-        except OSError:
+        except (OSError, ValueError, IndexError):
             continue
     return pids
 

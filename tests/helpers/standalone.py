@@ -85,12 +85,24 @@ class Standalone:
         raise RuntimeError(f"airflow standalone not healthy after {timeout}s; see {self.home}/standalone.log")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
+        """SIGTERM to standalone's process group, then SIGKILL to whatever of it is left: the
+        scheduler's LocalExecutor workers outlive a clean exit of standalone otherwise."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
             try:
-                self.proc.wait(timeout=60)
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=30)
 
     # -- REST API (v2), as the admin user
     def token(self) -> str:
