@@ -7,6 +7,7 @@ Loading is cheap (PyYAML + pydantic, no pandas) because DAG files call it at par
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
@@ -278,6 +279,27 @@ def _format_errors(err: ValidationError, path: Path) -> str:
     return f"invalid use-case file {path}:\n" + "\n".join(lines)
 
 
+USE_CASE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML would keep the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _value in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise DuplicateKeyError(f"key {key!r} appears twice in one mapping (lines {seen[key] + 1} "
+                                        f"and {key_node.start_mark.line + 1}); YAML would silently keep the last")
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_use_case(path: str | Path) -> UseCase:
     """Load and validate one use-case file. Raises :class:`ConfigError` naming the file and key."""
     path = Path(path)
@@ -286,7 +308,9 @@ def load_use_case(path: str | Path) -> UseCase:
     except FileNotFoundError:
         raise ConfigError(f"use-case file not found: {path}") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"use-case file {path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"use-case file {path} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
@@ -302,8 +326,59 @@ def load_use_case(path: str | Path) -> UseCase:
     return uc
 
 
+def is_ignored_file(path: Path) -> bool:
+    """Editor and hidden files in the use-cases folder: ``.#x.yaml`` (Emacs lock), ``.x.yaml.swp``,
+    ``x.yaml~``, ``#x.yaml#``, dotfiles."""
+    return path.name.startswith((".", "#")) or path.name.endswith(("~", "#", ".swp", ".swo"))
+
+
 def use_case_files(directory: str | Path) -> list[Path]:
-    return sorted(Path(directory).glob("*.yaml"))
+    return sorted(p for p in Path(directory).glob("*.yaml") if not is_ignored_file(p) and p.is_file())
+
+
+@dataclass
+class Scan:
+    """Every use-case file of a folder, each loaded on its own: the valid ones, and an error per file
+    that is not (so one bad file never hides the others)."""
+
+    use_cases: list[UseCase]
+    errors: dict[str, str]
+
+
+def scan(directory: str | Path) -> Scan:
+    directory = Path(directory)
+    found, errors = [], {}
+    for path in sorted(directory.glob("*.yml")):
+        if not is_ignored_file(path):
+            errors[str(path)] = (f"use-case file {path} ends in .yml: use-case files end in .yaml "
+                                 f"(rename it to {path.with_suffix('.yaml').name})")
+    for path in use_case_files(directory):
+        try:
+            found.append(_load_cached(str(path), path.stat().st_mtime_ns))
+        except ConfigError as exc:
+            errors[str(path)] = exc.message
+        except OSError as exc:  # removed or unreadable between listing and reading
+            errors[str(path)] = f"use-case file {path} cannot be read: {exc}"
+    by_model: dict[str, UseCase] = {}
+    valid = []
+    # two files naming one registered model: the older file keeps it, the newer one is the mistake
+    for uc in sorted(found, key=lambda u: (_mtime(u.source_file), u.source_file)):
+        other = by_model.get(uc.model.registered_name)
+        if other is not None:
+            errors[uc.source_file] = (f"invalid use-case file {uc.source_file}:\n  - model.registered_name: "
+                                      f"{uc.model.registered_name!r} is already the model of use case "
+                                      f"{other.name!r} ({other.source_file}); each use case needs its own")
+            continue
+        by_model[uc.model.registered_name] = uc
+        valid.append(uc)
+    return Scan(sorted(valid, key=lambda u: u.name), errors)
+
+
+def _mtime(path: str) -> int:
+    try:
+        return Path(path).stat().st_mtime_ns
+    except OSError:
+        return 0
 
 
 @lru_cache(maxsize=64)
@@ -312,14 +387,21 @@ def _load_cached(path: str, mtime_ns: int) -> UseCase:
 
 
 def load_all(directory: str | Path) -> list[UseCase]:
-    """Every use case in ``directory`` (cached by file mtime, so DAG re-parses stay cheap)."""
-    return [_load_cached(str(p), p.stat().st_mtime_ns) for p in use_case_files(directory)]
+    """Every use case in ``directory`` (cached by file mtime, so DAG re-parses stay cheap). Strict:
+    the first bad file raises (the CLI's check); DAG files use :func:`scan` instead."""
+    result = scan(directory)
+    if result.errors:
+        raise ConfigError("\n".join(result.errors.values()))
+    return result.use_cases
 
 
 def get_use_case(name: str, directory: str | Path | None = None) -> UseCase:
     from pavedml.settings import get_settings
 
     directory = Path(directory or get_settings().use_cases_dir)
+    if not USE_CASE_NAME.fullmatch(name or ""):
+        raise ConfigError(f"use case name {name!r} is not a plain name (letters, digits, underscores; "
+                          "it is a file stem in the use-cases folder, never a path)")
     path = directory / f"{name}.yaml"
     if not path.exists():
         known = ", ".join(p.stem for p in use_case_files(directory)) or "none"

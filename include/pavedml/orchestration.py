@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from pavedml.config import UseCase, load_all
+from pavedml.config import UseCase, scan
 from pavedml.settings import get_settings, step_environment
 
 #: A step that exits with this code had nothing to do; its task is skipped (see pavedml.operators).
@@ -62,8 +62,15 @@ def run_ds(dag_run, triggering_asset_events=None) -> str:
 
 
 def use_cases() -> list[UseCase]:
-    """Every use case whose file is in the configured folder (one set of DAGs each)."""
-    return load_all(get_settings().use_cases_dir)
+    """Every valid use case in the configured folder (one set of DAGs each). A bad file never hides
+    the others: it is left out here and reported by ``dags/use_case_config.py`` as an import error
+    naming the file and what is wrong."""
+    return scan(get_settings().use_cases_dir).use_cases
+
+
+def use_case_errors() -> dict[str, str]:
+    """Use-case file -> what is wrong with it (empty when every file is valid)."""
+    return scan(get_settings().use_cases_dir).errors
 
 
 def default_args(uc: UseCase) -> dict[str, Any]:

@@ -46,7 +46,7 @@ def _parse_in_subprocess(extra_env: dict | None = None) -> dict:
         bag = DagBag(dag_folder={str(REPO / 'dags')!r})
         print(json.dumps({{
             "dags": sorted(bag.dags),
-            "errors": {{k: v[-500:] for k, v in bag.import_errors.items()}},
+            "errors": {{k: v[-6000:] for k, v in bag.import_errors.items()}},
             "heavy": sorted(m for m in {HEAVY!r} if m in sys.modules),
         }}))
     """)
@@ -169,3 +169,58 @@ def test_trigger_form_defaults_are_valid(bag):
                 dag.params.validate()
         else:
             dag.params.validate()
+
+
+BAD_FILES = {
+    "syntax.yaml": "name: syntax\nentity: [unclosed\n",
+    "wrong_type.yaml": None,  # telco's file with a wrong-typed key, under its own name
+    "stem_mismatch.yaml": None,  # telco's file under another file name
+    "dup_key.yaml": None,  # telco's file with a key given twice
+    "dup_model.yaml": None,  # a valid file whose registered model is telco_churn's
+    "legacy.yml": "name: legacy\n",
+}
+
+
+def test_one_bad_use_case_file_never_takes_the_others_down(tmp_path):
+    """Each bad file is an import error naming it; the valid use cases keep all their DAGs; editor
+    and hidden files are ignored."""
+    from pavedml.settings import DEFAULT_USE_CASES_DIR
+
+    telco = (DEFAULT_USE_CASES_DIR / "telco_churn.yaml").read_text()
+    shutil.copy(DEFAULT_USE_CASES_DIR / "telco_churn.yaml", tmp_path / "telco_churn.yaml")
+    (tmp_path / "acme_churn.yaml").write_text(telco.replace("name: telco_churn", "name: acme_churn")
+                                              .replace("registered_name: telco_churn", "registered_name: acme_churn"))
+    (tmp_path / "syntax.yaml").write_text(BAD_FILES["syntax.yaml"])
+    (tmp_path / "wrong_type.yaml").write_text(telco.replace("name: telco_churn", "name: wrong_type", 1)
+                                              .replace("registered_name: telco_churn", "registered_name: wt")
+                                              .replace("delay_days: 2", "delay_days: two"))
+    (tmp_path / "stem_mismatch.yaml").write_text(telco.replace("registered_name: telco_churn", "registered_name: sm"))
+    (tmp_path / "dup_key.yaml").write_text(telco.replace("name: telco_churn", "name: dup_key", 1)
+                                           .replace("registered_name: telco_churn", "registered_name: dk")
+                                           .replace("  delay_days: 2", "  delay_days: 2\n  delay_days: 3"))
+    (tmp_path / "dup_model.yaml").write_text(telco.replace("name: telco_churn", "name: dup_model", 1))
+    later = (tmp_path / "telco_churn.yaml").stat().st_mtime + 60  # added after telco_churn: it is the mistake
+    os.utime(tmp_path / "dup_model.yaml", (later, later))
+    (tmp_path / "legacy.yml").write_text(BAD_FILES["legacy.yml"])
+    for junk in (".#telco_churn.yaml", "telco_churn.yaml~", ".telco_churn.yaml.swp", "#acme.yaml#"):
+        (tmp_path / junk).write_text("{{{ not yaml")
+    result = _parse_in_subprocess({"PAVEDML_USE_CASES_DIR": str(tmp_path)})
+    assert result["dags"] == sorted([f"acme_churn_{p}" for p in PIPELINES] + [f"telco_churn_{p}" for p in PIPELINES])
+    assert list(result["errors"]) == [str(REPO / "dags" / "use_case_config.py")], result["errors"]
+    message = next(iter(result["errors"].values()))
+    for name in BAD_FILES:
+        assert str(tmp_path / name) in message, (name, message)
+    assert "not valid YAML" in message and "delay_days" in message and "must equal the file stem" in message
+    assert "appears twice" in message and "rename it to legacy.yaml" in message
+    assert "'telco_churn' is already the model of use case 'telco_churn'" in message
+    for junk in (".#telco_churn.yaml", "telco_churn.yaml~"):
+        assert junk not in message
+
+
+def test_a_use_case_name_is_never_a_path(tmp_path):
+    from pavedml.config import get_use_case
+    from pavedml.errors import ConfigError
+
+    for name in ("../telco_churn", "telco_churn/../x", "/etc/passwd", "", "a b"):
+        with pytest.raises(ConfigError, match="not a plain name"):
+            get_use_case(name)
