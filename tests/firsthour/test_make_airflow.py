@@ -68,7 +68,24 @@ def kill_all(marker: str) -> None:
 
 
 def test_make_airflow_from_a_plain_shell_on_other_ports(tmp_path):
+    """After a run made with ``make run`` (what the demo does), the UI lists it with its logical
+    date, no reserialize needed, and unpausing its DAG schedules nothing for a day without data."""
+    from datetime import UTC, datetime
+
+    from pavedml.settings import get_settings
+    from pavedml.simulate import simulate
+
     second_use_case(tmp_path / "use_cases")
+    today = datetime.now(UTC).date()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PAVEDML_DATA_ROOT", str(tmp_path / "data"))
+        mp.setenv("PAVEDML_USE_CASES_DIR", str(tmp_path / "use_cases"))
+        get_settings.cache_clear()
+        simulate("telco_churn", today, 1, rows_per_day=200)
+    get_settings.cache_clear()
+    made = subprocess.run(["make", "-s", "-C", str(REPO), "run", "DAG=telco_churn_feature_pipeline",
+                           f"DATE={today}"], env=plain_env(tmp_path), capture_output=True, text=True, timeout=600)
+    assert made.returncode == 0, made.stdout + made.stderr
     a_port, m_port = free_port(), free_port()
     env = plain_env(tmp_path, {"AIRFLOW_PORT": str(a_port), "MLFLOW_PORT": str(m_port)})
     assert "/.venv/bin" not in env["PATH"]
@@ -109,6 +126,21 @@ def test_make_airflow_from_a_plain_shell_on_other_ports(tmp_path):
                 dag_ids = {d["dag_id"] for d in json.load(r)["dags"]}
             time.sleep(2)
         assert {"telco_churn_feature_pipeline", "acme_churn_feature_pipeline"} <= dag_ids, dag_ids
+
+        def api(method: str, path: str, body: dict | None = None):
+            req = urllib.request.Request(f"http://127.0.0.1:{a_port}/api/v2{path}", method=method,
+                                         data=json.dumps(body).encode() if body is not None else None,
+                                         headers={"Authorization": f"Bearer {token}",
+                                                  "Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return json.load(r)
+
+        runs = api("GET", "/dags/telco_churn_feature_pipeline/dagRuns")["dag_runs"]
+        assert [(r["logical_date"][:10], r["state"]) for r in runs] == [(today.isoformat(), "success")], runs
+        api("PATCH", "/dags/telco_churn_feature_pipeline", {"is_paused": False})
+        time.sleep(20)  # the scheduler's chance to make a run it must not make
+        runs = api("GET", "/dags/telco_churn_feature_pipeline/dagRuns")["dag_runs"]
+        assert len(runs) == 1, runs  # today's tick already has its run: nothing for a day without data
 
         # a component dies: make airflow says which, stops the rest and exits non-zero
         triggerer = [p for p in processes_with(marker) if "airflow triggerer" in cmdline(p)]
