@@ -146,3 +146,21 @@ def test_the_demo_refuses_too_few_days_in_one_line(project):
     err = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "DAYS must be at least 8 for telco_churn" in err and "Traceback" not in err, err
+
+
+def test_a_failing_demo_names_the_day_the_step_and_the_log(tmp_path):
+    """The demo's failure path: a use case whose schema the data does not meet (a column the Telco
+    sample lacks) stops at the first day with the step's summary and where its log is."""
+    cases = tmp_path / "use_cases"
+    cases.mkdir()
+    spec = yaml.safe_load((REPO / "include/use_cases/telco_churn.yaml").read_text())
+    spec["schema"]["columns"]["LoyaltyTier"] = {"type": "category", "allowed": ["Gold", "Silver"]}
+    (cases / "telco_churn.yaml").write_text(yaml.safe_dump(spec))
+    proc = make(tmp_path, "demo", "DAYS=8", "START=2025-03-01", timeout=900)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
+    assert "FAILED validate_raw_batch [validation_failed] use case=telco_churn interval=2025-03-01" in out, out[-3000:]
+    assert "LoyaltyTier" in out
+    log = re.search(r"demo: history day 2025-03-01 failed at validate_raw_batch \(log: (\S+)\)", out)
+    assert log and Path(log.group(1)).is_file(), out[-3000:]
