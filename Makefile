@@ -31,7 +31,10 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	@uv=$$(command -v uv || true); \
 	if [ -z "$$uv" ]; then \
 	  echo "uv not found: installing it into $(UV_BOOTSTRAP)/"; \
-	  python3 -m venv $(UV_BOOTSTRAP) && $(UV_BOOTSTRAP)/bin/pip install -q uv || exit 1; \
+	  python3 -m venv $(UV_BOOTSTRAP) 2>/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null && python3 -m venv $(UV_BOOTSTRAP); } \
+	    || { echo "make install: cannot create a venv: install python3-venv (Debian) or uv"; exit 1; }; \
+	  $(UV_BOOTSTRAP)/bin/pip install -q uv || exit 1; \
 	  uv=$(CURDIR)/$(UV_BOOTSTRAP)/bin/uv; \
 	fi; \
 	set -x; \
@@ -47,7 +50,7 @@ demo: install  ## simulate DAYS (14) days ending today and run every DAG end to 
 
 run: install  ## run one DAG for one day: make run DAG=<dag_id> DATE=<YYYY-MM-DD> [CONF='{"reason": "..."}']
 	@test -n "$(DAG)" -a -n "$(DATE)" || { echo "usage: make run DAG=<dag_id> DATE=<YYYY-MM-DD> [CONF='<json>']"; exit 2; }
-	$(PY) -m pavedml.devrun $(DAG) $(DATE) --conf '$(CONF)'
+	$(PY) -m pavedml.devrun "$$DAG" "$$DATE" --conf "$$CONF"
 
 shellenv:  ## print the project's environment for a shell: eval "$$(make -s shellenv)", then `airflow dags test ...`
 	@echo 'export PATH="$(CURDIR)/$(VENV)/bin:$$PATH"'

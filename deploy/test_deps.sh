@@ -4,7 +4,7 @@
 #    docker-runtime suite), docker-compose (compose file checks), chromium (browser suite).
 #  - PostgreSQL and Redis on 127.0.0.1 (production-profile suite), started when not running.
 # Never fatal: what cannot be set up is named in one line here, and the tests that need it fail
-# with that line (tests/helpers/requirements.py), never skip.
+# naming it (pytest.fail in tests/browser, tests/docker, tests/production), never skip.
 set -uo pipefail
 
 missing=()

@@ -359,26 +359,24 @@ def scan(directory: str | Path) -> Scan:
             errors[str(path)] = exc.message
         except OSError as exc:  # removed or unreadable between listing and reading
             errors[str(path)] = f"use-case file {path} cannot be read: {exc}"
-    by_model: dict[str, UseCase] = {}
+    # a registered model claimed by two files: the file named after the model keeps it; without one,
+    # no claimant can be trusted with it (a rule that does not depend on file times or order)
+    claims: dict[str, list[UseCase]] = {}
+    for uc in found:
+        claims.setdefault(uc.model.registered_name, []).append(uc)
     valid = []
-    # two files naming one registered model: the older file keeps it, the newer one is the mistake
-    for uc in sorted(found, key=lambda u: (_mtime(u.source_file), u.source_file)):
-        other = by_model.get(uc.model.registered_name)
-        if other is not None:
+    for model, ucs in claims.items():
+        owner = next((u for u in ucs if u.name == model), None) if len(ucs) > 1 else ucs[0]
+        for uc in ucs:
+            if uc is owner:
+                valid.append(uc)
+                continue
+            others = ", ".join(f"{o.name!r} ({o.source_file})" for o in ucs if o is not uc)
             errors[uc.source_file] = (f"invalid use-case file {uc.source_file}:\n  - model.registered_name: "
-                                      f"{uc.model.registered_name!r} is already the model of use case "
-                                      f"{other.name!r} ({other.source_file}); each use case needs its own")
-            continue
-        by_model[uc.model.registered_name] = uc
-        valid.append(uc)
+                                      f"{model!r} is also the model of use case(s) {others}; each use case "
+                                      f"needs its own (the file named {model}.yaml keeps it)")
     return Scan(sorted(valid, key=lambda u: u.name), errors)
 
-
-def _mtime(path: str) -> int:
-    try:
-        return Path(path).stat().st_mtime_ns
-    except OSError:
-        return 0
 
 
 @lru_cache(maxsize=64)

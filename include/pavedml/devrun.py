@@ -74,8 +74,8 @@ def _output_to(path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
     sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
     with path.open("ab") as fh:
+        saved = os.dup(1), os.dup(2)
         os.dup2(fh.fileno(), 1)
         os.dup2(fh.fileno(), 2)
         try:
@@ -176,6 +176,14 @@ def run_dag(dag_id: str, ds: str, conf: dict | None = None, *, retries: int | No
     logs = log_dir()
     run_log = logs / "pavedml-devrun" / f"{dag_id}.log"
     term = _terminal(out)
+    try:
+        return _run_dag(dag_id, ds, conf, retries, term, bag, logs, run_log, sdk_dag)
+    finally:
+        if term is not None and term is not out:
+            term.close()
+
+
+def _run_dag(dag_id, ds, conf, retries, term, bag, logs, run_log, sdk_dag) -> RunOutcome:
     if bag is None:
         bag = load_dagbag()
     dag = bag.dags.get(dag_id)

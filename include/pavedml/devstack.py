@@ -160,7 +160,10 @@ class Stack:
         return f"{name} exited with code {code}; the end of {log}:\n{tail_text(text)}"
 
     def stop(self) -> None:
-        """SIGTERM to every component's process group, SIGKILL after the grace period."""
+        """SIGTERM to every component's process group, SIGKILL after the grace period. A second
+        Ctrl-C while stopping does not cut this short (the components would outlive us)."""
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
         for proc in self.procs.values():
             if proc.poll() is None:
                 _signal_group(proc, signal.SIGTERM)

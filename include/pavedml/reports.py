@@ -39,11 +39,17 @@ PAGE_STYLE = ("body{font-family:system-ui,sans-serif;margin:2rem;max-width:70rem
               "font-variant-numeric:tabular-nums}code{background:#f3f3f3;padding:0 .2rem}")
 
 
+_LOCAL_TAG = re.compile(r"<(?:script|link)\b[^>]*" + re.escape(STATIC_PREFIX) + r"[^>]*>", re.I | re.S)
+_SRI = re.compile(r"\s(?:integrity|crossorigin)=(?:\"[^\"]*\"|'[^']*'|[^\s>]+)", re.I)
+
+
 def offline_html(text: str) -> str:
-    """``text`` (an HTML page) with CDN assets pointed at the local copies and other external
-    scripts, stylesheets and images removed."""
+    """``text`` (an HTML page) with CDN assets pointed at the local copies (their CDN integrity
+    hashes dropped: the local files are other builds) and other external scripts, stylesheets and
+    images removed."""
     for pattern, local in CDN_REPLACEMENTS:
         text = pattern.sub(local, text)
+    text = _LOCAL_TAG.sub(lambda m: _SRI.sub("", m.group(0)), text)
     return _EXTERNAL_TAG.sub("", text)
 
 

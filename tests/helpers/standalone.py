@@ -67,22 +67,28 @@ class Standalone:
         self._token: str | None = None
 
     def start(self, timeout: float = 240) -> Standalone:
-        log = (self.home / "standalone.log").open("w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "airflow", "standalone"], env=self.env, cwd=self.home,
-                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"airflow standalone exited ({self.proc.returncode}); see {self.home}/standalone.log")
-            try:
-                with urllib.request.urlopen(f"{self.base}/api/v2/monitor/health", timeout=5) as r:
-                    health = json.load(r)
-                if health.get("scheduler", {}).get("status") == "healthy":
-                    return self
-            except (urllib.error.URLError, OSError, ValueError):
-                pass
-            time.sleep(2)
-        raise RuntimeError(f"airflow standalone not healthy after {timeout}s; see {self.home}/standalone.log")
+        """Start and wait until the scheduler is healthy; on any failure stop what was started."""
+        with (self.home / "standalone.log").open("w") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen([sys.executable, "-m", "airflow", "standalone"], env=self.env,
+                                         cwd=self.home, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"airflow standalone exited ({self.proc.returncode}); "
+                                       f"see {self.home}/standalone.log")
+                try:
+                    with urllib.request.urlopen(f"{self.base}/api/v2/monitor/health", timeout=5) as r:
+                        health = json.load(r)
+                    if health.get("scheduler", {}).get("status") == "healthy":
+                        return self
+                except (urllib.error.URLError, OSError, ValueError):
+                    pass
+                time.sleep(2)
+            raise RuntimeError(f"airflow standalone not healthy after {timeout}s; see {self.home}/standalone.log")
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         """SIGTERM to standalone's process group, then SIGKILL to whatever of it is left: the

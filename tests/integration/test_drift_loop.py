@@ -113,8 +113,13 @@ def test_training_runs_on_the_request_and_records_its_decision(loop, history_cop
                    record["challenger"].get("slices") or {}, record["champion"].get("slices") or {})
     assert (again.outcome, list(again.reasons)) == (record["outcome"], record["reasons"])
     promoted = record["outcome"] == "promote"
-    uplift = record["challenger"]["metrics"]["roc_auc"] - record["champion"]["metrics"]["roc_auc"]
-    assert promoted == (uplift >= uc.evaluation.min_uplift and record["promote"]), record
+    from pavedml.config import LOWER_IS_BETTER
+
+    metric = uc.evaluation.primary_metric
+    uplift = record["challenger"]["metrics"][metric] - record["champion"]["metrics"][metric]
+    uplift = -uplift if metric in LOWER_IS_BETTER else uplift
+    if promoted:  # a promotion always wins by the policy's margin on its primary metric
+        assert uplift >= uc.evaluation.min_uplift, record
     ledger = [json.loads(x) for x in (history_copy / "telco_churn/registry/ledger.jsonl").read_text().splitlines()]
     assert ledger[-1]["reason"].startswith("retrain request: PSI alert")
     assert ledger[-1]["action"] == ("promoted" if promoted else record["outcome"])
