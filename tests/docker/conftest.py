@@ -28,6 +28,12 @@ def task_image():
     except dl.DockerLocalError as exc:
         pytest.fail(f"the docker runtime suite needs a Docker engine and the task image: {exc}", pytrace=False)
     print("docker_local:", json.dumps(info))
+    # step containers left by an earlier run that was killed (its teardown never ran) would make
+    # every "no container left behind" check fail: start from none, so those checks see only ours
+    leftovers = step_containers()
+    if leftovers:
+        print(f"removing {len(leftovers)} step container(s) left by an interrupted earlier run")
+        dl.docker("rm", "-f", *leftovers)
     yield info["image"]
     if info["engine_started"]:
         dl.stop_engine()

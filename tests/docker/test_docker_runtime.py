@@ -169,11 +169,14 @@ def test_a_failing_step_fails_the_task_without_retry_and_with_its_summary(chains
     runtime_env(monkeypatch, chains["roots"]["docker"], "docker", task_image)
     op = _step(task_image, ["python", "-m", "pavedml", "validate_raw_batch", "--use-case", "telco_churn",
                             "--ds", BAD_DAY])
-    logged: list[str] = []
+    logged: list[tuple[str, str]] = []
 
     class TaskLog:  # what the task log receives (Airflow's structlog logger, recorded)
         def info(self, msg, *args):
-            logged.append(msg % args if args else msg)
+            logged.append(("info", msg % args if args else msg))
+
+        def error(self, msg, *args):
+            logged.append(("error", msg % args if args else msg))
 
         warning = info
 
@@ -182,8 +185,10 @@ def test_a_failing_step_fails_the_task_without_retry_and_with_its_summary(chains
         op.execute({})
     message = str(failure.value)
     assert message.startswith("FAILED validate_raw_batch [validation_failed]"), message
-    assert "exited with code 3" in message
-    assert any(line.startswith("FAILED validate_raw_batch") for line in logged), logged[-20:]  # the container's stderr
+    assert "exited with code 3" in message and failure.value.summary.startswith("FAILED validate_raw_batch")
+    # the container's summary reaches the task log once, at ERROR, as in the local runtime
+    summaries = [(level, text) for level, text in logged if "FAILED validate_raw_batch" in text]
+    assert [level for level, _ in summaries] == ["error"], logged[-20:]
     assert step_containers() == []
 
 
