@@ -100,7 +100,16 @@ class Label(_Strict):
     dataset: str = "labels"
     column: str
     positive: Any
+    #: The other declared label value. A label that is neither is a validation failure (the labels
+    #: file is quarantined), never a silent negative.
+    negative: Any
     delay_days: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _distinct(self):
+        if str(self.positive) == str(self.negative):
+            raise ValueError(f"label.positive and label.negative are both {self.positive!r}")
+        return self
 
 
 class Features(_Strict):

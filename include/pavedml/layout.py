@@ -42,6 +42,12 @@ class Layout:
     def quarantine_dir(self, ds: str, sha: str) -> Path:
         return self.root / "quarantine" / f"dt={ds}" / sha
 
+    def labels_validation_dir(self, ds: str, sha: str) -> Path:
+        return self.root / "validation" / "labels" / f"dt={ds}" / sha
+
+    def labels_quarantine_dir(self, ds: str, sha: str) -> Path:
+        return self.root / "quarantine" / "labels" / f"dt={ds}" / sha
+
     @property
     def quarantine_root(self) -> Path:
         return self.root / "quarantine"

@@ -71,14 +71,17 @@ def _psi_lines(layout: Layout) -> list[str]:
 
 
 def _quarantine_lines(layout: Layout) -> list[str]:
-    found = sorted(p for p in layout.quarantine_root.glob("dt=*/*") if p.is_dir()) if layout.quarantine_root.exists() \
-        else []
+    root = layout.quarantine_root
+    found = [p for pattern in ("dt=*/*", "labels/dt=*/*") for p in root.glob(pattern) if p.is_dir()] \
+        if root.exists() else []
+    found.sort(key=lambda p: (p.parent.name, p.name))
     lines = []
     for q in found[-8:]:
         reason = "validation_failed"
         if (q / "reason.json").exists():
             reason = json.loads((q / "reason.json").read_text())["reason"]
-        lines.append(f"  {q.parent.name} {q.name[:12]}  {reason}  {q}")
+        what = "labels " if q.parent.parent.name == "labels" else ""
+        lines.append(f"  {what}{q.parent.name} {q.name[:12]}  {reason}  {q}")
     return lines or ["  none"]
 
 

@@ -46,6 +46,8 @@ def load_labels(ctx: StepContext, window_days: int):
     """Labels known by the end of ``ds``: every labels partition dt <= ds within the window."""
     import pandas as pd
 
+    from pavedml.validation import validate_labels
+
     uc = ctx.use_case
     ds = date.fromisoformat(ctx.require_ds())
     frames, sources = [], []
@@ -56,9 +58,7 @@ def load_labels(ctx: StepContext, window_days: int):
             if storage.exists(uri):
                 data = storage.read_bytes(uri)
                 df = pd.read_parquet(io.BytesIO(data)) if fmt == "parquet" else pd.read_csv(io.BytesIO(data), dtype=str)
-                missing = {uc.entity.key, uc.label.column, "snapshot_date"} - set(df.columns)
-                if missing:
-                    raise TrainingDataError(f"labels file {uri} lacks column(s) {', '.join(sorted(missing))}")
+                validate_labels(ctx, uri, data, df)  # stops (and quarantines) on a broken contract
                 frames.append(df)
                 sources.append({"uri": uri, "sha256": hashlib.sha256(data).hexdigest()})
                 break
@@ -245,8 +245,9 @@ def make_pipeline(uc: UseCase, overrides: dict | None = None):
 
 
 def train_challenger(ctx: StepContext):
-    from pavedml.tracking import log_and_register
+    from pavedml.tracking import log_and_register, setup
 
+    setup(ctx)  # fail fast (TrackingUnavailableError, exit 1) before minutes of fitting, not after
     uc = ctx.use_case
     overrides = ctx.params.get("hyperparameters") or {}
     if isinstance(overrides, str):

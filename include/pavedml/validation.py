@@ -246,3 +246,75 @@ def require_validated(ctx: StepContext, sha: str) -> None:
     if not path.exists() or not storage.read_json(str(path)).get("success"):
         raise ValidationFailedError(f"snapshot {sha[:12]} of {ctx.ds} has not passed validation ({path})",
                                     details={"next": "run validate_raw_batch for this interval"})
+
+
+def labels_suite(uc: UseCase, present_columns: list[str]) -> list[dict]:
+    """The labels contract: entity key, label and snapshot date present and non-null, the label one
+    of the declared values (``label.positive`` / ``label.negative``), one label per entity and day."""
+    key, col = uc.entity.key, uc.label.column
+    specs = []
+    for name in (key, col, "snapshot_date"):
+        specs.append(_exp("expect_column_to_exist", column=name))
+        if name in present_columns:
+            specs.append(_exp("expect_column_values_to_not_be_null", column=name))
+    if col in present_columns:
+        specs.append(_exp("expect_column_values_to_be_in_set", column=col,
+                          value_set=[str(uc.label.positive), str(uc.label.negative)]))
+    if key in present_columns and "snapshot_date" in present_columns:
+        specs.append(_exp("expect_compound_columns_to_be_unique", column_list=[key, "snapshot_date"]))
+    if "snapshot_date" in present_columns:
+        specs.append(_exp("expect_column_values_to_match_regex", column="snapshot_date",
+                          regex=r"^\d{4}-\d{2}-\d{2}"))
+    return specs
+
+
+def validate_labels(ctx: StepContext, uri: str, data: bytes, df) -> None:
+    """Run the labels suite on one landed labels file, once per content hash (the result is kept
+    under ``validation/labels/dt=<day>/<sha>/``). On failure the file and the report are copied to
+    ``quarantine/labels/dt=<day>/<sha>/`` and the step stops: a label outside the declared values
+    is never read as a negative."""
+    import hashlib
+    import re
+
+    sha = hashlib.sha256(data).hexdigest()
+    m = re.search(r"/dt=(\d{4}-\d{2}-\d{2})/", uri)
+    day = m.group(1) if m else "unknown"
+    vdir = ctx.layout.labels_validation_dir(day, sha)
+    result_path = vdir / "result.json"
+    if result_path.exists():
+        result = storage.read_json(str(result_path))
+    else:
+        os.environ.setdefault("TQDM_DISABLE", "1")
+        frame = df.copy()
+        label = ctx.use_case.label.column
+        if label in frame.columns:  # compare as text, as the declared values are compared
+            frame[label] = frame[label].astype("string")
+        if "snapshot_date" in frame.columns:
+            frame["snapshot_date"] = frame["snapshot_date"].astype("string")
+        specs = labels_suite(ctx.use_case, list(frame.columns))
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        rundir = vdir / "runs" / stamp
+        with storage.atomic_dir(rundir) as tmp:
+            result = run_suite(frame, specs, tmp / "data_docs", run_name=f"{ctx.use_case.name}-labels-{day}-{sha[:12]}")
+            result["data_docs"] = result["data_docs"].replace(str(tmp.resolve()), str(rundir))
+            result.update(sha256=sha, ds=day, source_uri=uri, dag_run=ctx.run_id, validated_at=stamp)
+            storage.write_json(str(tmp / "result.json"), result)
+        storage.write_json(str(result_path), result)
+    if result["success"]:
+        return
+    errors = [e for e in result["expectations"] if not e["success"] and e["severity"] == "error"]
+    qdir = ctx.layout.labels_quarantine_dir(day, sha)
+    if not (qdir / "reason.json").exists():
+        with storage.atomic_dir(qdir) as tmp:
+            (tmp / uri.rsplit("/", 1)[-1]).write_bytes(data)
+            shutil.copytree(vdir, tmp / "report", ignore=shutil.ignore_patterns(".tmp-*", ".old-*"))
+            storage.write_json(str(tmp / "reason.json"), {
+                "reason": "validation_failed", "what": "labels", "source_uri": uri, "sha256": sha,
+                "dag_run": ctx.run_id, "quarantined_at": datetime.now(UTC).isoformat()})
+    raise ValidationFailedError(
+        f"labels file {uri} ({sha[:12]}) failed {len(errors)} expectation{'s' if len(errors) > 1 else ''}: "
+        + ", ".join(sorted({e['column'] or 'table' for e in errors})),
+        details={"evidence": [describe(e) for e in errors], "report": result["data_docs"], "quarantine": str(qdir),
+                 "next": f"re-deliver the labels with {ctx.use_case.label.column} in "
+                         f"[{ctx.use_case.label.positive!r}, {ctx.use_case.label.negative!r}] "
+                         "(or fix label.negative in the use-case file), then clear build_training_set"})
