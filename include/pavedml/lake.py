@@ -16,7 +16,12 @@ that is recoverable. Pull and push hold an exclusive file lock, so parallel step
 never interleave their bookkeeping.
 
 Local Feast state (``feast/``) is not synced: the production profile keeps the Feast registry in
-PostgreSQL and the online store in Redis.
+PostgreSQL and the online store in Redis. Lock files (``*.lock``) are per host and never synced.
+
+Two working copies that change the same file overwrite each other's change (last push wins), so
+a record several hosts add to is kept one file per record: the promotion ledger is
+``registry/ledger/<time>-<digest>.json``, and its readable view ``registry/ledger.jsonl`` is
+rebuilt from those files after a pull that brought any (pavedml.registry).
 """
 
 from __future__ import annotations
@@ -43,6 +48,11 @@ LOCK_FILE = ".lake.lock"
 LOCAL_ONLY = frozenset({"feast"})
 #: Name prefixes of temporary files and folders (atomic writes in progress, bookkeeping).
 TEMP_PREFIXES = (".tmp-", ".old-", ".lake")
+#: Name suffixes of per-host lock files.
+LOCAL_SUFFIXES = (".lock",)
+#: The promotion ledger's view and its entry files (pavedml.layout.Layout.ledger, pavedml.registry).
+LEDGER_VIEW = "registry/ledger.jsonl"
+LEDGER_ENTRIES = "registry/ledger/"
 
 
 @dataclass
@@ -63,7 +73,8 @@ def is_synced(rel: str) -> bool:
     parts = rel.split("/")
     if any(p in ("", ".", "..") for p in parts):  # folder markers ("x/") and paths leaving the copy
         return False
-    return parts[0] not in LOCAL_ONLY and not any(p.startswith(TEMP_PREFIXES) for p in parts)
+    return (parts[0] not in LOCAL_ONLY and not any(p.startswith(TEMP_PREFIXES) for p in parts)
+            and not parts[-1].endswith(LOCAL_SUFFIXES))
 
 
 class Lake:
@@ -142,6 +153,10 @@ class Lake:
                 entry = state.get(rel)
                 if entry and entry["etag"] == etag:  # unchanged in the lake; a local change is the push's
                     continue
+                if rel == LEDGER_VIEW and path.exists():  # its lines not yet in entry files become files first
+                    from pavedml.registry import rebuild_ledger
+
+                    rebuild_ledger(path)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex[:8]}"
                 try:
@@ -162,6 +177,10 @@ class Lake:
                     del state[rel]
                     stats.deleted += 1
                 # else: changed here since; the next push uploads it again
+            if any(rel == LEDGER_VIEW or rel.startswith(LEDGER_ENTRIES) for rel in stats.files):
+                from pavedml.registry import rebuild_ledger
+
+                rebuild_ledger(self.root / LEDGER_VIEW)  # the next push uploads the merged view
         stats.seconds = time.perf_counter() - started
         log.info("%s (%s -> %s)", stats.line(), self.uri, self.root)
         return stats

@@ -33,12 +33,14 @@ STEP_ENV_FIXED = {
 }
 #: Names that carry secrets: passed to containers as private (unrendered) environment.
 SECRET_MARKERS = ("PASSWORD", "SECRET", "TOKEN", "_KEY", "CREDENTIAL")
+#: Settings whose value is a URL that carries a password: private too, whatever their name says.
+SECRET_NAMES = ("PAVEDML_LOCK_URL",)
 FORBIDDEN_STEP_ENV = ("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_", "_AIRFLOW_")
 
 
 def is_secret_name(name: str) -> bool:
     upper = name.upper()
-    return any(marker in upper for marker in SECRET_MARKERS)
+    return upper in SECRET_NAMES or any(marker in upper for marker in SECRET_MARKERS)
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,10 @@ class Settings:
     #: Airflow connection (login = access key id, password = secret key, extra endpoint_url) for
     #: S3; empty: the worker's own AWS_* variables.
     aws_conn_id: str = field(metadata={"env": "PAVEDML_AWS_CONN_ID"})
+    #: PostgreSQL URL (``postgresql://user:password@host/db``, a SQLAlchemy ``+psycopg2`` form is
+    #: accepted) of the lock server every host shares: champion moves take an advisory lock there.
+    #: Empty: a file lock in the data root, safe on one host only (pavedml.registry).
+    lock_url: str = field(default="", metadata={"env": "PAVEDML_LOCK_URL"})
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -111,6 +117,7 @@ class Settings:
             python=env.get("PAVEDML_PYTHON", "python"),
             mlflow_conn_id=env.get("PAVEDML_MLFLOW_CONN_ID", ""),
             aws_conn_id=env.get("PAVEDML_AWS_CONN_ID", ""),
+            lock_url=env.get("PAVEDML_LOCK_URL", "").strip(),
         )
 
     @classmethod

@@ -129,3 +129,41 @@ def test_steps_run_on_a_working_copy_of_the_lake(lake_env, tmp_path, monkeypatch
     assert down.returncode == 1
     assert "FAILED validate_raw_batch [lake_unavailable]" in down.stderr
     assert "s3://lake/pavedml/telco_churn" in down.stderr
+
+
+def test_ledger_entries_of_two_working_copies_are_never_lost(lake_env, tmp_path, monkeypatch):
+    """Two hosts each append a promotion entry to their own working copy and push: the lake must
+    hold both (no unconditional put of one shared file), and a pull gives each host both, in its
+    readable ledger.jsonl too."""
+    from pavedml.context import StepContext
+    from pavedml.lake import Lake
+    from pavedml.registry import append_ledger, read_ledger
+    from pavedml.settings import get_settings
+
+    def host(name: str, to_version: str) -> Lake:
+        monkeypatch.setenv("PAVEDML_DATA_ROOT", str(tmp_path / name))
+        get_settings.cache_clear()
+        ctx = StepContext.build("telco_churn", "2025-01-08", run_id=f"manual__{name}")
+        lake = Lake("s3://lake/pavedml/telco_churn", tmp_path / name / "telco_churn")
+        lake.pull()
+        append_ledger(ctx, {"action": "promoted", "from_version": None, "to_version": to_version})
+        return lake
+
+    try:
+        a, b = host("host-a", "1"), host("host-b", "2")  # both pulled before either pushed
+        a.push()
+        b.push()
+        assert not any(k.endswith(".lock") for k in keys(lake_env))  # per-host locks stay local
+        for lake in (a, b):
+            lake.pull()
+            view = lake.root / "registry/ledger.jsonl"
+            assert sorted(e["to_version"] for e in read_ledger(view)) == ["1", "2"], lake.root
+            assert sorted(json.loads(x)["run_id"] for x in view.read_text().splitlines()) == \
+                ["manual__host-a", "manual__host-b"]
+        # the merged views go back to the lake; a third, fresh host sees both entries
+        a.push()
+        c = Lake("s3://lake/pavedml/telco_churn", tmp_path / "host-c" / "telco_churn")
+        c.pull()
+        assert len(read_ledger(c.root / "registry/ledger.jsonl")) == 2
+    finally:
+        get_settings.cache_clear()
