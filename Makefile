@@ -92,7 +92,7 @@ image:  ## build the task, Airflow and MLflow images (tag = git commit; needs a 
 image-local: install  ## without a registry: start dockerd if none runs, make the Debian base image, build pavedml-task:<commit> offline
 	$(PY) deploy/docker_local.py up
 
-docker-down:  ## stop the dockerd that image-local started (never one it found running)
+docker-down:  ## stop the dockerd that image-local started (never one it found running), with all it started
 	$(PY) deploy/docker_local.py down
 
 up: image  ## start the production stack (docker-compose.yaml); UIs on 127.0.0.1 only

@@ -2,11 +2,13 @@
 and the `docker` test suite).
 
     python deploy/docker_local.py up      # engine (started if none runs), base image, wheelhouse, task image
-    python deploy/docker_local.py down    # stop the engine if `up` started it
+    python deploy/docker_local.py down    # stop the engine if `up` started it, with all it started
 
 1. Engine: if `docker info` fails, start `dockerd --iptables=false --bridge=none` (root needed;
    containers then use host networking only, so all test traffic stays on loopback) and remember
-   its pid in var/docker/dockerd.pid, so `down` stops only what `up` started.
+   its pid in var/docker/dockerd.pid, so `down` stops only what `up` started. dockerd leads a
+   session of its own; `down` sends it SIGTERM (it stops its containers and containerd), waits
+   30 s, then SIGKILLs whatever of its session and descendants is left (include/pavedml/procs.py).
 2. Base image `pavedml-base:bookworm-py311`, made once and reused: `debootstrap --variant=minbase
    --include=python3,python3-venv,ca-certificates bookworm` from the Debian mirror apt uses, then
    `docker import`. Nothing is ever pulled.
@@ -20,11 +22,11 @@ Every failure says what failed and where its log is. Standard library only.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -38,6 +40,15 @@ BASE_IMAGE = "pavedml-base:bookworm-py311"
 WHEELHOUSE = REPO / "wheelhouse"
 PIN_FILES = (REPO / "requirements.txt", REPO / "deploy" / "requirements-mlflow.txt")
 BUILD_TOOLS = ("setuptools>=68", "wheel")
+STOP_GRACE_SECONDS = 30.0
+
+
+def _procs():
+    """include/pavedml/procs.py, loaded by path (standard library only; no venv needed)."""
+    spec = importlib.util.spec_from_file_location("pavedml_procs", REPO / "include" / "pavedml" / "procs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 class DockerLocalError(RuntimeError):
@@ -78,9 +89,9 @@ def start_engine(timeout: float = 90) -> bool:
         raise DockerLocalError("no Docker engine runs and starting dockerd needs root")
     STATE.mkdir(parents=True, exist_ok=True)
     log = STATE / "dockerd.log"
-    proc = subprocess.Popen([dockerd, "--iptables=false", "--bridge=none"], stdout=log.open("ab"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    PIDFILE.write_text(str(proc.pid))
+    with log.open("ab") as out:
+        proc = _procs().start([dockerd, "--iptables=false", "--bridge=none"], stdout=out, stderr=subprocess.STDOUT)
+    PIDFILE.write_text(f"{proc.pid} {_procs().start_time(proc.pid) or 0}")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -93,24 +104,21 @@ def start_engine(timeout: float = 90) -> bool:
     raise DockerLocalError(f"dockerd did not answer within {timeout}s; see {log}")
 
 
-def stop_engine() -> bool:
-    """Stop the dockerd that start_engine started (never one it found running)."""
+def stop_engine(grace: float = STOP_GRACE_SECONDS) -> bool:
+    """Stop the dockerd that start_engine started (never one it found running) and everything it
+    started: SIGTERM to dockerd, then after ``grace`` seconds SIGKILL to what is left of its session
+    (containerd, shims and their children included). False when nothing of it was running."""
     if not PIDFILE.exists():
         return False
-    pid = int(PIDFILE.read_text())
+    pid, _, started = PIDFILE.read_text().strip().partition(" ")
+    sid, started = int(pid), int(started or 0) or None
+    procs = _procs()
+    running = procs.ours(sid, started) and bool(procs.members([sid]))
+    left = procs.stop(sid, grace, term_all=False, started=started) if running else []
+    if left:
+        raise DockerLocalError(f"dockerd's processes still alive after SIGKILL: {left}")
     PIDFILE.unlink()
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    for _ in range(60):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.5)
-    os.kill(pid, signal.SIGKILL)
-    return True
+    return running
 
 
 def image_exists(tag: str) -> bool:

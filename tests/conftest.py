@@ -44,6 +44,27 @@ def pytest_unconfigure(config):
         shutil.rmtree(SESSION_ROOT, ignore_errors=True)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_sessionfinish(session):
+    """After every teardown: a process a test started (tests/helpers/procs.py) that is still alive
+    is named, stopped (SIGTERM, then SIGKILL) and fails the run."""
+    result = yield
+    procs = sys.modules.get("tests.helpers.procs")
+    left = procs.sweep() if procs else []
+    if left:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        say = reporter.write_line if reporter else lambda line, **_: print(line, file=sys.stderr)
+        if reporter:
+            reporter.write_line("")  # ends the progress line
+            reporter.write_sep("=", "processes left behind", red=True)
+        say(f"FAILED: {len(left)} process group(s) started by the tests outlived them (stopped now):", red=True)
+        for line in left:
+            say(f"  {line}", red=True)
+        if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    return result
+
+
 @pytest.fixture(autouse=True)
 def _fresh_settings():
     from pavedml.settings import get_settings

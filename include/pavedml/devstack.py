@@ -9,6 +9,10 @@ MLflow UI over the local profile's stores, from a plain shell. Ctrl-C stops ever
   credential; ``AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS`` set by you is kept).
 * If a component dies (now or later) it says which, with the end of its log, stops the others and
   exits 1. Component logs: ``$AIRFLOW_HOME/devstack/<component>.log``.
+* Stopping (Ctrl-C, SIGTERM, a closed terminal, a component's death) stops each component's whole
+  session (``pavedml.procs``): the LocalExecutor workers and the tasks they run, which Airflow
+  moves into process groups of their own, included; SIGKILL after ``STOP_GRACE_SECONDS``. If this
+  process is killed outright (SIGKILL), a watchdog process does the same.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from pavedml import procs
 
 SIMPLE_AUTH = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
@@ -89,12 +95,18 @@ class Stack:
         self.mlflow_port = mlflow_port
         self.logs = home / "devstack"
         self.procs: dict[str, subprocess.Popen] = {}
+        self.started: dict[int, int | None] = {}  # session id -> its leader's start time
+        self._guard: procs.Guard | None = None
 
     def _start(self, name: str, argv: list[str], env: dict[str, str]) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
+        if self._guard is None:
+            self._guard = procs.Guard(STOP_GRACE_SECONDS)
         with (self.logs / f"{name}.log").open("ab") as log:
-            self.procs[name] = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                                stdin=subprocess.DEVNULL, start_new_session=True)
+            self.procs[name] = proc = procs.start(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                                  stdin=subprocess.DEVNULL)
+        self.started[proc.pid] = procs.start_time(proc.pid)
+        self._guard.watch(proc.pid)
         # each component leads its own session: its pid is the session id of everything it starts
         (self.logs / "sessions.json").write_text(json.dumps({n: p.pid for n, p in self.procs.items()}))
 
@@ -159,33 +171,19 @@ class Stack:
         text = log.read_text(errors="replace") if log.exists() else ""
         return f"{name} exited with code {code}; the end of {log}:\n{tail_text(text)}"
 
-    def stop(self) -> None:
-        """SIGTERM to every component's process group, SIGKILL after the grace period. A second
-        Ctrl-C while stopping does not cut this short (the components would outlive us)."""
+    def stop(self) -> list[int]:
+        """SIGTERM to every process of every component's session (and to their descendants that
+        left it), SIGKILL after the grace period. A second Ctrl-C while stopping does not cut this
+        short (the components would outlive us). Returns the pids that survived SIGKILL."""
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                _signal_group(proc, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-            _signal_group(proc, signal.SIGKILL)  # also children left behind by a clean exit
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-
-
-def _signal_group(proc: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+        left = procs.stop_all(self.started, STOP_GRACE_SECONDS, procs=self.procs.values())
+        if self._guard is not None:
+            if not left:
+                for sid in self.started:
+                    self._guard.forget(sid)
+            self._guard.close()
+        return left
 
 
 def tail_text(text: str, lines: int = 15) -> str:
@@ -243,7 +241,8 @@ def main() -> int:
         print("stopping ...", flush=True)
         return 0
     finally:
-        stack.stop()
+        if left := stack.stop():
+            print(f"make airflow: still alive after SIGKILL: {', '.join(map(str, left))}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import json
 import pytest
 
 from tests.conftest import REPO
+from tests.helpers import procs
 
 
 def docker_local():
@@ -28,6 +29,8 @@ def task_image():
     except dl.DockerLocalError as exc:
         pytest.fail(f"the docker runtime suite needs a Docker engine and the task image: {exc}", pytrace=False)
     print("docker_local:", json.dumps(info))
+    if info["engine_started"]:  # the session's end check and the watchdog know it too
+        procs.register("dockerd", int(dl.PIDFILE.read_text().split()[0]))
     # step containers left by an earlier run that was killed (its teardown never ran) would make
     # every "no container left behind" check fail: start from none, so those checks see only ours
     leftovers = step_containers()

@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.firsthour.test_ways_to_run import plain_env, second_use_case
+from tests.helpers import procs
 from tests.helpers.standalone import free_port
 
 pytestmark = pytest.mark.firsthour
@@ -91,8 +92,8 @@ def test_make_airflow_from_a_plain_shell_on_other_ports(tmp_path):
     assert "/.venv/bin" not in env["PATH"]
     marker = f"AIRFLOW_HOME={tmp_path / 'airflow'}"
     out = (tmp_path / "make-airflow.out").open("w+")
-    proc = subprocess.Popen(["make", "-s", "-C", str(REPO), "airflow"], env=env, stdout=out,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = procs.spawn("make airflow", ["make", "-s", "-C", str(REPO), "airflow"], env=env, stdout=out,
+                       stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 300
         text = ""
@@ -152,9 +153,7 @@ def test_make_airflow_from_a_plain_shell_on_other_ports(tmp_path):
         assert "Traceback" not in text.split("make airflow: triggerer exited")[0][-200:]
         assert not wait_gone(marker), [cmdline(p) for p in processes_with(marker)]
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=60)
+        procs.stop(proc)
         kill_all(marker)
 
 
@@ -164,8 +163,8 @@ def test_make_airflow_stops_everything_on_ctrl_c(tmp_path):
     marker = f"AIRFLOW_HOME={tmp_path / 'airflow'}"
     out = tmp_path / "make-airflow.out"
     with out.open("w") as fh:
-        proc = subprocess.Popen(["make", "-s", "-C", str(REPO), "airflow"], env=env, stdout=fh,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = procs.spawn("make airflow", ["make", "-s", "-C", str(REPO), "airflow"], env=env, stdout=fh,
+                           stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and "Airflow UI" not in out.read_text():
@@ -176,6 +175,7 @@ def test_make_airflow_stops_everything_on_ctrl_c(tmp_path):
         assert proc.wait(timeout=90) in (0, 2, -signal.SIGINT), out.read_text()
         assert not wait_gone(marker), [cmdline(p) for p in processes_with(marker)]
     finally:
+        procs.stop(proc)
         kill_all(marker)
 
 

@@ -29,6 +29,7 @@ import urllib.request
 from pathlib import Path
 
 from tests.conftest import REPO
+from tests.helpers import procs
 from tests.helpers.standalone import free_port
 
 PG = {"host": "127.0.0.1", "port": int(os.environ.get("PAVEDML_TEST_PGPORT", "5432")), "user": "postgres"}
@@ -96,13 +97,11 @@ class ProductionServices:
         return self
 
     def stop(self) -> None:
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
+        for proc in reversed(self.procs):  # each with its whole session; SIGKILL after the grace period
+            try:
+                procs.stop(proc)
+            except RuntimeError as exc:  # still registered: the session's end check names it too
+                print(f"could not stop {proc.args[:2]}: {exc}", file=sys.stderr)
         self.procs.clear()
         for db in self.created_dbs:
             try:
@@ -144,8 +143,8 @@ class ProductionServices:
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, Path]:
         log = self.workdir / f"{name}.log"
-        proc = subprocess.Popen(argv, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                                start_new_session=True, cwd=self.workdir)
+        with log.open("w") as out:  # the child keeps its own descriptor
+            proc = procs.spawn(name, argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=self.workdir)
         self.procs.append(proc)
         return proc, log
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 from tests.conftest import REPO
+from tests.helpers import procs
 
 
 def free_port() -> int:
@@ -69,8 +69,8 @@ class Standalone:
     def start(self, timeout: float = 240) -> Standalone:
         """Start and wait until the scheduler is healthy; on any failure stop what was started."""
         with (self.home / "standalone.log").open("w") as log:  # the child keeps its own descriptor
-            self.proc = subprocess.Popen([sys.executable, "-m", "airflow", "standalone"], env=self.env,
-                                         cwd=self.home, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = procs.spawn("airflow standalone", [sys.executable, "-m", "airflow", "standalone"],
+                                    env=self.env, cwd=self.home, stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
@@ -91,24 +91,9 @@ class Standalone:
             raise
 
     def stop(self) -> None:
-        """SIGTERM to standalone's process group, then SIGKILL to whatever of it is left: the
-        scheduler's LocalExecutor workers outlive a clean exit of standalone otherwise."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=30)
+        """Stop standalone's whole session: its components, the LocalExecutor workers and the
+        tasks they run (each task in a process group of its own); SIGKILL after the grace period."""
+        procs.stop(self.proc)
 
     # -- REST API (v2), as the admin user
     def token(self) -> str:
@@ -175,4 +160,6 @@ if __name__ == "__main__":
     try:
         s.proc.wait()
     except KeyboardInterrupt:
+        pass
+    finally:
         s.stop()
