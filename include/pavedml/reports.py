@@ -7,6 +7,9 @@
   (charts and the GX logo), so a page opens complete on a network without internet.
 * A promotion decision (``decision.md``, next to ``decision.json``) renders as an HTML page with its
   metric table; the promotion ledger (``ledger.jsonl``) as a table, newest entry first.
+* :func:`find_report` says whether a path under the data root is a report the pipeline wrote (and
+  which DAGs' readers may open it); everything else there (landing files, snapshots, features,
+  predictions, the alerts file, histories) is data, never served.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from __future__ import annotations
 import html
 import json
 import re
+from dataclasses import dataclass
+from pathlib import PurePosixPath
 
 STATIC_PREFIX = "/pavedml/static"
 #: static package name in URLs -> the xstatic module holding it
@@ -130,3 +135,76 @@ def ledger_page(jsonl: str, title: str) -> str:
         body.append("<tr>" + "".join(cells) + "</tr>")
     body.append("</tbody></table>")
     return page(title, "\n".join(body))
+
+
+#: A use case's name (the same pattern as pavedml.config.NAME_RE, which needs pydantic).
+USE_CASE_NAME = re.compile(r"^[a-z][a-z0-9_]{1,40}$")
+#: What a GX Data Docs site holds: pages, their styles, scripts, images and fonts, and result JSON.
+DATA_DOCS_SUFFIXES = (".html", ".json", ".css", ".js", ".png", ".svg", ".ico", ".gif", ".woff", ".woff2", ".ttf",
+                      ".otf")
+#: Drift reports in ``drift/dt=<ds>/`` (the PSI history CSV and retrain requests beside them are data).
+DRIFT_FILES = ("report.json", "evidently.html", "psi_table.txt")
+#: Readers of one of these pipelines' DAGs (``<use case>_<pipeline>``) may open the area's reports.
+AREA_PIPELINES = {
+    "validation": ("feature_pipeline",),
+    "drift": ("drift_monitor",),
+    "training": ("training_pipeline",),
+    "registry": ("training_pipeline", "model_rollback"),
+}
+_ODD = re.compile(r"[\x00-\x1f\x7f\\\ud800-\udfff\ufffd]")  # control, backslash, bytes that were not UTF-8
+
+
+@dataclass(frozen=True)
+class Report:
+    """A report file: ``path`` relative to the data root, how it is shown (``view``: ``file``,
+    ``html`` (Data Docs or Evidently: assets made local), ``markdown`` or ``ledger`` (page only))."""
+
+    path: str
+    use_case: str
+    area: str
+    view: str
+
+    @property
+    def dag_ids(self) -> tuple[str, ...]:
+        """The DAGs whose readers may open it (``UseCase.dag_id``: ``<use case>_<pipeline>``)."""
+        return tuple(f"{self.use_case}_{p}" for p in AREA_PIPELINES[self.area])
+
+
+def find_report(path: str) -> Report | None:
+    """The report at ``path`` (relative to the data root, ``/``-separated), or None when the path is
+    not one the pipeline writes reports to. Judged on the name alone (never the disk), so the answer
+    tells nothing about what exists:
+
+    * ``<uc>/validation/...``: the validation result JSON and GX Data Docs (pages and their assets);
+    * ``<uc>/drift/dt=<ds>/``: ``report.json``, ``evidently.html``, ``psi_table.txt``; and
+      ``<uc>/drift/psi_history.png``;
+    * ``<uc>/training/<run>/decision.json`` and ``decision.md``;
+    * ``<uc>/registry/ledger.jsonl``, as a page only.
+
+    Refused: empty, ``.`` and ``..`` parts, hidden parts (``.tmp-*`` folders being written), control
+    characters (``%00``), backslashes, bytes that were not UTF-8 (``%ff``)
+    and names longer than a file system allows.
+    """
+    if not isinstance(path, str) or _ODD.search(path):
+        return None
+    parts = path.split("/")
+    if len(parts) < 3 or len(path.encode()) > 4096 or any(not p or p.startswith(".") or len(p.encode()) > 255
+                                                          for p in parts):
+        return None
+    use_case, area, *rest = parts
+    name = parts[-1]
+    suffix = PurePosixPath(name).suffix.lower()
+    if not USE_CASE_NAME.fullmatch(use_case) or area not in AREA_PIPELINES:
+        return None
+    view = None
+    if area == "validation" and suffix in DATA_DOCS_SUFFIXES:
+        view = "html" if suffix == ".html" else "file"
+    elif area == "drift" and len(rest) == 2 and rest[0].startswith("dt=") and name in DRIFT_FILES:
+        view = "html" if suffix == ".html" else "file"
+    elif area == "drift" and rest == ["psi_history.png"]:
+        view = "file"
+    elif area == "training" and len(rest) == 2 and name in ("decision.json", "decision.md"):
+        view = "markdown" if suffix == ".md" else "file"
+    elif area == "registry" and rest == ["ledger.jsonl"]:
+        view = "ledger"
+    return None if view is None else Report(path=path, use_case=use_case, area=area, view=view)

@@ -1,5 +1,5 @@
-"""Task links reach the evidence, and the report app serves report files only, only to signed-in
-users, never outside the data root."""
+"""Task links reach the evidence, and the report app serves report files only, only to users who may
+read their DAGs, never outside the data root (more in test_reports_app.py)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ def root(tmp_path, monkeypatch):
     (root / "uc/drift/dt=2025-01-09").mkdir(parents=True)
     (root / "uc/drift/dt=2025-01-09/evidently.html").write_text("<html>evidently</html>")
     (root / "uc/registry").mkdir(parents=True)
-    (root / "uc/registry/decision.json").write_text('{"outcome": "promote"}')
+    (root / "uc/training/run1").mkdir(parents=True)
+    (root / "uc/training/run1/decision.json").write_text('{"outcome": "promote"}')
     (root / "uc/features/dt=2025-01-09").mkdir(parents=True)
     (root / "uc/features/dt=2025-01-09/part-0.parquet").write_bytes(b"PAR1 data")
     (tmp_path / "secret.html").write_text("outside")
@@ -44,26 +45,23 @@ def test_links_from_results(root):
         "mlflow": "http://mlflow.example:5000/#/models/telco%20churn/versions/3"}
     drift = links_for({"evidently_report": str(root / "uc/drift/dt=2025-01-09/evidently.html")})
     assert drift == {"evidently": "/pavedml/reports/uc/drift/dt%3D2025-01-09/evidently.html"}
-    decision = links_for({"model_name": "m", "challenger_version": "4", "record": str(root / "uc/registry/decision.json")})
-    assert decision["decision"] == "/pavedml/reports/uc/registry/decision.json"
+    decision = links_for({"model_name": "m", "challenger_version": "4",
+                          "record": str(root / "uc/training/run1/decision.json")})
+    assert decision["decision"] == "/pavedml/reports/uc/training/run1/decision.json"
     assert decision["mlflow"].endswith("/#/models/m/versions/4")
     assert links_for({"report": str(root.parent / "secret.html")}) == {}  # outside the data root: no link
 
 
 def test_report_app_serves_reports_to_signed_in_users_only(root):
-    from airflow.api_fastapi.core_api.security import get_user
     from fastapi.testclient import TestClient
 
-    pavedml_ui = _plugin()
-    app = pavedml_ui.create_report_app()
-    anonymous = TestClient(app)
+    anonymous = TestClient(_plugin().create_report_app())
     assert anonymous.get("/reports/uc/drift/dt=2025-01-09/evidently.html").status_code in (401, 403)
 
-    app.dependency_overrides[get_user] = lambda: object()
-    client = TestClient(app)
+    client = _client(root)
     ok = client.get("/reports/uc/drift/dt%3D2025-01-09/evidently.html")
     assert ok.status_code == 200 and "evidently" in ok.text
-    assert client.get("/reports/uc/registry/decision.json").json() == {"outcome": "promote"}
+    assert client.get("/reports/uc/training/run1/decision.json").json() == {"outcome": "promote"}
     assert client.get("/reports/uc/features/dt=2025-01-09/part-0.parquet").status_code == 404  # data, not a report
     assert client.get("/reports/../secret.html").status_code == 404
     assert client.get("/reports/%2E%2E/secret.html").status_code == 404
@@ -87,19 +85,24 @@ def test_each_link_is_labelled_by_what_it_opens(root):
     (docs / "index.html").write_text("<html>docs</html>")
     failed = links_for(None, ["FAILED validate_raw_batch [validation_failed]", f"Report: {docs}"])
     assert failed == {"data_docs": "/pavedml/reports/uc/validation/dt%3D2025-01-09/abc/index.html"}
-    (root / "uc/registry/decision.md").write_text("# Promotion decision: **promote**\n")
+    (root / "uc/training/run1/decision.md").write_text("# Promotion decision: **promote**\n")
     (root / "uc/registry/ledger.jsonl").write_text("{}\n")
-    promoted = links_for({"record": str(root / "uc/registry/decision.json"), "ledger": str(root / "uc/registry/ledger.jsonl")})
-    assert promoted == {"decision": "/pavedml/reports/uc/registry/decision.md",
+    promoted = links_for({"record": str(root / "uc/training/run1/decision.json"),
+                          "ledger": str(root / "uc/registry/ledger.jsonl")})
+    assert promoted == {"decision": "/pavedml/reports/uc/training/run1/decision.md",
                         "ledger": "/pavedml/reports/uc/registry/ledger.jsonl"}
 
 
 def _client(root):
+    """The app for a signed-in Viewer (the simple auth manager's role that may read DAGs)."""
+    from airflow.api_fastapi.app import create_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
     from airflow.api_fastapi.core_api.security import get_user
     from fastapi.testclient import TestClient
 
+    create_auth_manager()
     app = _plugin().create_report_app()
-    app.dependency_overrides[get_user] = lambda: object()
+    app.dependency_overrides[get_user] = lambda: SimpleAuthManagerUser(username="viewer", role="viewer")
     return TestClient(app)
 
 
@@ -109,14 +112,14 @@ def test_decision_and_ledger_open_as_readable_pages(root):
     md = ("# Promotion decision: **keep_champion**\n\ntelco_churn challenger v2 vs champion v1\n\n"
           "| metric | challenger | champion | delta |\n|---|---|---|---|\n| roc_auc | 0.8844 | 0.8934 | -0.0090 |\n\n"
           "Reasons:\n- slice Contract=Two year: roc_auc regressed by 0.0303 (allowed 0.03)\n")
-    (root / "uc/registry/decision.md").write_text(md)
+    (root / "uc/training/run1/decision.md").write_text(md)
     entries = [{"at": "2025-01-08T10:00:00+00:00", "action": "promoted", "model": "m", "from_version": None,
                 "to_version": "1", "reason": "first <model>", "run_id": "manual__1"},
                {"at": "2025-01-09T10:00:00+00:00", "action": "keep_champion", "model": "m", "from_version": "1",
                 "to_version": "1", "challenger_version": "2", "reason": "no uplift", "run_id": "asset_triggered__2"}]
     (root / "uc/registry/ledger.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries) + "not json\n")
     client = _client(root)
-    page = client.get("/reports/uc/registry/decision.md")
+    page = client.get("/reports/uc/training/run1/decision.md")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "<strong>keep_champion</strong>" in page.text
     assert "<th>metric</th>" in page.text and "<td class=num>0.8844</td>" in page.text and "---" not in page.text
@@ -126,7 +129,8 @@ def test_decision_and_ledger_open_as_readable_pages(root):
     rows = ledger.text.split("<tbody>")[1]
     assert rows.index("line 3 is not JSON") < rows.index("asset_triggered__2") < rows.index("manual__1")  # newest first
     assert "first &lt;model&gt;" in rows  # data is escaped, never markup
-    assert client.get("/reports/uc/registry/ledger.jsonl?raw=1").text.startswith('{"at"')
+    assert client.get("/reports/uc/registry/ledger.jsonl?raw=1").status_code == 404  # the page only
+    assert client.get("/reports/uc/training/run1/decision.md?raw=1").text.startswith("# Promotion decision")
 
 
 def test_gx_data_docs_open_without_internet(root):
