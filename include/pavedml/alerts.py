@@ -5,6 +5,10 @@ Every alert is appended to the local JSON-lines alerts file (``PAVEDML_ALERTS_FI
 an on-call engineer can always grep. When ``PAVEDML_ALERT_EMAIL_TO`` is set, it is also e-mailed
 through Airflow's ``SmtpNotifier`` over the SMTP connection ``PAVEDML_ALERT_SMTP_CONN_ID``
 (default ``smtp_default``). The alert's first line names the cause (the step's summary first).
+
+Every record is redacted before it goes anywhere (:func:`pavedml.redact.redact`: no password of a
+URL reaches the file or the mail), and its text is capped at :data:`TEXT_LIMIT` characters with
+the first line kept whole.
 """
 
 from __future__ import annotations
@@ -14,7 +18,12 @@ import json
 import logging
 from datetime import UTC, datetime
 
+from pavedml.redact import clip, redact
+
 log = logging.getLogger(__name__)
+#: Characters of an alert's text (the summary); its first line gets at most FIRST_LINE_LIMIT of them.
+TEXT_LIMIT = 4000
+FIRST_LINE_LIMIT = 1000
 
 
 def _is_final_failure(ti) -> bool:
@@ -71,7 +80,7 @@ def _email(record: dict, context) -> None:
 
 def send(record: dict, context=None) -> dict:
     """Record the alert in the alerts file and e-mail it when configured."""
-    record = {"at": datetime.now(UTC).isoformat(), **record}
+    record = redact({"at": datetime.now(UTC).isoformat(), **record})
     _write_file(record)
     _email(record, context)
     return record
@@ -93,13 +102,24 @@ def on_task_failure(context) -> None:
 
 def failure_text(exc) -> str:
     """The alert's text: a step's whole one-screen summary, else the error itself, its first line
-    first (a template or setup error is named, never only its traceback). Capped at 4000 chars."""
+    first (a template or setup error is named, never only its traceback). Redacted and capped at
+    TEXT_LIMIT chars; the first line is always there, whole up to FIRST_LINE_LIMIT chars."""
     if exc is None:
         return "task failed (no exception recorded: see the task log)"
     text = getattr(exc, "summary", None) or str(exc) or type(exc).__name__
     if not getattr(exc, "summary", None) and type(exc).__name__ not in text.split("\n", 1)[0]:
         text = f"{type(exc).__name__}: {text}"
-    return text[:4000]
+    return cap_text(text)
+
+
+def cap_text(text: str, limit: int = TEXT_LIMIT) -> str:
+    """``text`` redacted, at most ``limit`` chars (plus a marker), its first line kept on top."""
+    first, _, rest = redact(str(text)).partition("\n")
+    first = clip(first, FIRST_LINE_LIMIT)
+    room = max(limit - len(first) - 1, 0)
+    if len(rest) > room:
+        rest = f"{rest[:room]}... ({len(rest)} chars)"
+    return f"{first}\n{rest}" if rest else first
 
 
 async def on_deadline_missed(dag_id: str, expected_minutes: float, context=None, **_) -> None:

@@ -2,7 +2,11 @@
 
 Each pipeline step is one subcommand. Logs go to stderr; the last line of stdout is one JSON
 object (the step's result), which both runtimes push to XCom. A failing step prints a one-screen
-summary to stderr and exits non-zero (2 for configuration errors, 1 otherwise).
+summary to stderr and exits non-zero: 3 when the input or the configuration is wrong (retrying
+cannot help), 1 when a retry may succeed (a service was down, the disk was full), 99 when there
+was nothing to do. A full or read-only data root is a summary too (``storage_full``, exit 1;
+``storage_not_writable``, exit 3), and an unexpected error prints its traceback and exits 1.
+Everything the step writes to stderr is redacted (:mod:`pavedml.redact`).
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ import json
 import logging
 import sys
 import time
+import traceback
 
-from pavedml.errors import PavedMLError
+from pavedml.errors import PavedMLError, storage_error
+from pavedml.redact import redact_urls
 
 log = logging.getLogger("pavedml")
 
@@ -113,11 +119,38 @@ def _emit(result: dict) -> None:
     sys.stdout.flush()
 
 
+class RedactingFormatter(logging.Formatter):
+    """Every log line of a step (ours and the libraries') with URL credentials masked."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_urls(super().format(record))
+
+
+def _storage_failure(exc: BaseException) -> PavedMLError | None:
+    """A full, read-only or forbidden path anywhere in ``exc``'s chain, as a StorageError."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError):
+            try:
+                from pavedml.settings import get_settings
+
+                root = str(get_settings().data_root)
+            except Exception:  # noqa: BLE001 - naming the path is best effort
+                root = "the data root"
+            error = storage_error(exc, root)
+            if error is not None:
+                return error
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     started = time.perf_counter()
     try:
         if args.command in STEPS:
@@ -130,7 +163,11 @@ def main(argv: list[str] | None = None) -> int:
                 result = _resolve(STEPS[args.command][0])(ctx)
         else:
             result = _resolve(COMMANDS[args.command][0])(args)
-    except PavedMLError as exc:
+    except Exception as caught:  # noqa: BLE001 - every failure ends in a summary or a redacted traceback
+        exc = caught if isinstance(caught, PavedMLError) else _storage_failure(caught)
+        if exc is None:  # a bug or an unforeseen error: the traceback, redacted; retryable like Python's exit 1
+            sys.stderr.write(redact_urls(traceback.format_exc()))
+            return 1
         if exc.exit_code == 99:  # nothing to do: not a failure
             sys.stderr.write(f"SKIPPED {args.command}: {exc.message}\n")
             return exc.exit_code

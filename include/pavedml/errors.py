@@ -3,6 +3,10 @@ version that failed and says what the operator can do next."""
 
 from __future__ import annotations
 
+import errno
+
+from pavedml.redact import redact, redact_urls
+
 
 class PavedMLError(Exception):
     """Base class. ``reason`` is a short machine-readable code used in summaries and alerts."""
@@ -12,9 +16,10 @@ class PavedMLError(Exception):
     exit_code = 3
 
     def __init__(self, message: str, *, details: dict | None = None):
+        message = redact_urls(message)  # a URI with a password never reaches a log, summary or alert
         super().__init__(message)
         self.message = message
-        self.details = details or {}
+        self.details = redact(details or {})
 
 
 class ConfigError(PavedMLError):
@@ -60,3 +65,65 @@ class LakeUnavailableError(PavedMLError):
 
     reason = "lake_unavailable"
     exit_code = 1
+
+
+class StorageError(PavedMLError):
+    """The data root (or another local path) could not be written: the disk is full, the quota is
+    used up, the mount is read-only or the worker's user may not write there."""
+
+    reason = "storage_error"
+
+
+class StorageFullError(StorageError):
+    """ENOSPC/EDQUOT. Retryable (exit 1): space comes back when retention runs or an operator frees
+    it, and the retries' back-off gives them that time; the final failure still alerts."""
+
+    reason = "storage_full"
+    exit_code = 1
+
+
+class StorageNotWritableError(StorageError):
+    """EROFS/EACCES/EPERM. Not retryable (exit 3): a read-only mount or a wrong owner is the
+    deployment's configuration, no retry changes it; failing at once alerts at once."""
+
+    reason = "storage_not_writable"
+
+
+#: errno -> (error class, message, what to do next)
+_STORAGE_ERRNOS = {
+    errno.ENOSPC: (StorageFullError, "cannot write {target}: no space left on the device",
+                   "free space on the volume holding {where} or let retention run; the task retries by itself"),
+    errno.EDQUOT: (StorageFullError, "cannot write {target}: disk quota exceeded",
+                   "raise the quota or free space on that volume; the task retries by itself"),
+    errno.EROFS: (StorageNotWritableError, "cannot write {target}: the file system is read-only",
+                  "mount the data root read-write (PAVEDML_DATA_ROOT), then clear the task to rerun it"),
+    errno.EACCES: (StorageNotWritableError, "no access to {target}: permission denied",
+                   "make {where} writable by the worker's user (ls -ld {where}), then clear the task to rerun it"),
+    errno.EPERM: (StorageNotWritableError, "no access to {target}: operation not permitted",
+                  "make {where} writable by the worker's user (ls -ld {where}), then clear the task to rerun it"),
+}
+
+
+def storage_error(exc: OSError, default_path: str = "the data root") -> StorageError | None:
+    """The :class:`StorageError` for a full, read-only or forbidden path, naming it (a failed
+    ``write()`` names no file: then ``default_path``); else None."""
+    known = _STORAGE_ERRNOS.get(exc.errno)
+    if known is None:
+        return None
+    cls, message, next_ = known
+    path = str(exc.filename or default_path)
+    target = f"{path} -> {exc.filename2}" if exc.filename2 else path
+    return cls(f"{message.format(target=target)} ({errno.errorcode.get(exc.errno, exc.errno)})",
+               details={"evidence": [f"{type(exc).__name__}: {exc}"], "next": next_.format(where=_existing(path))})
+
+
+def _existing(path: str) -> str:
+    """``path`` or its nearest folder that exists (the one to check or fix)."""
+    from pathlib import Path
+
+    here = Path(path)
+    if not here.is_absolute():
+        return path
+    while not here.exists() and here.parent != here:
+        here = here.parent
+    return str(here)

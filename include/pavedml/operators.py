@@ -21,10 +21,13 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from pavedml.links import STEP_LINKS
+from pavedml.redact import clip, redact_urls
 
 #: Plumbing a subprocess needs to start at all (not part of the step's contract).
 PLUMBING_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV", "TMPDIR", "PYTHONDONTWRITEBYTECODE")
 STDERR_TAIL_LINES = 60
+#: Characters of one stderr line quoted in a failure message (the UI's error line, the alert).
+TAIL_LINE_LIMIT = 1000
 #: Exit code of a step whose input is wrong (data or config): retrying cannot help.
 EXIT_NO_RETRY = 3
 #: Exit code of a step that found nothing to do: the task is skipped (no Asset event is emitted).
@@ -49,7 +52,8 @@ class StepRejectedInput(AirflowFailException):
 class StepLog:
     """Relays a step's stderr into the task log, a line at a time, keeping a tail for the failure
     message. The step's one-screen failure summary (between two ``RULE`` lines) is logged once, as
-    one ERROR record; everything else at INFO. Shared by every runtime."""
+    one ERROR record; everything else at INFO. Every line is redacted first (a URL's password never
+    reaches the task log, the UI's error line or an alert). Shared by every runtime."""
 
     def __init__(self, logger) -> None:
         from pavedml.summary import RULE
@@ -60,6 +64,7 @@ class StepLog:
         self._block: list[str] | None = None
 
     def line(self, line: str) -> None:
+        line = redact_urls(line)
         self.tail.append(line)
         if line == self.rule:
             if self._block is None:
@@ -122,7 +127,7 @@ class StepProcessMixin:
 
     def run_process(self) -> tuple[int, str, list[str]]:
         """Run the step; stream its stderr into the task log. Returns (exit code, stdout, stderr tail)."""
-        self.log.info("running step: %s", " ".join(self.argv))
+        self.log.info("running step: %s", redact_urls(" ".join(self.argv)))
         if self.runtime == "docker":
             from pavedml.docker_step import sensor_container
 
@@ -205,12 +210,13 @@ def check_exit(argv: list[str], returncode: int, tail: list[str]) -> None:
         raise AirflowSkipException(tail[-1] if tail else "step had nothing to do")
     error = StepRejectedInput if returncode == EXIT_NO_RETRY else StepFailed
     step = argv[3] if len(argv) > 3 else " ".join(argv)
-    summary = last_summary(tail)
+    summary = [clip(line, TAIL_LINE_LIMIT) for line in last_summary(tail)]  # bounded and redacted
     if summary:  # the cause first: it is what the alert and the UI's error line show
         exc = error(f"{summary[0]} (step {step} exited with code {returncode}; its summary is logged above)")
         exc.summary = "\n".join(summary) + f"\n(step {step} exited with code {returncode})"
         raise exc
-    raise error(f"step {step} exited with code {returncode}; last lines of its stderr:\n" + "\n".join(tail))
+    raise error(f"step {step} exited with code {returncode}; last lines of its stderr:\n"
+                + "\n".join(clip(line, TAIL_LINE_LIMIT) for line in tail))
 
 
 def last_summary(lines: list[str]) -> list[str]:

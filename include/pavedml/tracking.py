@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pavedml.context import StepContext
 from pavedml.errors import RegistryError, TrackingUnavailableError
+from pavedml.redact import clip, redact_urls
 from pavedml.results import TrainResult
 
 log = logging.getLogger(__name__)
@@ -56,9 +57,10 @@ def setup(ctx: StepContext):
 
 @contextmanager
 def unavailable_as_error(uri: str):
-    """Turn connection failures into a retryable error that names the server."""
+    """Turn connection failures into a retryable error that names the server (its password masked)."""
     import requests
 
+    uri = redact_urls(uri)
     try:
         yield
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
@@ -66,7 +68,7 @@ def unavailable_as_error(uri: str):
                                        details={"next": "check the MLflow server; the task retries by itself"}) from None
     except Exception as exc:
         if "ConnectionError" in type(exc).__name__ or "Max retries exceeded" in str(exc):
-            raise TrackingUnavailableError(f"MLflow tracking server {uri} is unreachable: {str(exc)[:200]}",
+            raise TrackingUnavailableError(f"MLflow tracking server {uri} is unreachable: {clip(exc, 200)}",
                                            details={"next": "check the MLflow server; the task retries by itself"}) from None
         raise
 
