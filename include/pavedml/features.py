@@ -68,6 +68,28 @@ def compute_features(df, uc: UseCase):
     return out
 
 
+def remove_reader_visible_leftovers(root) -> list[str]:
+    """Temporary folders an earlier version wrote (and a kill left) inside a dataset root: Feast's
+    offline store reads hidden folders too, so one partial file there broke every later read.
+    Nothing writes temporaries there any more (they are staged in ``Layout.staging``)."""
+    import shutil
+    from pathlib import Path
+
+    removed = []
+    root = Path(root)
+    for entry in root.iterdir() if root.is_dir() else ():
+        if entry.name.startswith((".tmp-", ".old-")):
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry.name)
+    if removed:
+        log.warning("removed %d leftover temporary folder(s) of killed writes from %s: %s", len(removed), root,
+                    ", ".join(removed))
+    return removed
+
+
 def build_features(ctx: StepContext) -> FeatureResult:
     import pandas as pd
 
@@ -79,7 +101,8 @@ def build_features(ctx: StepContext) -> FeatureResult:
     require_validated(ctx, sha)
     features = compute_features(pd.read_parquet(snapshot), ctx.use_case)
     partition = ctx.layout.features_partition(ds)
-    with storage.atomic_dir(partition) as tmp:
+    remove_reader_visible_leftovers(ctx.layout.features_root)
+    with storage.atomic_dir(partition, staging=ctx.layout.staging) as tmp:
         features.to_parquet(tmp / PART_FILE, index=False)
         storage.write_json(str(tmp / "_SOURCE.json"), {"sha256": sha, "rows": len(features), "dag_run": ctx.run_id})
     log.info("wrote %d feature rows to %s", len(features), partition)

@@ -115,6 +115,7 @@ def ingest_raw_batch(ctx: StepContext) -> SnapshotResult:
     data = storage.read_bytes(uri)
     sha = hashlib.sha256(data).hexdigest()
     snapshot, manifest = ctx.layout.raw_snapshot(ds, sha), ctx.layout.raw_manifest(ds, sha)
+    storage.sweep_leftovers(ctx.layout.raw_dir(ds), ".tmp-")  # of an earlier ingest that was killed
     created = False
     if manifest.exists() and snapshot.exists():
         log.info("snapshot %s already exists for %s: nothing to do", sha[:12], ds)

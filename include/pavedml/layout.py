@@ -53,6 +53,12 @@ class Layout:
         return self.root / "quarantine"
 
     @property
+    def staging(self) -> Path:
+        """Temporary folders of writes into dataset roots that readers list (features, predictions):
+        same file system as the data, outside every folder a reader looks in."""
+        return self.root / ".tmp-staging"
+
+    @property
     def features_root(self) -> Path:
         return self.root / "features"
 

@@ -40,6 +40,8 @@ CACHE_KIB = 256 * 1024
 
 
 _DONE = object()
+#: Staging folders in the temp dir: ``pavedml-online-stage-<host id>-<pid>-<random>``.
+STAGE_PREFIX = "pavedml-online-stage-"
 
 
 class UnsupportedLayout(ValueError):
@@ -161,7 +163,10 @@ def write_batches(store, feature_view, batches: Iterable, join_key: str,
     plan = _plan(store, feature_view, join_key, timestamp_field)
     n_params = 2 + 2 * len(plan.encoders)
     cols = ", ".join(f"v{i} BLOB, t{i} TEXT" for i in range(len(plan.encoders)))
-    scratch = tempfile.mkdtemp(prefix="pavedml-online-stage-")
+    from pavedml.storage import owner_tag, sweep_leftovers
+
+    sweep_leftovers(tempfile.gettempdir(), STAGE_PREFIX)  # a killed materialize's staging files
+    scratch = tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{owner_tag()}-")
     stager = sqlite3.connect(":memory:", check_same_thread=False)
     writer = sqlite3.connect(plan.db_path, check_same_thread=False, timeout=60)
     # A day's (entity_key, feature_name) index is far larger than SQLite's 2 MiB default page
@@ -179,7 +184,9 @@ def write_batches(store, feature_view, batches: Iterable, join_key: str,
         k: [f"INSERT INTO main.{plan.table} (entity_key, feature_name, value, value_text, event_ts, created_ts) "
             f"SELECT entity_key, ?, v{i}, t{i}, event_ts, NULL FROM s{k}.stage WHERE true "
             "ON CONFLICT(entity_key, feature_name) DO UPDATE SET value = excluded.value, "
-            "value_text = excluded.value_text, event_ts = excluded.event_ts, created_ts = excluded.created_ts"
+            "value_text = excluded.value_text, event_ts = excluded.event_ts, created_ts = excluded.created_ts "
+            # an older day never replaces a newer one (re-materializing day 1 after day 12)
+            "WHERE excluded.event_ts >= event_ts"
             for i in range(len(plan.encoders))]
         for k in (0, 1)
     }

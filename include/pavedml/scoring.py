@@ -70,7 +70,7 @@ def score_customers(ctx: StepContext) -> ScoringResult:
     out["feature_snapshot_sha256"] = sha
     out["scored_at"] = datetime.now(UTC)
     partition = ctx.layout.predictions_partition(ds)
-    with storage.atomic_dir(partition) as tmp:
+    with storage.atomic_dir(partition, staging=ctx.layout.staging) as tmp:
         out.to_parquet(tmp / PART_FILE, index=False)
         storage.write_json(str(tmp / "_SCORED.json"), {"model_name": uc.model.registered_name,
                                                        "model_version": str(mv.version), "rows": len(out),

@@ -68,8 +68,10 @@ def test_killed_build_features_leaves_no_partial_partition(big_batch):
                              env=env, capture_output=True, text=True)
         assert out.returncode == 0, out.stderr[-2000:]
     features = big_batch / "telco_churn/features"
-    assert _kill_when_temp_appears(["build_features", "--use-case", "telco_churn", "--ds", DS], features, env)
+    staging = big_batch / "telco_churn/.tmp-staging"  # temporaries live outside the folder Feast reads
+    assert _kill_when_temp_appears(["build_features", "--use-case", "telco_churn", "--ds", DS], staging, env)
     assert not (features / f"dt={DS}").exists()
+    assert not features.exists() or [p.name for p in features.iterdir()] == []
     out = subprocess.run([sys.executable, "-m", "pavedml", "build_features", "--use-case", "telco_churn", "--ds", DS],
                          env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]

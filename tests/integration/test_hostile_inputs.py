@@ -73,3 +73,160 @@ def test_a_config_without_label_negative_is_refused(tmp_path):
     path.write_text(yaml.safe_dump(spec))
     with pytest.raises(ConfigError, match="both 'Yes'"):
         load_use_case(path)
+
+
+def _online_values(uc, keys: list[str], column: str) -> dict[str, float]:
+    from pavedml.featurestore import get_store
+
+    store, defs = get_store(uc)
+    df = store.get_online_features(features=[f"{uc.feature_view}:{column}"],
+                                   entity_rows=[{uc.entity.key: k} for k in keys]).to_df()
+    return dict(zip(df[uc.entity.key], df[column], strict=True))
+
+
+NEWER_DAY = "2025-01-09"
+
+
+def _deliver_newer_day(uc) -> None:
+    """Day 1's customers again on a later day, every MonthlyCharges changed (idempotent)."""
+    from pavedml.layout import Layout
+
+    layout = Layout.for_use_case(uc.name)
+    src = layout.landing_file(uc.batches.dataset, "2025-01-01", "csv")
+    dst = layout.landing_file(uc.batches.dataset, NEWER_DAY, "csv")
+    df = pd.read_csv(src, dtype=str, keep_default_na=False)
+    df["MonthlyCharges"] = (df["MonthlyCharges"].astype(float) + 7.25).round(2).astype(str)
+    from pathlib import Path
+
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(dst, index=False)
+    for step in ("ingest_raw_batch", "validate_raw_batch", "build_features"):
+        run_step(step, NEWER_DAY)
+
+
+@pytest.mark.parametrize("online", ["sqlite", "redis"])
+def test_rematerializing_an_old_day_keeps_the_newer_values_online(history_copy, monkeypatch, online):
+    """Before: rerunning an old day after a newer one moved every entity present on both days back
+    to the old values in the SQLite store (Feast's contract: the newest event timestamp wins)."""
+    import os
+
+    from pavedml.config import get_use_case
+
+    uc = get_use_case("telco_churn")
+    first, last = "2025-01-01", NEWER_DAY
+    _deliver_newer_day(uc)
+    if online == "redis":
+        import redis
+
+        url = os.environ.get("PAVEDML_TEST_REDIS", "redis://127.0.0.1:6379")
+        db = int(os.environ.get("PAVEDML_TEST_REDIS_DB_HOSTILE", "12"))
+        client = redis.Redis.from_url(f"{url}/{db}")
+        client.flushdb()
+        monkeypatch.setenv("PAVEDML_FEAST_ONLINE_STORE", f"{url}/{db}")
+    run_step("materialize_features", last)
+    old = pd.read_parquet(history_copy / f"telco_churn/features/dt={first}/part-0.parquet")
+    new = pd.read_parquet(history_copy / f"telco_churn/features/dt={last}/part-0.parquet")
+    both = old.merge(new, on=uc.entity.key, suffixes=("_old", "_new"))
+    changed = both[both["MonthlyCharges_old"] != both["MonthlyCharges_new"]]
+    assert len(changed) == len(old)
+    keys = changed[uc.entity.key].head(50).tolist()
+    want = dict(zip(changed[uc.entity.key], changed["MonthlyCharges_new"], strict=True))
+    try:
+        assert _online_values(uc, keys, "MonthlyCharges") == {k: want[k] for k in keys}
+        run_step("materialize_features", first)  # an operator reruns an old day
+        assert _online_values(uc, keys, "MonthlyCharges") == {k: want[k] for k in keys}
+    finally:
+        if online == "redis":
+            client.flushdb()
+
+
+KILL_MID_WRITE = """
+import os, signal, sys
+import pandas as pd
+from pavedml import storage
+
+real = pd.DataFrame.to_parquet
+
+def half_then_die(self, path, *args, **kwargs):
+    real(self, path, *args, **kwargs)
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 2])
+    os.kill(os.getpid(), signal.SIGKILL)
+
+pd.DataFrame.to_parquet = half_then_die
+from tests.helpers.steps import run_step
+run_step(sys.argv[1], sys.argv[2])
+"""
+
+
+def test_a_build_features_killed_mid_write_leaves_nothing_where_readers_look(history_copy):
+    """Before: SIGKILL left features/.tmp-dt=<ds>-*/part-0.parquet (half a file); Feast's offline
+    store reads hidden folders, so every later build_training_set failed (Parquet magic bytes)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    day = "2025-01-05"
+    features = history_copy / "telco_churn/features"
+    before = pd.read_parquet(features / f"dt={day}/part-0.parquet")
+    env = {**os.environ, "PAVEDML_DATA_ROOT": str(history_copy), "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", KILL_MID_WRITE, "build_features", day], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert [p.name for p in features.iterdir() if p.name.startswith(".")] == []
+    pd.testing.assert_frame_equal(pd.read_parquet(features / f"dt={day}/part-0.parquet"), before)  # still whole
+    staging = history_copy / "telco_churn/.tmp-staging"
+    assert [p.name for p in staging.iterdir()], "the killed write's half file is in staging, out of readers' way"
+    # What the old layout left inside the features root is removed by the next build_features.
+    legacy = features / f".tmp-dt={day}-abcd1234"
+    legacy.mkdir()
+    (legacy / "part-0.parquet").write_bytes(b"PAR1 half a file")
+    result = run_step("build_features", day)
+    assert result.rows == len(before)
+    assert [p.name for p in features.iterdir() if p.name.startswith(".")] == []
+    assert list(staging.iterdir()) == []  # the killed writer's leftover is gone too
+    built = run_step("build_training_set", LAST_DAY, dag_id=DAG, run_id="manual__after_kill", params="{}")
+    assert built.rows["train"] > 0
+
+
+def test_a_killed_ingest_and_a_killed_materialize_leave_no_leftovers(history_copy, tmp_path, monkeypatch):
+    """Their temporary files are tagged with host and pid; the next run removes those of dead writers."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from pavedml import online_sqlite, storage
+    from tests.conftest import REPO
+
+    day = "2025-01-06"
+    raw = history_copy / f"telco_churn/raw/dt={day}"
+    for p in raw.glob("*.parquet"):  # make ingest write the snapshot again
+        p.rename(p.with_suffix(".keep"))
+    env = {**os.environ, "PAVEDML_DATA_ROOT": str(history_copy), "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", KILL_MID_WRITE, "ingest_raw_batch", day], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    leftovers = [p.name for p in raw.iterdir() if p.name.startswith(".tmp-")]
+    assert leftovers
+    for p in raw.glob("*.keep"):
+        p.rename(p.with_suffix(".parquet"))
+    run_step("ingest_raw_batch", day)
+    assert [p.name for p in raw.iterdir() if p.name.startswith(".tmp-")] == []
+    # A materialize killed while staging: its folder in the temp dir carries a dead pid.
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    tempfile.tempdir = None
+    try:
+        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout.strip()
+        stage = tmp_path / f"{online_sqlite.STAGE_PREFIX}{storage.owner_tag().rsplit('-', 1)[0]}-{dead}-x1y2z3"
+        stage.mkdir()
+        (stage / "stage0.db").write_bytes(b"x" * 1000)
+        alive = tmp_path / f"{online_sqlite.STAGE_PREFIX}{storage.owner_tag()}-inprogress"
+        alive.mkdir()
+        run_step("materialize_features", day)
+        assert not stage.exists() and alive.exists()
+    finally:
+        tempfile.tempdir = None
