@@ -57,7 +57,7 @@ def members(sids: Iterable[int]) -> dict[int, int]:
     """Live processes of the sessions ``sids`` and their descendants: pid -> the session it counts for.
 
     Zombies are left out (they hold no resources and cannot be signalled)."""
-    wanted = set(sids)
+    wanted = set(sids) - {0, 1, os.getsid(0), os.getpgrp()}  # never the caller's own session or group
     table: dict[int, tuple[int, int]] = {}  # pid -> (ppid, session or group in wanted, else 0)
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
