@@ -146,3 +146,20 @@ def test_every_dag_carries_a_deadline_alert_from_its_config():
     assert alert.callback.path == "pavedml.alerts.on_deadline_missed"
     assert alert.callback.kwargs == {"dag_id": "telco_churn_feature_pipeline",
                                      "expected_minutes": uc.schedules.expected_duration_minutes}
+
+
+def test_every_alert_field_is_redacted_in_the_file_and_the_mail(tmp_path, monkeypatch):
+    """Not only a step's summary: any text an alert carries (a setup error, a run id) is masked."""
+    from pavedml.alerts import send
+    from tests.helpers.smtp_sink import SmtpSink
+
+    monkeypatch.setenv("PAVEDML_ALERTS_FILE", str(tmp_path / "alerts.jsonl"))
+    monkeypatch.setenv("PAVEDML_ALERT_EMAIL_TO", "oncall@example.org")
+    with SmtpSink() as sink:
+        _smtp_conn(monkeypatch, sink.port)
+        send({"kind": "task_failed", "dag_id": "d", "task_id": "t", "run_id": "manual__redis://:PLANTED@r:6379/0",
+              "summary": "OperationalError: could not connect to postgresql://airflow:PLANTED@db/airflow"})
+    text = (tmp_path / "alerts.jsonl").read_text()
+    mail = sink.messages[0]["message"]
+    assert "postgresql://airflow:***@db/airflow" in text and "postgresql://airflow:***@db/airflow" in mail["Subject"]
+    assert "PLANTED" not in text + mail["Subject"] + mail.get_body(("html",)).get_content()
