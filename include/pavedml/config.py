@@ -94,6 +94,9 @@ class Batches(_Strict):
     timestamp: Literal["interval_start"] = "interval_start"
     wait_timeout_seconds: int = Field(default=0, ge=0)
     poke_interval_seconds: int = Field(default=5, ge=1)
+    #: A CSV batch must end with a line break: a file cut mid-row (a partial upload) is refused.
+    #: Turn off only for an exporter that never writes the last line break.
+    require_final_newline: bool = True
 
 
 class Label(_Strict):

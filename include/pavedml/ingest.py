@@ -44,6 +44,51 @@ def find_batch(ctx: StepContext, dataset: str | None = None, wait: bool = True) 
         time.sleep(min(uc.batches.poke_interval_seconds, max(0.1, deadline - time.monotonic())))
 
 
+class BatchIncompleteError(BatchUnreadableError):
+    """The delivery is cut short or split: a partial upload, or more files than the one batch."""
+
+    reason = "batch_incomplete"
+
+
+#: Names in a ``dt=`` folder that are not data: hidden files (uploads in progress) and markers.
+IGNORED_PREFIXES = (".", "_")
+
+
+def check_delivery(uri: str, data: bytes, require_final_newline: bool = True) -> None:
+    """Refuse a batch that is not whole: other data files beside it in its ``dt=`` folder (a
+    ``customers_part2.csv``, or a ``.parquet`` beside the ``.csv``: reading one would silently drop
+    the rest), or a CSV cut inside its last row (no final line break, or a last row with fewer
+    fields than the header)."""
+    folder, _, name = uri.rpartition("/")
+    others = [f for f in storage.list_prefix(folder)
+              if f != uri and not any(part.startswith(IGNORED_PREFIXES) for part in f[len(folder):].split("/") if part)]
+    if others:
+        names = sorted(f[len(folder) + 1:] for f in others)
+        raise BatchIncompleteError(
+            f"batch folder {folder} holds {len(others) + 1} data files ({name}, {', '.join(names)}); "
+            f"a batch is exactly one file, {name}",
+            details={"evidence": [f"unexpected file: {folder}/{n}" for n in names],
+                     "next": f"deliver the day as one file {name} (merge the parts upstream), remove the others, "
+                             "then clear ingest_raw_batch"})
+    if uri.endswith(".parquet") or not data:
+        return
+    last = data.rstrip(b"\r\n").rsplit(b"\n", 1)[-1]
+    header = data.split(b"\n", 1)[0]
+    if require_final_newline and not data.endswith(b"\n"):
+        raise BatchIncompleteError(
+            f"batch {uri} does not end with a line break: it looks cut inside its last row "
+            f"({len(data)} bytes, last row {last[:120]!r})",
+            details={"evidence": ["the last byte is not a line break (a partial upload or an interrupted copy)"],
+                     "next": "re-deliver the whole file, then clear ingest_raw_batch (if your exporter never "
+                             "writes a final line break, set batches.require_final_newline: false)"})
+    if b'"' not in header and b'"' not in last and last.count(b",") < header.count(b","):
+        raise BatchIncompleteError(
+            f"batch {uri}: the last row has {last.count(b',') + 1} fields, the header {header.count(b',') + 1}: "
+            "it looks cut inside its last row",
+            details={"evidence": [f"last row: {last[:200]!r}"],
+                     "next": "re-deliver the whole file, then clear ingest_raw_batch"})
+
+
 def parse_batch(data: bytes, uri: str):
     """Bytes -> DataFrame. CSV is read as text (normalization decides types); Parquet keeps its types."""
     import pandas as pd
@@ -102,6 +147,11 @@ def normalize(df, schema) -> tuple[object, dict[str, dict]]:
 def _quarantine_unreadable(ctx: StepContext, data: bytes, uri: str, sha: str, exc: BatchUnreadableError) -> str:
     qdir = ctx.layout.quarantine_dir(ctx.require_ds(), sha)
     storage.write_bytes(str(qdir / uri.rsplit("/", 1)[-1]), data)
+    folder = uri.rpartition("/")[0]
+    for other in storage.list_prefix(folder):  # every part of a split delivery is kept with it
+        rel = other[len(folder) + 1:]
+        if other != uri and not rel.startswith(IGNORED_PREFIXES):
+            storage.write_bytes(str(qdir / "delivery" / rel), storage.read_bytes(other))
     storage.write_json(str(qdir / "reason.json"), {"reason": exc.reason, "message": exc.message, "source_uri": uri,
                                                    "sha256": sha, "dag_run": ctx.run_id,
                                                    "quarantined_at": datetime.now(UTC).isoformat()})
@@ -116,6 +166,12 @@ def ingest_raw_batch(ctx: StepContext) -> SnapshotResult:
     sha = hashlib.sha256(data).hexdigest()
     snapshot, manifest = ctx.layout.raw_snapshot(ds, sha), ctx.layout.raw_manifest(ds, sha)
     storage.sweep_leftovers(ctx.layout.raw_dir(ds), ".tmp-")  # of an earlier ingest that was killed
+    try:
+        check_delivery(uri, data, uc.batches.require_final_newline)
+    except BatchUnreadableError as exc:
+        where = _quarantine_unreadable(ctx, data, uri, sha, exc)
+        exc.details.update(quarantine=where)
+        raise
     created = False
     if manifest.exists() and snapshot.exists():
         log.info("snapshot %s already exists for %s: nothing to do", sha[:12], ds)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -36,6 +37,8 @@ TYPE_LISTS = {
 SEVERITY_TO_GX = {"error": "critical", "warning": "warning"}
 RESULT_FORMAT = {"result_format": "BASIC", "partial_unexpected_count": 20}
 MAX_VALUES = 5
+#: The largest finite float: the bound of a numeric column's range when the config leaves it open.
+FINITE = sys.float_info.max
 SITE = "local_site"
 
 
@@ -69,7 +72,11 @@ def generate_suite(uc: UseCase, present_columns: list[str] | None = None,
             specs.append(_exp("expect_column_values_to_be_unique", sev, column=name))
         if col.allowed is not None:
             specs.append(_exp("expect_column_values_to_be_in_set", sev, column=name, value_set=list(col.allowed)))
-        if col.min is not None or col.max is not None:
+        if col.type in ("int", "float"):  # inf/-inf parse as floats: an open bound is still finite
+            specs.append(_exp("expect_column_values_to_be_between", sev, column=name,
+                              min_value=-FINITE if col.min is None else col.min,
+                              max_value=FINITE if col.max is None else col.max))
+        elif col.min is not None or col.max is not None:
             specs.append(_exp("expect_column_values_to_be_between", sev, column=name,
                               min_value=col.min, max_value=col.max))
     if schema.freshness_days is not None and interval_start is not None and "event_timestamp" in present:
@@ -164,7 +171,9 @@ def describe(e: dict) -> str:
     """One line per failed expectation: rule, column, observed versus expected, offending values."""
     rule = e["type"].removeprefix("expect_")
     where = f"column {e['column']}" if e["column"] else "table"
-    expected = ", ".join(f"{k}={v}" for k, v in e["expected"].items() if k != "type_list") or "-"
+    shown = {k: ("finite" if isinstance(v, float) and abs(v) == FINITE else v)
+             for k, v in e["expected"].items() if k != "type_list"}
+    expected = ", ".join(f"{k}={v}" for k, v in shown.items()) or "-"
     if e["type"].endswith("in_type_list"):
         expected = f"one of {e['expected']['type_list'][:3]}"
     parts = [f"{where}: {rule}"]

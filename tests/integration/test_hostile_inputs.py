@@ -230,3 +230,90 @@ def test_a_killed_ingest_and_a_killed_materialize_leave_no_leftovers(history_cop
         assert not stage.exists() and alive.exists()
     finally:
         tempfile.tempdir = None
+
+
+@pytest.fixture
+def one_day(data_root):
+    from datetime import date
+
+    from pavedml.simulate import simulate
+
+    simulate("telco_churn", date(2025, 1, 1), 1, rows_per_day=300)
+    return data_root / "landing/telco_churn/customers/dt=2025-01-01"
+
+
+def _quarantined(data_root) -> list[str]:
+    q = data_root / "telco_churn/quarantine"
+    return sorted(str(p.relative_to(q)) for p in q.rglob("*") if p.is_file()) if q.exists() else []
+
+
+def test_a_file_cut_inside_its_last_row_is_refused_and_quarantined(one_day, data_root):
+    """Before: TotalCharges 6844.5 cut to '6' passed every step (stored as 6.0), rc 0."""
+    from pavedml.ingest import BatchIncompleteError
+
+    csv = one_day / "customers.csv"
+    data = csv.read_bytes()
+    assert data.endswith(b"\n")
+    csv.write_bytes(data[:-4])  # a partial upload: the last value is cut short
+    with pytest.raises(BatchIncompleteError, match="does not end with a line break") as err:
+        run_step("ingest_raw_batch", "2025-01-01")
+    assert err.value.exit_code == 3 and err.value.reason == "batch_incomplete"
+    assert any(name.endswith("customers.csv") for name in _quarantined(data_root))
+    assert not (data_root / "telco_churn/raw/dt=2025-01-01/LATEST.json").exists()
+    # A row cut at a field boundary (the newline was written, fields are missing): refused too.
+    lines = data.decode().splitlines()
+    csv.write_text("\n".join(lines[:-1] + [",".join(lines[-1].split(",")[:5])]) + "\n")
+    with pytest.raises(BatchIncompleteError, match="last row has 5 fields"):
+        run_step("ingest_raw_batch", "2025-01-01")
+    csv.write_bytes(data)  # re-delivered whole: accepted
+    assert run_step("ingest_raw_batch", "2025-01-01").rows == 300
+
+
+def test_an_exporter_without_a_final_line_break_can_opt_out(one_day, data_root, tmp_path, monkeypatch):
+    import yaml
+
+    from pavedml.settings import DEFAULT_USE_CASES_DIR
+
+    spec = yaml.safe_load((DEFAULT_USE_CASES_DIR / "telco_churn.yaml").read_text())
+    spec["batches"]["require_final_newline"] = False
+    cases = tmp_path / "use_cases"
+    cases.mkdir()
+    (cases / "telco_churn.yaml").write_text(yaml.safe_dump(spec))
+    monkeypatch.setenv("PAVEDML_USE_CASES_DIR", str(cases))
+    csv = one_day / "customers.csv"
+    csv.write_bytes(csv.read_bytes().rstrip(b"\n"))
+    assert run_step("ingest_raw_batch", "2025-01-01").rows == 300
+
+
+@pytest.mark.parametrize("other", ["customers_part2.csv", "customers.parquet", "part2/customers.csv"])
+def test_a_second_file_in_the_batch_folder_is_refused_not_ignored(one_day, data_root, other):
+    """Before: a second part (or a .parquet beside the .csv) was ignored with rc 0: half the rows."""
+    from pavedml.ingest import BatchIncompleteError
+
+    extra = one_day / other
+    extra.parent.mkdir(parents=True, exist_ok=True)
+    extra.write_bytes(b"customerID,gender\nX-1,Male\n")
+    (one_day / ".customers.csv.uploading").write_bytes(b"ignored: hidden")  # uploads in progress
+    (one_day / "_SUCCESS").write_bytes(b"")  # markers
+    with pytest.raises(BatchIncompleteError, match=r"holds 2 data files \(customers.csv, " + other) as err:
+        run_step("ingest_raw_batch", "2025-01-01")
+    assert f"unexpected file: {one_day}/{other}" in err.value.details["evidence"]
+    names = _quarantined(data_root)
+    assert any(n.endswith("/customers.csv") for n in names) and any(n.endswith(f"delivery/{other}") for n in names)
+    extra.unlink()
+    assert run_step("ingest_raw_batch", "2025-01-01").rows == 300  # hidden files and markers are not data
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "Infinity"])
+def test_a_non_finite_number_fails_validation_and_is_quarantined(one_day, data_root, value):
+    """Before: inf passed validation and failed later in build_features with advice to fix the hook."""
+    csv = one_day / "customers.csv"
+    df = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    df.loc[df.index[4], "TotalCharges"] = value
+    df.to_csv(csv, index=False)
+    run_step("ingest_raw_batch", "2025-01-01")
+    with pytest.raises(ValidationFailedError, match="TotalCharges") as err:
+        run_step("validate_raw_batch", "2025-01-01")
+    line = next(e for e in err.value.details["evidence"] if "TotalCharges" in e)
+    assert "values_to_be_between" in line and "max_value=finite" in line and "1 unexpected" in line, line
+    assert any(n.endswith(".parquet") for n in _quarantined(data_root))
