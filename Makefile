@@ -83,8 +83,8 @@ status: install  ## one screen: champion, last DAG runs, latest PSI, open quaran
 airflow: install  ## Airflow (UI on :8080, AIRFLOW_PORT) and the MLflow UI (:5000, MLFLOW_PORT) until Ctrl-C
 	$(PY) -m pavedml.devstack
 
-env:  ## write .env with fresh random secrets for the production stack (never committed)
-	python3 deploy/gen_env.py
+env:  ## write .env with fresh random secrets for the production stack (never committed); an existing .env keeps its values and gets only what it lacks
+	python3 deploy/gen_env.py --update
 
 image:  ## build the task, Airflow and MLflow images (tag = git commit; needs a Docker engine)
 	GIT_COMMIT=$$(git rev-parse --short HEAD) docker compose build

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Write the ``.env`` the production compose file (docker-compose.yaml) reads.
 
-    python deploy/gen_env.py [--force] [--path .env]
+    python deploy/gen_env.py [--force | --update] [--path .env]
 
 Every credential gets a fresh random value; docker-compose.yaml has no default for any of them
 (``${VAR:?...}``), so the stack refuses to start without this file. The file is created with
 mode 0600 and is never overwritten unless ``--force`` is given (rotating secrets of a stack whose
-volumes already exist needs more than a new file: see the notes printed at the end).
+volumes already exist needs more than a new file: see the notes printed at the end). ``--update``
+(what ``make env`` runs) keeps an existing file's values and appends only the variables it lacks,
+e.g. after an upgrade added one; a file that lacks none is left as it is.
 
 Passwords are 40 letters and digits: safe inside URLs (database, broker, Feast), SQL, shell
 and Feast's ``key=value,`` connection strings without any quoting.
@@ -63,7 +65,9 @@ def values() -> list[tuple[str, str, str]]:
         ("", "POSTGRES_AIRFLOW_PASSWORD", password()),
         ("", "POSTGRES_MLFLOW_PASSWORD", password()),
         ("", "POSTGRES_FEAST_PASSWORD", password()),
-        ("Redis: Celery broker (db 0) and Feast online store (db 1)", "REDIS_PASSWORD", password()),
+        ("Redis: the Celery broker (Airflow only) and the Feast online store (the steps): two servers",
+         "REDIS_BROKER_PASSWORD", password()),
+        ("", "REDIS_FEAST_PASSWORD", password()),
         ("MinIO: root (minio and minio-init only) and one service account per client",
          "MINIO_ROOT_USER", "root" + password(16)),
         ("", "MINIO_ROOT_PASSWORD", password()),
@@ -118,17 +122,42 @@ def write_private(path: Path, text: str, force: bool) -> None:
             os.unlink(tmp)
 
 
+def read_names(path: Path) -> set[str]:
+    return {line.partition("=")[0].strip() for line in path.read_text().splitlines()
+            if line.strip() and not line.lstrip().startswith("#") and "=" in line}
+
+
+def update(path: Path) -> list[str]:
+    """Append the variables ``path`` lacks (fresh values), keeping every existing one. Returns their names."""
+    present = read_names(path)
+    missing = [(name, value) for _, name, value in values() if name not in present]
+    if missing:
+        text = path.read_text()
+        text += ("" if text.endswith("\n") else "\n") + "\n# Added by deploy/gen_env.py --update\n"
+        text += "".join(f"{name}={value}\n" for name, value in missing)
+        write_private(path, text, force=True)
+    return [name for name, _ in missing]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python deploy/gen_env.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--path", default=str(REPO / ".env"), help="where to write (default: .env at the repo root)")
-    parser.add_argument("--force", action="store_true", help="replace an existing file (new secrets!)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--force", action="store_true", help="replace an existing file (new secrets!)")
+    group.add_argument("--update", action="store_true",
+                       help="keep an existing file's values, append only the variables it lacks")
     args = parser.parse_args(argv)
     path = Path(args.path)
+    if args.update and path.exists():
+        added = update(path)
+        print(f"{path}: added {', '.join(added)} (existing values kept)" if added
+              else f"{path} has every variable: left as it is", file=sys.stderr)
+        return 0
     try:
         write_private(path, render(), args.force)
     except FileExistsError:
         print(f"{path} exists: refusing to overwrite it (its secrets may already be in use). "
-              "Use --force to replace it.", file=sys.stderr)
+              "Use --update to add only what it lacks, or --force to replace it.", file=sys.stderr)
         return 1
     print(f"wrote {path} (mode 0600). Next: docker compose build && docker compose up -d", file=sys.stderr)
     return 0

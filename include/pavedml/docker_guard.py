@@ -44,7 +44,7 @@ from http.server import BaseHTTPRequestHandler
 
 from pavedml.errors import PavedMLError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("pavedml.docker_guard")  # also under python -m
 
 #: Label every step container carries (= pavedml.docker_step.STEP_LABEL, which imports Airflow).
 STEP_LABEL = "org.pavedml.step"
@@ -446,7 +446,7 @@ def parse_mount(text: str) -> tuple[str, str]:
     return source, target
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pavedml.docker_guard", description=__doc__.split("\n\n")[0])
     parser.add_argument("--listen", default="127.0.0.1:2375", help="host:port to serve (default 127.0.0.1:2375)")
     parser.add_argument("--engine", default="unix:///var/run/docker.sock", help="the Docker engine's URL")
@@ -455,9 +455,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mount", action="append", default=[], type=parse_mount,
                         help="allowed mount SOURCE:/target (a named volume or host folder), repeatable")
     parser.add_argument("--log-level", default="INFO")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def policy_of(args: argparse.Namespace) -> Policy:
+    return Policy(images=tuple(args.image), networks=tuple(args.network), mounts=tuple(args.mount))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    policy = Policy(images=tuple(args.image), networks=tuple(args.network), mounts=tuple(args.mount))
+    policy = policy_of(args)
     host, _, port = args.listen.rpartition(":")
     server = GuardServer((host, int(port)), policy, Engine(args.engine))
     log.info("docker guard on %s -> %s; %s", args.listen, args.engine, policy)

@@ -10,7 +10,9 @@ Decisions these tests pin down:
   are only waited for with `service_completed_successfully`, long-running ones with `service_healthy`;
 - only the UIs are published, on 127.0.0.1;
 - credentials come only from .env, always `${VAR:?...}` (no default, no literal);
-- the Docker API is reachable by airflow-worker alone, through docker-socket-proxy;
+- the Docker API is reachable by airflow-worker alone, through the docker guard (service
+  docker-socket-proxy), which creates only the step containers the worker's settings describe;
+- the Celery broker and the Feast online store are separate Redis servers with separate passwords;
 - the environment a step container gets (pavedml.settings.step_environment of the worker's
   environment) holds no Airflow setting or secret.
 """
@@ -18,6 +20,7 @@ Decisions these tests pin down:
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import shutil
@@ -38,7 +41,7 @@ DEPLOY = REPO / "deploy"
 GEN_ENV = DEPLOY / "gen_env.py"
 
 SERVICES = {
-    "postgres", "redis", "minio", "minio-init", "mlflow", "mlflow-init", "task-image",
+    "postgres", "redis", "redis-online", "minio", "minio-init", "mlflow", "mlflow-init", "task-image",
     "docker-socket-proxy", "airflow-init", "airflow-apiserver", "airflow-scheduler",
     "airflow-dag-processor", "airflow-triggerer", "airflow-worker",
 }
@@ -57,7 +60,10 @@ SECRET_ENV_KEY = re.compile(r"PASSWORD|SECRET|_KEY|TOKEN|CREDENTIAL|AUTH$")
 INTERPOLATION = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}")
 #: .env values only Airflow components may see (postgres gets its DB password to create the role).
 AIRFLOW_ONLY = {"AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET", "AIRFLOW_API_SECRET_KEY",
-                "AIRFLOW_ADMIN_USERNAME", "AIRFLOW_ADMIN_PASSWORD", "POSTGRES_AIRFLOW_PASSWORD"}
+                "AIRFLOW_ADMIN_USERNAME", "AIRFLOW_ADMIN_PASSWORD", "POSTGRES_AIRFLOW_PASSWORD",
+                "REDIS_BROKER_PASSWORD"}
+#: services that must hold an Airflow-only value to serve it (the role's or the broker's password)
+SERVES = {"postgres": {"POSTGRES_AIRFLOW_PASSWORD"}, "redis": {"REDIS_BROKER_PASSWORD"}}
 #: scheme://user:password@ where either part may be an interpolation (whose message has spaces).
 URL_CREDENTIALS = re.compile(r"://((?:\$\{[^}]*\}|[^/@\s:$])*):((?:\$\{[^}]*\}|[^/@\s$])+)@")
 APT_HINT = ("the `docker-compose` binary is missing: apt-get update && apt-get install -y docker-compose "
@@ -193,7 +199,7 @@ def test_dependencies_wait_for_health_or_completion(services):
     assert ONE_SHOT <= waited_for, f"one-shots nobody waits for: {ONE_SHOT - waited_for}"
     # the worker starts only once everything a step touches is ready
     assert {"mlflow-init", "minio-init", "task-image", "docker-socket-proxy", "airflow-init",
-            "postgres", "redis"} <= set(services["airflow-worker"]["depends_on"])
+            "postgres", "redis", "redis-online"} <= set(services["airflow-worker"]["depends_on"])
 
 
 def test_only_the_uis_are_published_and_only_on_loopback(services):
@@ -215,7 +221,7 @@ def test_images_are_pinned(services):
         image = svc.get("image")
         assert image, f"{name} has no image name"
         assert "latest" not in image, f"{name}: {image!r} is not pinned"
-        if "build" in svc:  # built here, tagged with the commit
+        if "build" in svc or image == services["task-image"]["image"]:  # built here, tagged with the commit
             assert re.fullmatch(r"pavedml-[a-z]+:\$\{GIT_COMMIT:-dev\}", image), f"{name}: {image!r}"
             continue
         repo, _, tag = image.rpartition(":")
@@ -267,7 +273,7 @@ def test_airflow_secrets_reach_airflow_components_only(services):
         used = {n for n, _, _ in interpolations(svc)}
         if name in AIRFLOW:
             continue
-        allowed = {"POSTGRES_AIRFLOW_PASSWORD"} if name == "postgres" else set()
+        allowed = SERVES.get(name, set())
         assert not (used & AIRFLOW_ONLY) - allowed, f"{name} receives {sorted((used & AIRFLOW_ONLY) - allowed)}"
         assert not any(k.startswith("AIRFLOW") for k in environment(svc)), f"{name} has Airflow settings"
     for name in AIRFLOW:
@@ -279,10 +285,10 @@ def test_airflow_secrets_reach_airflow_components_only(services):
 
 def test_step_credentials_are_given_to_the_worker_only(services):
     step_secrets = {"MLFLOW_PAVEDML_PASSWORD", "MINIO_PAVEDML_ACCESS_KEY", "MINIO_PAVEDML_SECRET_KEY",
-                    "POSTGRES_FEAST_PASSWORD"}
+                    "POSTGRES_FEAST_PASSWORD", "REDIS_FEAST_PASSWORD"}
     for name, svc in services.items():
         used = {n for n, _, _ in interpolations(environment(svc))}
-        if name not in ("airflow-worker", "mlflow-init", "minio-init", "postgres"):
+        if name not in ("airflow-worker", "mlflow-init", "minio-init", "postgres", "redis-online"):
             assert not used & step_secrets, f"{name} receives step credentials {sorted(used & step_secrets)}"
     dag_processor = environment(services["airflow-dag-processor"])
     assert dag_processor["PAVEDML_RUNTIME"] == "docker"
@@ -311,11 +317,59 @@ def test_docker_socket_is_reachable_by_the_worker_only(compose, services):
     assert environment(services["airflow-worker"])["PAVEDML_DOCKER_URL"] == "tcp://docker-socket-proxy:2375"
 
 
-def test_docker_socket_proxy_allows_containers_and_images_only(services):
-    env = environment(services["docker-socket-proxy"])
-    enabled = {k for k, v in env.items() if v == "1"}
-    assert {"CONTAINERS", "IMAGES", "POST"} <= enabled
-    assert enabled <= {"CONTAINERS", "IMAGES", "POST", "PING", "VERSION"}, f"too wide: {sorted(enabled)}"
+def test_the_docker_guard_allows_only_the_step_containers_of_the_worker(resolved, tmp_path):
+    from docker import APIClient
+    from docker.types import ContainerConfig
+
+    from pavedml.docker_guard import ContainerRefused, build_parser, check_create, parse_body, policy_of
+    from pavedml.docker_step import STEP_LABEL, step_mounts
+    from pavedml.settings import Settings
+
+    services = resolved["services"]
+    guard = services["docker-socket-proxy"]
+    command = guard["command"]
+    assert command[:3] == ["python", "-m", "pavedml.docker_guard"], f"not the docker guard: {command}"
+    args = build_parser().parse_args(command[3:])  # as the guard parses it
+    policy = policy_of(args)
+    assert args.listen == "0.0.0.0:2375" and args.engine == "unix:///var/run/docker.sock"
+    assert guard["image"] == services["task-image"]["image"]
+    assert guard["cap_drop"] == ["ALL"] and guard["read_only"] is True and not guard.get("environment")
+    worker = {k: str(v) for k, v in services["airflow-worker"]["environment"].items()}
+    settings = Settings.from_env({**worker, "PAVEDML_DOCKER_DATA_VOLUME": "pavedml-data"})
+    assert policy.images == (settings.image,) and policy.networks == (settings.docker_network,)
+    volumes = [(v["source"], v["target"]) if isinstance(v, dict) else tuple(v.split(":")[:2])
+               for v in services["airflow-worker"]["volumes"]]
+    assert policy.mounts == tuple(v for v in volumes if v[1] == str(settings.data_root))
+
+    client = APIClient(base_url="unix://var/run/docker.sock", version="1.41")
+
+    def body(image=settings.image, **host):
+        host_config = client.create_host_config(**{"network_mode": settings.docker_network,
+                                                   "mounts": step_mounts(settings), **host})
+        config = ContainerConfig("1.41", image, ["python", "-m", "pavedml"], labels={STEP_LABEL: "x"},
+                                 host_config=host_config)
+        return parse_body(json.dumps(config).encode())
+
+    check_create(body(), policy)  # what DockerStepOperator creates with the worker's settings
+    for bad in (body(privileged=True), body(binds=["/:/host"]), body(image="postgres:16.13"),
+                body(network_mode="host"), body(pid_mode="host"), body(cap_add=["SYS_ADMIN"])):
+        with pytest.raises(ContainerRefused):
+            check_create(bad, policy)
+
+
+def test_the_broker_and_the_online_store_have_separate_servers_and_passwords(resolved, env_file):
+    generated = read_env_file(env_file)
+    assert generated["REDIS_BROKER_PASSWORD"] != generated["REDIS_FEAST_PASSWORD"]
+    services = resolved["services"]
+    worker = {k: str(v) for k, v in services["airflow-worker"]["environment"].items()}
+    broker, online = worker["AIRFLOW__CELERY__BROKER_URL"], worker["PAVEDML_FEAST_ONLINE_STORE"]
+    assert f":{generated['REDIS_BROKER_PASSWORD']}@redis:6379/" in broker
+    assert online.startswith("redis://redis-online:6379,") and generated["REDIS_FEAST_PASSWORD"] in online
+    assert generated["REDIS_BROKER_PASSWORD"] not in online
+    for name, password in (("redis", "REDIS_BROKER_PASSWORD"), ("redis-online", "REDIS_FEAST_PASSWORD")):
+        env = {k: str(v) for k, v in services[name]["environment"].items()}
+        assert env["REDIS_PASSWORD"] == env["REDISCLI_AUTH"] == generated[password]
+        assert "requirepass" in services[name]["command"][-1]
 
 
 def test_step_containers_join_the_compose_network(compose, services):
@@ -351,7 +405,8 @@ def test_step_environment_of_the_worker_holds_no_airflow_secret(resolved, env_fi
     never = {k: generated[k] for k in ("AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET", "AIRFLOW_API_SECRET_KEY",
                                        "AIRFLOW_ADMIN_PASSWORD", "POSTGRES_AIRFLOW_PASSWORD", "POSTGRES_PASSWORD",
                                        "POSTGRES_MLFLOW_PASSWORD", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD",
-                                       "MINIO_MLFLOW_SECRET_KEY", "MLFLOW_ADMIN_PASSWORD", "MLFLOW_FLASK_SECRET_KEY")}
+                                       "MINIO_MLFLOW_SECRET_KEY", "MLFLOW_ADMIN_PASSWORD", "MLFLOW_FLASK_SECRET_KEY",
+                                       "REDIS_BROKER_PASSWORD")}
     for name, secret in never.items():
         assert not any(secret in v for v in step.values()), f"{name} reaches the step containers"
     assert {"MLFLOW_TRACKING_PASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(private)
@@ -376,7 +431,7 @@ def test_step_environment_of_the_worker_holds_no_airflow_secret(resolved, env_fi
     assert settings.landing_uri.startswith("s3://") and settings.mlflow_artifact_root == "mlflow-artifacts:/"
     # the Feast online store string the package builds carries the Redis password and db 1
     hostport, _, db = settings.feast_online_store.removeprefix("redis://").partition("/")
-    assert hostport == f"redis:6379,password={generated['REDIS_PASSWORD']}" and db == "1"
+    assert hostport == f"redis-online:6379,password={generated['REDIS_FEAST_PASSWORD']}" and db == "0"
     assert settings.feast_registry == \
         f"postgresql+psycopg2://feast:{generated['POSTGRES_FEAST_PASSWORD']}@postgres:5432/feast"
 
@@ -434,6 +489,26 @@ def test_gen_env_refuses_to_overwrite_unless_forced(tmp_path):
     assert path.read_text() != before
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert not [p for p in tmp_path.iterdir() if p.name != ".env"], "temporary file left behind"
+
+
+def test_make_env_adds_what_an_older_env_lacks_and_keeps_every_value(tmp_path):
+    # an .env of the release with one Redis password: make env (--update) adds the two new ones only
+    path = tmp_path / ".env"
+    assert gen_env(path).returncode == 0
+    old = {k: v for k, v in read_env_file(path).items() if not k.startswith("REDIS_")}
+    path.write_text("".join(f"{k}={v}\n" for k, v in old.items()) + "REDIS_PASSWORD=legacyPassw0rd\n")
+    result = gen_env(path, "--update")
+    assert result.returncode == 0, result.stderr
+    assert "REDIS_BROKER_PASSWORD" in result.stderr and "REDIS_FEAST_PASSWORD" in result.stderr
+    updated = read_env_file(path)
+    assert {k: updated[k] for k in old} == old and updated["REDIS_PASSWORD"] == "legacyPassw0rd"
+    assert updated["REDIS_BROKER_PASSWORD"] != updated["REDIS_FEAST_PASSWORD"]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    before = path.read_text()
+    assert gen_env(path, "--update").returncode == 0 and path.read_text() == before  # nothing lacking: unchanged
+    fresh = tmp_path / "new" / ".env"
+    assert gen_env(fresh, "--update").returncode == 0 and fresh.exists()  # no file yet: a fresh one
+    assert "gen_env.py --update" in (REPO / "Makefile").read_text()
 
 
 # ------------------------------------------------------------------------------ deploy/ files
