@@ -410,6 +410,9 @@ def test_step_environment_of_the_worker_holds_no_airflow_secret(resolved, env_fi
     for name, secret in never.items():
         assert not any(secret in v for v in step.values()), f"{name} reaches the step containers"
     assert {"MLFLOW_TRACKING_PASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(private)
+    # champion moves lock on the PostgreSQL every worker host reaches (pavedml.registry); its URL carries a password
+    assert private["PAVEDML_LOCK_URL"] == \
+        f"postgresql://feast:{generated['POSTGRES_FEAST_PASSWORD']}@postgres:5432/feast"
     # A secret in a public (rendered) variable only where the UI masks it.
     masked = set(worker["AIRFLOW__CORE__SENSITIVE_VAR_CONN_NAMES"].split(","))
     secrets_ = [v for k, v in generated.items() if k not in ("AIRFLOW_UID", "GIT_COMMIT")
