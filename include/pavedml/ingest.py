@@ -8,11 +8,16 @@ An unreadable batch is copied to quarantine before the step fails.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import logging
+import os
+import shutil
 import time
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 
 from pavedml import storage
 from pavedml.context import StepContext
@@ -21,6 +26,40 @@ from pavedml.results import SnapshotResult
 
 log = logging.getLogger(__name__)
 TEXT_TYPES = ("string", "category")
+
+
+#: Bytes read at a time when hashing, and from the head and tail of a CSV when checking it.
+HASH_CHUNK = 8 << 20
+TAIL_BYTES = 64 << 10
+
+
+def sha256_file(path: str | Path) -> str:
+    """SHA-256 of a file, streamed (the batch is never held in memory to hash it)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextmanager
+def local_copy(uri: str, staging: Path):
+    """A local path holding the landing file: the file itself, or an object streamed from S3 into
+    ``staging`` (removed afterwards; a killed step's copy is removed by the next one)."""
+    if not storage.is_s3(uri):
+        yield Path(uri)
+        return
+    import tempfile
+
+    staging.mkdir(parents=True, exist_ok=True)
+    storage.sweep_leftovers(staging, ".tmp-landing-")
+    fd, name = tempfile.mkstemp(prefix=f".tmp-landing-{storage.owner_tag()}-", dir=staging)
+    os.close(fd)
+    try:
+        storage.download(uri, name)
+        yield Path(name)
+    finally:
+        Path(name).unlink(missing_ok=True)
 
 
 def find_batch(ctx: StepContext, dataset: str | None = None, wait: bool = True) -> str:
@@ -54,11 +93,11 @@ class BatchIncompleteError(BatchUnreadableError):
 IGNORED_PREFIXES = (".", "_")
 
 
-def check_delivery(uri: str, data: bytes, require_final_newline: bool = True) -> None:
+def check_delivery(uri: str, path: str | Path, require_final_newline: bool = True) -> None:
     """Refuse a batch that is not whole: other data files beside it in its ``dt=`` folder (a
     ``customers_part2.csv``, or a ``.parquet`` beside the ``.csv``: reading one would silently drop
     the rest), or a CSV cut inside its last row (no final line break, or a last row with fewer
-    fields than the header)."""
+    fields than the header). Reads only the file's head and tail (``path``: its local copy)."""
     folder, _, name = uri.rpartition("/")
     others = [f for f in storage.list_prefix(folder)
               if f != uri and not any(part.startswith(IGNORED_PREFIXES) for part in f[len(folder):].split("/") if part)]
@@ -70,14 +109,24 @@ def check_delivery(uri: str, data: bytes, require_final_newline: bool = True) ->
             details={"evidence": [f"unexpected file: {folder}/{n}" for n in names],
                      "next": f"deliver the day as one file {name} (merge the parts upstream), remove the others, "
                              "then clear ingest_raw_batch"})
-    if uri.endswith(".parquet") or not data:
+    size = os.path.getsize(path)
+    if uri.endswith(".parquet") or not size:
         return
-    last = data.rstrip(b"\r\n").rsplit(b"\n", 1)[-1]
-    header = data.split(b"\n", 1)[0]
-    if require_final_newline and not data.endswith(b"\n"):
+    with open(path, "rb") as fh:
+        header = fh.read(TAIL_BYTES).split(b"\n", 1)[0]
+        fh.seek(max(0, size - TAIL_BYTES))
+        tail = fh.read()
+    try:
+        header.decode("utf-8")
+    except UnicodeDecodeError:
+        return  # not text at all: parsing names that
+    if b"\x00" in header:
+        return
+    last = tail.rstrip(b"\r\n").rsplit(b"\n", 1)[-1]
+    if require_final_newline and not tail.endswith(b"\n"):
         raise BatchIncompleteError(
             f"batch {uri} does not end with a line break: it looks cut inside its last row "
-            f"({len(data)} bytes, last row {last[:120]!r})",
+            f"({size} bytes, last row {last[:120]!r})",
             details={"evidence": ["the last byte is not a line break (a partial upload or an interrupted copy)"],
                      "next": "re-deliver the whole file, then clear ingest_raw_batch (if your exporter never "
                              "writes a final line break, set batches.require_final_newline: false)"})
@@ -89,19 +138,42 @@ def check_delivery(uri: str, data: bytes, require_final_newline: bool = True) ->
                      "next": "re-deliver the whole file, then clear ingest_raw_batch"})
 
 
-def parse_batch(data: bytes, uri: str):
-    """Bytes -> DataFrame. CSV is read as text (normalization decides types); Parquet keeps its types."""
+def parse_batch(source: bytes | str | Path, uri: str):
+    """A batch (its bytes, or the path of its local copy) -> DataFrame. CSV is read as text,
+    Arrow-backed (normalization decides types; nothing is read as missing); Parquet keeps its types."""
     import pandas as pd
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
 
-    if not data:
+    is_bytes = isinstance(source, bytes | bytearray)
+    if (len(source) if is_bytes else os.path.getsize(source)) == 0:
         raise BatchUnreadableError(f"batch {uri} is empty (0 bytes)", details={"evidence": ["file has no content"]})
+    stream = io.BytesIO(source) if is_bytes else str(source)
     try:
         if uri.endswith(".parquet"):
-            return pd.read_parquet(io.BytesIO(data))
-        return pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, encoding="utf-8")
-    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError) as exc:
+            return pd.read_parquet(stream)
+        with (io.BytesIO(source) if is_bytes else open(source, "rb")) as fh:
+            first = fh.readline(1 << 20).decode("utf-8").lstrip("\ufeff")
+        names = next(csv.reader([first]))
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate column names in the header: {sorted({n for n in names if names.count(n) > 1})}")
+        table = pacsv.read_csv(
+            stream, read_options=pacsv.ReadOptions(block_size=1 << 24),
+            convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()),
+                                                 strings_can_be_null=False, quoted_strings_can_be_null=False))
+        arrow_text = pd.StringDtype("pyarrow")
+        return table.to_pandas(types_mapper={pa.string(): arrow_text}.get, self_destruct=True)
+    except (UnicodeDecodeError, pa.ArrowInvalid, pd.errors.ParserError, OSError, ValueError, StopIteration) as exc:
         raise BatchUnreadableError(f"batch {uri} could not be parsed: {type(exc).__name__}: {str(exc)[:200]}",
                                    details={"evidence": [f"{type(exc).__name__}: {str(exc)[:300]}"]}) from None
+
+
+def _as_text(col):
+    """A column as pandas text, keeping Arrow-backed text Arrow-backed (``astype("string")`` would
+    turn every value into a Python object: ~60 bytes per cell)."""
+    import pandas as pd
+
+    return col if isinstance(col.dtype, pd.StringDtype) else col.astype("string")
 
 
 def normalize(df, schema) -> tuple[object, dict[str, dict]]:
@@ -117,7 +189,7 @@ def normalize(df, schema) -> tuple[object, dict[str, dict]]:
         col = out[name]
         if spec.type in ("int", "float"):
             if col.dtype == object or pd.api.types.is_string_dtype(col):
-                text = col.astype("string").str.strip()
+                text = _as_text(col).str.strip()
                 if spec.blank_as_null:
                     text = text.replace("", pd.NA)
                 num = pd.to_numeric(text, errors="coerce")
@@ -139,14 +211,15 @@ def normalize(df, schema) -> tuple[object, dict[str, dict]]:
             else:
                 out[name] = pd.to_numeric(col, errors="coerce").astype("float64")
         elif spec.type in TEXT_TYPES:
-            text = col.astype("string")
+            text = _as_text(col)
             out[name] = text.replace("", pd.NA) if not spec.nullable or spec.blank_as_null else text
     return out, type_errors
 
 
-def _quarantine_unreadable(ctx: StepContext, data: bytes, uri: str, sha: str, exc: BatchUnreadableError) -> str:
+def _quarantine_unreadable(ctx: StepContext, path: Path, uri: str, sha: str, exc: BatchUnreadableError) -> str:
     qdir = ctx.layout.quarantine_dir(ctx.require_ds(), sha)
-    storage.write_bytes(str(qdir / uri.rsplit("/", 1)[-1]), data)
+    with storage.atomic_path(qdir / uri.rsplit("/", 1)[-1]) as tmp:
+        shutil.copyfile(path, tmp)
     folder = uri.rpartition("/")[0]
     for other in storage.list_prefix(folder):  # every part of a split delivery is kept with it
         rel = other[len(folder) + 1:]
@@ -159,17 +232,21 @@ def _quarantine_unreadable(ctx: StepContext, data: bytes, uri: str, sha: str, ex
 
 
 def ingest_raw_batch(ctx: StepContext) -> SnapshotResult:
-    ds = ctx.require_ds()
-    uc = ctx.use_case
+    ctx.require_ds()
     uri = find_batch(ctx)
-    data = storage.read_bytes(uri)
-    sha = hashlib.sha256(data).hexdigest()
+    with local_copy(uri, ctx.layout.staging) as path:
+        return _ingest(ctx, uri, path)
+
+
+def _ingest(ctx: StepContext, uri: str, path: Path) -> SnapshotResult:
+    ds, uc = ctx.require_ds(), ctx.use_case
+    sha = sha256_file(path)
     snapshot, manifest = ctx.layout.raw_snapshot(ds, sha), ctx.layout.raw_manifest(ds, sha)
     storage.sweep_leftovers(ctx.layout.raw_dir(ds), ".tmp-")  # of an earlier ingest that was killed
     try:
-        check_delivery(uri, data, uc.batches.require_final_newline)
+        check_delivery(uri, path, uc.batches.require_final_newline)
     except BatchUnreadableError as exc:
-        where = _quarantine_unreadable(ctx, data, uri, sha, exc)
+        where = _quarantine_unreadable(ctx, path, uri, sha, exc)
         exc.details.update(quarantine=where)
         raise
     created = False
@@ -178,9 +255,9 @@ def ingest_raw_batch(ctx: StepContext) -> SnapshotResult:
         rows = storage.read_json(str(manifest))["rows"]
     else:
         try:
-            df = parse_batch(data, uri)
+            df = parse_batch(path, uri)
         except BatchUnreadableError as exc:
-            where = _quarantine_unreadable(ctx, data, uri, sha, exc)
+            where = _quarantine_unreadable(ctx, path, uri, sha, exc)
             exc.details.update(quarantine=where, next="fix the landing file, then clear ingest_raw_batch to rerun")
             raise
         df, type_errors = normalize(df, uc.schema_)
@@ -191,7 +268,7 @@ def ingest_raw_batch(ctx: StepContext) -> SnapshotResult:
             df.to_parquet(tmp, index=False)
         rows = len(df)
         storage.write_json(str(manifest), {
-            "sha256": sha, "rows": rows, "source_uri": uri, "source_bytes": len(data),
+            "sha256": sha, "rows": rows, "source_uri": uri, "source_bytes": os.path.getsize(path),
             "schema": {c: str(t) for c, t in df.dtypes.items()}, "type_errors": type_errors,
             "dag_id": ctx.dag_id, "dag_run": ctx.run_id, "ds": ds,
             "ingested_at": datetime.now(UTC).isoformat(),

@@ -62,6 +62,15 @@ def write_bytes(uri: str, data: bytes) -> None:
         Path(tmp).write_bytes(data)
 
 
+def download(uri: str, dest: str | os.PathLike) -> None:
+    """Stream ``uri`` into the local file ``dest`` (no whole-object buffer in memory)."""
+    if is_s3(uri):
+        bucket, key = _split(uri)
+        _s3().download_file(bucket, key, str(dest))
+        return
+    shutil.copyfile(uri, dest)
+
+
 def list_prefix(uri: str) -> list[str]:
     """Files directly or indirectly under ``uri`` (sorted)."""
     if is_s3(uri):

@@ -123,7 +123,6 @@ def run_suite(df, specs: list[dict], docs_dir: Path, run_name: str) -> dict:
     from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
-    df = df.copy()  # consolidated blocks validate faster
     ctx = _context(docs_dir)
     batch_def = (ctx.data_sources.add_pandas("pandas").add_dataframe_asset("batch")
                  .add_batch_definition_whole_dataframe("whole"))
@@ -134,8 +133,17 @@ def run_suite(df, specs: list[dict], docs_dir: Path, run_name: str) -> dict:
             severity=SEVERITY_TO_GX[spec["severity"]]).to_domain_obj())
     suite = ctx.suites.add(suite)
     vdef = ctx.validation_definitions.add(gx.ValidationDefinition(name="raw_batch", data=batch_def, suite=suite))
-    vres = vdef.run(batch_parameters={"dataframe": df}, result_format=RESULT_FORMAT,
-                    run_id=RunIdentifier(run_name=run_name))
+    import pandas as pd
+
+    arrow_text = pd.StringDtype("pyarrow")
+    python_text = [c for c, t in df.dtypes.items() if isinstance(t, pd.StringDtype) and t.storage != "pyarrow"]
+    if python_text:
+        df = df.astype(dict.fromkeys(python_text, arrow_text))
+    # GX compares a column's dtype with pd.StringDtype(), whose storage is this option: text is
+    # Arrow-backed here (see read_for_validation), so the type check must expect the same storage.
+    with pd.option_context("mode.string_storage", "pyarrow"):
+        vres = vdef.run(batch_parameters={"dataframe": df}, result_format=RESULT_FORMAT,
+                        run_id=RunIdentifier(run_name=run_name))
     (key,) = ctx.validation_results_store.list_keys()
     ctx.build_data_docs(site_names=[SITE], resource_identifiers=[key], build_index=False)
     html = ""
@@ -202,8 +210,21 @@ def _quarantine(ctx: StepContext, sha: str, snapshot: str, vdir: Path, manifest:
     return qdir
 
 
-def validate_raw_batch(ctx: StepContext) -> ValidationSummary:
+def read_for_validation(snapshot: str):
+    """The snapshot as a DataFrame whose text columns are Arrow-backed (``string[pyarrow]``): a
+    few bytes per value instead of a Python object each, so peak memory stays near the file's
+    size rather than growing by ~60 bytes per text cell (2M rows of the Telco schema peaked at
+    4.2 GB with object strings)."""
     import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    arrow_text = pd.StringDtype("pyarrow")
+    mapping = {pa.string(): arrow_text, pa.large_string(): arrow_text}
+    return pq.read_table(snapshot).to_pandas(types_mapper=mapping.get, self_destruct=True)
+
+
+def validate_raw_batch(ctx: StepContext) -> ValidationSummary:
 
     from pavedml.ingest import latest_snapshot
 
@@ -211,7 +232,7 @@ def validate_raw_batch(ctx: StepContext) -> ValidationSummary:
     ds = ctx.require_ds()
     sha, snapshot = latest_snapshot(ctx)
     manifest = storage.read_json(str(ctx.layout.raw_manifest(ds, sha)))
-    df = pd.read_parquet(snapshot)
+    df = read_for_validation(snapshot)
     specs = generate_suite(ctx.use_case, list(df.columns), manifest.get("type_errors"), ctx.interval_start)
     vdir = ctx.layout.validation_dir(ds, sha)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
