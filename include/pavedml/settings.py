@@ -99,9 +99,9 @@ class Settings:
             lake_uri=env.get("PAVEDML_LAKE_URI", "").rstrip("/"),
             use_cases_dir=Path(env.get("PAVEDML_USE_CASES_DIR") or DEFAULT_USE_CASES_DIR),
             mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{data_root / 'mlflow' / 'mlflow.db'}",
-            mlflow_ui_url=env.get("PAVEDML_MLFLOW_UI_URL") or (
+            mlflow_ui_url=strip_userinfo(env.get("PAVEDML_MLFLOW_UI_URL") or (
                 env["MLFLOW_TRACKING_URI"] if env.get("MLFLOW_TRACKING_URI", "").startswith("http")
-                else "http://127.0.0.1:5000"),
+                else "http://127.0.0.1:5000")),
             mlflow_artifact_root=env.get("PAVEDML_MLFLOW_ARTIFACT_ROOT") or (data_root / "mlflow" / "artifacts").as_uri(),
             feast_repo=Path(env.get("PAVEDML_FEAST_REPO") or PACKAGE_DIR.parent.parent / "feature_repo"),
             feast_registry=env.get("PAVEDML_FEAST_REGISTRY", ""),
@@ -192,3 +192,14 @@ def connection_environment(settings: Settings | None = None, get_connection=None
         if endpoint:
             public["AWS_ENDPOINT_URL"] = endpoint
     return public, private
+
+
+def strip_userinfo(url: str) -> str:
+    """``url`` without ``user:password@``: a link shown in the UI never carries credentials (the
+    browser signs in to the MLflow UI itself)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))

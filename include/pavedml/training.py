@@ -218,6 +218,39 @@ def load_split(ctx: StepContext, name: str):
 
 
 # -- model ------------------------------------------------------------------------------------------
+def check_hyperparameters(uc: UseCase, estimator, overrides: dict) -> None:
+    """scikit-learn's own parameter check, before any data is read or fitted: a wrong type or
+    value (``max_depth: "deep"`` typed into the trigger form) is bad input (exit 3, no retry)
+    named by parameter, value and where it came from, not a traceback minutes into the fit."""
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    try:
+        estimator._validate_params()
+    except InvalidParameterError as exc:
+        text = str(exc)
+        name = text.split("'", 2)[1] if text.count("'") >= 2 else "?"
+        where = "the trigger form's hyperparameters" if name in overrides else f"model.params of {uc.name}"
+        raise ConfigError(f"hyper-parameter {name}={overrides.get(name, uc.model.params.get(name))!r} from {where} "
+                          f"is invalid for {uc.model.family}: {text}",
+                          details={"next": f"fix {name} in {where}, then trigger again"}) from None
+
+
+def parse_overrides(raw) -> dict:
+    """The trigger form's hyper-parameter overrides: a JSON object (or its text)."""
+    if raw in (None, "", {}):
+        return {}
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"hyperparameters is not JSON: {exc.msg} at column {exc.colno} of {raw[:200]!r}",
+                              details={"next": 'give an object such as {"max_depth": 6}'}) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"hyperparameters must be an object of name: value, not {type(raw).__name__} {raw!r}"[:300],
+                          details={"next": 'give an object such as {"max_depth": 6}'})
+    return raw
+
+
 def make_pipeline(uc: UseCase, overrides: dict | None = None):
     """Preprocessing + the estimator named in the config (hyper-parameters merged with overrides)."""
     import importlib
@@ -234,6 +267,7 @@ def make_pipeline(uc: UseCase, overrides: dict | None = None):
         raise ConfigError(f"unknown hyper-parameter(s) {', '.join(unknown)} for {uc.model.family}")
     module, cls = target.split(":")
     estimator = getattr(importlib.import_module(module), cls)(**params)
+    check_hyperparameters(uc, estimator, overrides or {})
     numeric = [("impute", SimpleImputer(strategy="median"))]
     if uc.model.family == "logistic_regression":
         numeric.append(("scale", StandardScaler()))
@@ -249,9 +283,8 @@ def train_challenger(ctx: StepContext):
 
     setup(ctx)  # fail fast (TrackingUnavailableError, exit 1) before minutes of fitting, not after
     uc = ctx.use_case
-    overrides = ctx.params.get("hyperparameters") or {}
-    if isinstance(overrides, str):
-        overrides = json.loads(overrides or "{}")
+    overrides = parse_overrides(ctx.params.get("hyperparameters"))
+    make_pipeline(uc, overrides)  # checks the hyper-parameters before the data is read
     train, validation, holdout = (load_split(ctx, s) for s in SPLITS)
     manifest = storage.read_json(str(ctx.layout.training_dir(run_key(ctx)) / "dataset.json"))
     pipeline, params = make_pipeline(uc, overrides)

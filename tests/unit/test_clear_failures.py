@@ -184,3 +184,21 @@ def test_train_challenger_checks_the_tracking_server_before_anything_else(tmp_pa
     assert summary[0] == f"FAILED train_challenger [tracking_unavailable] use case=telco_churn interval={DS}"
     assert summary[1].startswith("MLflow tracking server http://127.0.0.1:1 is unreachable")
     assert "fitted" not in out.stderr and not (Path(tmp_path) / "telco_churn" / "training").exists()
+
+
+@pytest.mark.parametrize(("params", "named"), [
+    ('{"hyperparameters": {"max_depth": "deep"}}', "hyper-parameter max_depth='deep' from the trigger form"),
+    ('{"hyperparameters": {"learning_rate": -1}}', "learning_rate=-1"),
+    ('{"hyperparameters": "{not json"}', "hyperparameters is not JSON"),
+    ('{"hyperparameters": [6]}', "hyperparameters must be an object"),
+])
+def test_a_wrong_typed_hyperparameter_is_bad_input_named_before_any_data(tmp_path, params, named):
+    """Before: scikit-learn raised InvalidParameterError at fit: a raw traceback, exit 1, retried."""
+    argv = [sys.executable, "-m", "pavedml", "train_challenger", "--use-case", "telco_churn", "--ds", DS,
+            "--run-id", "manual__typo", "--params", params]
+    env = {**os.environ, "PAVEDML_DATA_ROOT": str(tmp_path / "data")}  # no training set: checked first
+    out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 3, out.stderr[-2000:]
+    summary = _summary(out.stderr)
+    assert summary[0].startswith("FAILED train_challenger [config_error]") and named in "\n".join(summary)
+    assert "Traceback" not in out.stderr

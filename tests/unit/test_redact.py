@@ -143,3 +143,16 @@ def test_a_planted_password_reaches_no_sink(tmp_path, monkeypatch):
     for sink_name, text in (("task log", task_log), ("UI error line", ui_line + str(err.value.summary)),
                             ("alerts file", alerts), ("e-mail", mail_text)):
         assert PLANTED not in text, sink_name
+
+
+def test_the_mlflow_link_in_the_ui_never_carries_the_tracking_password(monkeypatch):
+    """The UI's MLflow link defaults to MLFLOW_TRACKING_URI: its user:password must not reach a link."""
+    from pavedml.settings import get_settings
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://pavedml:PLANTED@mlflow:5000")
+    monkeypatch.delenv("PAVEDML_MLFLOW_UI_URL", raising=False)
+    get_settings.cache_clear()
+    assert get_settings().mlflow_ui_url == "http://mlflow:5000"
+    monkeypatch.setenv("PAVEDML_MLFLOW_UI_URL", "https://u:PLANTED@ml.example/path?x=1")
+    get_settings.cache_clear()
+    assert get_settings().mlflow_ui_url == "https://ml.example/path?x=1"
