@@ -228,6 +228,7 @@ class ProductionServices:
             "PAVEDML_LAKE_URI": "s3://pavedml/lake",
             "PAVEDML_FEAST_REGISTRY": pg_url(self.dbs["feast"]),
             "PAVEDML_FEAST_ONLINE_STORE": f"{REDIS_URL}/{REDIS_DB}",
+            "PAVEDML_LOCK_URL": pg_url(self.dbs["feast"], "postgresql"),  # champion moves: shared lock
             "MLFLOW_TRACKING_URI": self.mlflow_url,
             "PAVEDML_MLFLOW_CONN_ID": "pavedml_mlflow",
             "AWS_ENDPOINT_URL": self.s3_url,

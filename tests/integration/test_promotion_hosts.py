@@ -19,6 +19,7 @@ import time
 
 import pytest
 
+from tests.helpers import procs as procs_helper
 from tests.helpers.prodstack import PG, pg_url
 from tests.integration.conftest import LAST_DAY
 
@@ -87,8 +88,8 @@ def _promote(env: dict, run_id: str, **kw) -> subprocess.Popen | subprocess.Comp
             "--dag-id", DAG, "--run-id", run_id]
     if kw.get("wait", True):
         return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
-    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    return procs_helper.spawn(f"promote {run_id}", argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
 
 
 def test_unreachable_lock_server_fails_retryably_and_moves_nothing(history_copy, challengers):
@@ -175,8 +176,6 @@ def test_two_hosts_promoting_at_once_leave_the_better_model_champion(history_cop
             assert [json.loads(x) for x in view] == entries
     finally:
         for proc in procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, 9)
-                proc.wait()
+            procs_helper.stop(proc)
         holder.close()
         server.stop()
