@@ -77,7 +77,12 @@ def remove_reader_visible_leftovers(root) -> list[str]:
 
     removed = []
     root = Path(root)
-    for entry in root.iterdir() if root.is_dir() else ():
+    for entry in sorted(root.iterdir()) if root.is_dir() else ():
+        target = root / entry.name.removeprefix(".old-").rsplit("-", 1)[0]
+        if entry.name.startswith(".old-") and entry.is_dir() and target.name.startswith("dt=") and not target.exists():
+            entry.rename(target)  # killed between moving the partition aside and the new one in
+            log.warning("restored %s from %s (a write killed between its two renames)", target, entry.name)
+            continue
         if entry.name.startswith((".tmp-", ".old-")):
             if entry.is_dir():
                 shutil.rmtree(entry, ignore_errors=True)

@@ -26,10 +26,15 @@ from pavedml.results import SnapshotResult
 
 log = logging.getLogger(__name__)
 TEXT_TYPES = ("string", "category")
+#: Rows per Parquet row group of a snapshot: readers that stream it (chunked validation) decode one
+#: group at a time instead of the whole file.
+ROW_GROUP_ROWS = 100_000
 
 
 #: Bytes read at a time when hashing, and from the head and tail of a CSV when checking it.
 HASH_CHUNK = 8 << 20
+#: Bytes per block of the CSV reader.
+CSV_BLOCK_BYTES = 16 << 20
 TAIL_BYTES = 64 << 10
 
 
@@ -153,12 +158,18 @@ def parse_batch(source: bytes | str | Path, uri: str):
         if uri.endswith(".parquet"):
             return pd.read_parquet(stream)
         with (io.BytesIO(source) if is_bytes else open(source, "rb")) as fh:
-            first = fh.readline(1 << 20).decode("utf-8").lstrip("\ufeff")
-        names = next(csv.reader([first]))
+            first = b""
+            while not first.strip() and (line := fh.readline(1 << 20)):
+                first = line  # the header is the first non-blank line (pyarrow skips blank ones)
+        names = next(csv.reader([first.decode("utf-8").lstrip("\ufeff")]), [])
+        if not any(n.strip() for n in names):
+            raise ValueError("no header row")
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate column names in the header: {sorted({n for n in names if names.count(n) > 1})}")
         table = pacsv.read_csv(
-            stream, read_options=pacsv.ReadOptions(block_size=1 << 24),
+            stream, read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
+            # a quoted value may hold a line break (pandas read those; a block boundary must not split one)
+            parse_options=pacsv.ParseOptions(newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()),
                                                  strings_can_be_null=False, quoted_strings_can_be_null=False))
         arrow_text = pd.StringDtype("pyarrow")
@@ -265,7 +276,7 @@ def _ingest(ctx: StepContext, uri: str, path: Path) -> SnapshotResult:
 
         df["event_timestamp"] = pd.Timestamp(ctx.interval_start).tz_convert("UTC")
         with storage.atomic_path(snapshot) as tmp:
-            df.to_parquet(tmp, index=False)
+            df.to_parquet(tmp, index=False, row_group_size=ROW_GROUP_ROWS)
         rows = len(df)
         storage.write_json(str(manifest), {
             "sha256": sha, "rows": rows, "source_uri": uri, "source_bytes": os.path.getsize(path),

@@ -21,7 +21,10 @@ _USERINFO = re.compile(r"://(?P<user>[^\s/?#:@'\"<>]*):(?P<password>[^\s/?#'\"<>
 _PARAM = re.compile(
     r"(?P<name>password|passwd|pwd|secret|token|signature|credential|api[_-]?key|sig)"
     r"(?P<eq>=|%3D)(?P<value>[^&\s'\"<>]+)", re.IGNORECASE)
-_AUTH = re.compile(r"(?P<scheme>\b(?:bearer|basic)\s+)(?P<value>[A-Za-z0-9._~+/=-]{8,})", re.IGNORECASE)
+#: ``Bearer <token>`` anywhere; ``Basic <credentials>`` only in an Authorization header or parameter
+#: (prose such as "basic features_v2" is left alone).
+_AUTH = re.compile(r"(?P<scheme>\bbearer\s+|\bauthorization[\"']?\s*[:=]\s*[\"']?basic\s+)"
+                   r"(?P<value>[A-Za-z0-9._~+/=-]{8,})", re.IGNORECASE)
 
 
 def redact_urls(text: str) -> str:

@@ -147,6 +147,7 @@ DRIFT_FILES = ("report.json", "evidently.html", "psi_table.txt")
 #: Readers of one of these pipelines' DAGs (``<use case>_<pipeline>``) may open the area's reports.
 AREA_PIPELINES = {
     "validation": ("feature_pipeline",),
+    "labels": ("training_pipeline",),  # validation/labels/: written by build_training_set
     "drift": ("drift_monitor",),
     "training": ("training_pipeline",),
     "registry": ("training_pipeline", "model_rollback"),
@@ -207,4 +208,6 @@ def find_report(path: str) -> Report | None:
         view = "markdown" if suffix == ".md" else "file"
     elif area == "registry" and rest == ["ledger.jsonl"]:
         view = "ledger"
+    if view is not None and area == "validation" and rest[0] == "labels":
+        area = "labels"
     return None if view is None else Report(path=path, use_case=use_case, area=area, view=view)

@@ -121,8 +121,13 @@ def run_suite(df, specs: list[dict], docs_dir: Path, run_name: str) -> dict:
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     import great_expectations as gx
     from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.execution_engine import pandas_execution_engine
     from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
+    # GX fingerprints every batch under 1 GB with pd.util.hash_pandas_object, which turns each
+    # Arrow-backed text value into a Python object first (+1 GB for 5M keys). The batch's identity
+    # is the snapshot's SHA-256 (in the result), so the fingerprint is not needed.
+    pandas_execution_engine.HASH_THRESHOLD = 0
     ctx = _context(docs_dir)
     batch_def = (ctx.data_sources.add_pandas("pandas").add_dataframe_asset("batch")
                  .add_batch_definition_whole_dataframe("whole"))
@@ -169,6 +174,7 @@ def run_suite(df, specs: list[dict], docs_dir: Path, run_name: str) -> dict:
             "type": spec["type"], "column": column, "severity": spec["severity"], "success": bool(r.success),
             "observed_value": res.get("observed_value"), "unexpected_count": res.get("unexpected_count"),
             "unexpected_percent": res.get("unexpected_percent"), "unexpected_values": values,
+            "element_count": res.get("element_count"), "missing_count": res.get("missing_count"),
             "expected": {k: v for k, v in spec["kwargs"].items() if k != "column"}, "exception": exc,
         })
     return {"success": not any(e for e in out if not e["success"] and e["severity"] == "error"),
@@ -224,6 +230,171 @@ def read_for_validation(snapshot: str):
     return pq.read_table(snapshot).to_pandas(types_mapper=mapping.get, self_destruct=True)
 
 
+#: Rows validated at a time: a bigger snapshot is validated in chunks so peak memory stays flat.
+DEFAULT_CHUNK_ROWS = 250_000
+
+
+def chunk_rows() -> int:
+    return int(os.environ.get("PAVEDML_VALIDATION_CHUNK_ROWS") or DEFAULT_CHUNK_ROWS)
+
+
+def is_rowwise(spec: dict) -> bool:
+    """True if the expectation holds for a table when it holds for every chunk of its rows (and its
+    counts add up): per-value checks. Uniqueness, row counts and aggregates (max, mean, ...) are not."""
+    from great_expectations.expectations.expectation import (
+        ColumnMapExpectation,
+        ColumnPairMapExpectation,
+        MulticolumnMapExpectation,
+    )
+    from great_expectations.expectations.registry import get_expectation_impl
+
+    if "unique" in spec["type"] or spec["type"].endswith(("_increasing", "_decreasing")):
+        return False  # across rows (order-dependent ones too): a chunk boundary would hide a failure
+    if spec["type"] == "expect_column_to_exist":
+        return True
+    try:
+        impl = get_expectation_impl(spec["type"])
+    except Exception:  # noqa: BLE001 - an unknown type fails in the whole-table run, with GX's message
+        return False
+    return issubclass(impl, ColumnMapExpectation | ColumnPairMapExpectation | MulticolumnMapExpectation)
+
+
+def _spec_columns(spec: dict) -> list[str]:
+    kw = spec["kwargs"]
+    cols = [kw[k] for k in ("column", "column_A", "column_B") if k in kw]
+    return cols + list(kw.get("column_list") or [])
+
+
+def _merge(spec: dict, parts: list[dict]) -> dict:
+    """One row-wise expectation's result over the whole table from its per-chunk results."""
+    out = dict(parts[0])
+    counts = [p["unexpected_count"] for p in parts if p["unexpected_count"] is not None]
+    out["exception"] = next((p["exception"] for p in parts if p["exception"]), None)
+    values = []
+    for p in parts:
+        for v in p["unexpected_values"]:
+            if v not in values and len(values) < MAX_VALUES:
+                values.append(v)
+    out["unexpected_values"] = values
+    if counts:
+        unexpected = sum(counts)
+        elements = sum(p["element_count"] or 0 for p in parts)
+        missing = sum(p["missing_count"] or 0 for p in parts)
+        denom = elements if spec["type"] == "expect_column_values_to_not_be_null" else elements - missing
+        out.update(unexpected_count=unexpected, element_count=elements, missing_count=missing,
+                   unexpected_percent=100.0 * unexpected / denom if denom else 0.0)
+        mostly = spec["kwargs"].get("mostly")
+        if mostly is not None and not out["exception"]:
+            out["success"] = (1 - unexpected / denom if denom else 1.0) >= mostly
+        else:
+            out["success"] = all(p["success"] for p in parts)
+    else:
+        out["success"] = all(p["success"] for p in parts)
+    return out
+
+
+def _release() -> None:
+    """Free a finished chunk before the next: GX's objects hold the chunk's frame in reference
+    cycles (only the cycle collector frees them) and Arrow's pool keeps freed pages otherwise."""
+    import gc
+
+    import pyarrow as pa
+
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+
+
+def _hash_buckets(pfile, columns: list[str], buckets: int, mapping):
+    """The rows' ``columns`` split into ``buckets`` frames by a hash of their values (equal rows land
+    in the same frame), reading the snapshot one row group at a time: memory is the columns in
+    Arrow form plus one bucket, not the table."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
+    pieces: list[list] = [[] for _ in range(buckets)]
+    for batch in pfile.iter_batches(columns=columns):
+        frame = batch.to_pandas(types_mapper=mapping.get)
+        codes = pd.util.hash_pandas_object(frame, index=False).to_numpy() % np.uint64(buckets)
+        table = pa.Table.from_batches([batch])
+        for b in range(buckets):
+            idx = np.flatnonzero(codes == b)
+            if len(idx):
+                pieces[b].append(table.take(pa.array(idx)))
+        del frame, table
+    for b in range(buckets):
+        if pieces[b]:
+            table = pa.concat_tables(pieces[b])
+            pieces[b] = []
+            yield table.to_pandas(types_mapper=mapping.get, self_destruct=True)
+
+
+def validate_snapshot(snapshot: str, specs: list[dict], docs_dir: Path, run_name: str, chunk: int) -> dict:
+    """Run ``specs`` on a Parquet snapshot with memory bounded by ``chunk`` rows, not by its size.
+
+    A snapshot of at most ``chunk`` rows is one GX run (one Data Docs page). A bigger one: the
+    row-wise expectations run chunk by chunk (counts and unexpected values merged, ``mostly``
+    decided on the totals), and the rest (row count, uniqueness, aggregates) in one run over only
+    the columns they name. The report link is the first failing run's page; every page is listed
+    in ``chunk_pages``."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pfile = pq.ParquetFile(snapshot)
+    rows = pfile.metadata.num_rows
+    if rows <= chunk:
+        result = run_suite(read_for_validation(snapshot), specs, docs_dir, run_name)
+        return {**result, "rows": rows, "chunks": 1}
+    arrow_text = pd.StringDtype("pyarrow")
+    mapping = {pa.string(): arrow_text, pa.large_string(): arrow_text}
+    rowwise = [i for i, spec in enumerate(specs) if is_rowwise(spec)]
+    whole = [i for i in range(len(specs)) if i not in set(rowwise)]
+    parts: dict[int, list[dict]] = {i: [] for i in rowwise}
+    pages, failing = [], []
+    for k, batch in enumerate(pfile.iter_batches(batch_size=chunk)):
+        frame = pa.Table.from_batches([batch]).to_pandas(types_mapper=mapping.get, self_destruct=True)
+        res = run_suite(frame, [specs[i] for i in rowwise], docs_dir, f"{run_name}-chunk{k + 1}")
+        del frame
+        _release()
+        pages.append(res["data_docs"])
+        if not res["success"]:
+            failing.append(res["data_docs"])
+        for i, e in zip(rowwise, res["expectations"], strict=True):
+            parts[i].append(e)
+    merged: dict[int, dict] = {i: _merge(specs[i], parts[i]) for i in rowwise}
+    present = set(pfile.schema_arrow.names)
+    for i in [i for i in whole if "unique" in specs[i]["type"] and set(_spec_columns(specs[i])) <= present]:
+        whole.remove(i)  # duplicates always share a hash bucket: bucket by bucket is exact
+        bucket_parts = []
+        for b, frame in enumerate(_hash_buckets(pfile, _spec_columns(specs[i]), -(-rows // chunk), mapping)):
+            res = run_suite(frame, [specs[i]], docs_dir, f"{run_name}-{specs[i]['type'].removeprefix('expect_')}-{b + 1}")
+            del frame
+            _release()
+            pages.append(res["data_docs"])
+            if not res["success"]:
+                failing.append(res["data_docs"])
+            bucket_parts.append(res["expectations"][0])
+        merged[i] = _merge(specs[i], bucket_parts)
+    if whole:
+        needed = sorted({c for i in whole for c in _spec_columns(specs[i]) if c in present}) or [pfile.schema_arrow.names[0]]
+        frame = pq.read_table(snapshot, columns=needed).to_pandas(types_mapper=mapping.get, self_destruct=True)
+        res = run_suite(frame, [specs[i] for i in whole], docs_dir, f"{run_name}-table")
+        del frame
+        pages.append(res["data_docs"])
+        if not res["success"]:
+            failing.append(res["data_docs"])
+        merged.update(zip(whole, res["expectations"], strict=True))
+        for i in whole:  # a column the projection left out is missing from the table itself
+            col = specs[i]["kwargs"].get("column")
+            if col is not None and col not in present:
+                merged[i]["exception"] = f"column {col!r} not found"
+    out = [merged[i] for i in range(len(specs))]
+    return {"success": not any(e for e in out if not e["success"] and e["severity"] == "error"),
+            "expectations": out, "data_docs": (failing or pages)[0], "chunk_pages": pages, "rows": rows,
+            "chunks": -(-rows // chunk)}
+
+
 def validate_raw_batch(ctx: StepContext) -> ValidationSummary:
 
     from pavedml.ingest import latest_snapshot
@@ -232,14 +403,18 @@ def validate_raw_batch(ctx: StepContext) -> ValidationSummary:
     ds = ctx.require_ds()
     sha, snapshot = latest_snapshot(ctx)
     manifest = storage.read_json(str(ctx.layout.raw_manifest(ds, sha)))
-    df = read_for_validation(snapshot)
-    specs = generate_suite(ctx.use_case, list(df.columns), manifest.get("type_errors"), ctx.interval_start)
+    import pyarrow.parquet as pq
+
+    columns = pq.read_schema(snapshot).names
+    specs = generate_suite(ctx.use_case, columns, manifest.get("type_errors"), ctx.interval_start)
     vdir = ctx.layout.validation_dir(ds, sha)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     rundir = vdir / "runs" / stamp  # every run's report is kept; result.json is the latest
     with storage.atomic_dir(rundir) as tmp:
-        result = run_suite(df, specs, tmp / "data_docs", run_name=f"{ctx.use_case.name}-{ds}-{sha[:12]}")
+        result = validate_snapshot(snapshot, specs, tmp / "data_docs", f"{ctx.use_case.name}-{ds}-{sha[:12]}",
+                                   chunk_rows())
         result["data_docs"] = result["data_docs"].replace(str(tmp.resolve()), str(rundir))
+        result["chunk_pages"] = [p.replace(str(tmp.resolve()), str(rundir)) for p in result.get("chunk_pages", [])]
         result.update(sha256=sha, ds=ds, dag_run=ctx.run_id, validated_at=stamp,
                       type_errors=manifest.get("type_errors", {}))
         storage.write_json(str(tmp / "result.json"), result)

@@ -183,8 +183,14 @@ def test_a_build_features_killed_mid_write_leaves_nothing_where_readers_look(his
     legacy = features / f".tmp-dt={day}-abcd1234"
     legacy.mkdir()
     (legacy / "part-0.parquet").write_bytes(b"PAR1 half a file")
+    # A partition the old layout moved aside and never replaced (killed between the two renames).
+    import shutil
+
+    other = features / "dt=2025-01-03"
+    shutil.move(other, features / ".old-dt=2025-01-03-1a2b3c4d")
     result = run_step("build_features", day)
     assert result.rows == len(before)
+    assert (other / "part-0.parquet").exists()  # restored, not deleted
     assert [p.name for p in features.iterdir() if p.name.startswith(".")] == []
     assert list(staging.iterdir()) == []  # the killed writer's leftover is gone too
     built = run_step("build_training_set", LAST_DAY, dag_id=DAG, run_id="manual__after_kill", params="{}")

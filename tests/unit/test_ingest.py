@@ -95,3 +95,24 @@ def test_describe_names_rule_column_observed_expected_and_values():
                      "unexpected_values": ["Three year"], "expected": {"value_set": ["One year"]}, "exception": None})
     assert line == ("column Contract: column_values_to_be_in_set; 3 unexpected (1.5%); "
                     "expected value_set=['One year']; e.g. ['Three year']")
+
+
+def test_a_leading_blank_line_still_reads_every_column_as_text():
+    """Identifiers like 0012 must stay text: with an empty header line no column was pinned to text."""
+    df = parse_batch(b"\n\ncustomerID,tenure\n0012,5\n0013,7\n", "b.csv")
+    assert df["customerID"].tolist() == ["0012", "0013"] and df["tenure"].tolist() == ["5", "7"]
+
+
+def test_a_quoted_line_break_across_reader_blocks_is_one_value(monkeypatch):
+    import pavedml.ingest as ingest
+
+    monkeypatch.setattr(ingest, "CSV_BLOCK_BYTES", 64)
+    rows = "".join(f'C{i:03d},"line one\nline two {i}"\n' for i in range(40))
+    df = parse_batch(("customerID,note\n" + rows).encode(), "b.csv")
+    assert len(df) == 40 and df["note"].iloc[39] == "line one\nline two 39"
+
+
+@pytest.mark.parametrize("data", [b"\n\n\n", b"a,b\n1,2,3\n", b"a,b\n1\n2,3\n"])
+def test_malformed_csv_is_unreadable_with_the_reason(data):
+    with pytest.raises(BatchUnreadableError, match="could not be parsed"):
+        parse_batch(data, "b.csv")

@@ -32,6 +32,9 @@ PLANTED = "PLANTED"
     ("host=h dbname=d password=PLANTED", "host=h dbname=d password=***"),
     ("MLFLOW_TRACKING_PASSWORD=PLANTED", "MLFLOW_TRACKING_PASSWORD=***"),
     ("Authorization: Bearer PLANTEDabc.def", "Authorization: Bearer ***"),
+    ("Authorization: Basic dXNlcjpQTEFOVEVE", "Authorization: Basic ***"),
+    ('{"authorization": "Basic dXNlcjpQTEFOVEVE"}', '{"authorization": "Basic ***"}'),
+    ("uses basic features_v2 and basic configuration", "uses basic features_v2 and basic configuration"),
     # nothing secret: unchanged
     ("http://mlflow:5000/#/experiments/1", "http://mlflow:5000/#/experiments/1"),
     ("s3://bucket/pavedml/telco_churn", "s3://bucket/pavedml/telco_churn"),

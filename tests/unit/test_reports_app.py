@@ -178,3 +178,13 @@ def test_the_use_case_name_rule_is_the_configs():
     from pavedml.reports import USE_CASE_NAME
 
     assert USE_CASE_NAME.pattern == NAME_RE.pattern
+
+
+def test_labels_reports_belong_to_the_training_pipeline():
+    """The labels suite runs in build_training_set: its Data Docs are for the training DAG's readers."""
+    from pavedml.reports import find_report
+
+    labels = find_report("telco_churn/validation/labels/dt=2025-01-08/abc/runs/x/data_docs/index.html")
+    assert labels is not None and labels.dag_ids == ("telco_churn_training_pipeline",)
+    batch = find_report("telco_churn/validation/dt=2025-01-08/abc/runs/x/data_docs/index.html")
+    assert batch is not None and batch.dag_ids == ("telco_churn_feature_pipeline",)
