@@ -118,15 +118,19 @@ def advisory_lock(url: str, name: str, wait_seconds: float = LOCK_WAIT_SECONDS):
 
 
 @contextmanager
-def registry_lock(path: Path):
-    """The single-host lock: an ``flock`` beside the ledger."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / ".champion.lock", "w") as fh:
+def _flocked(lock_file: Path):
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def registry_lock(path: Path):
+    """The single-host lock: an ``flock`` beside the ledger."""
+    return _flocked(path.parent / ".champion.lock")
 
 
 @contextmanager
@@ -150,16 +154,9 @@ def _entry_name(text: str, at: str) -> str:
     return f"{stamp}-{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
 
 
-@contextmanager
 def _ledger_locked(path: Path):
     """Serializes the writers of one working copy's ledger view (entry files need no lock)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / ".ledger.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return _flocked(path.parent / ".ledger.lock")
 
 
 def _write_entry(folder: Path, text: str, at: str) -> None:

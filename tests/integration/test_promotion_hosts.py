@@ -123,9 +123,12 @@ def test_two_hosts_promoting_at_once_leave_the_better_model_champion(history_cop
             monkeypatch.setenv(name, value)
         import boto3
 
-        boto3.client("s3", endpoint_url=aws["AWS_ENDPOINT_URL"]).create_bucket(Bucket="lake")
-        Lake("s3://lake/pavedml/telco_churn", history_copy / "telco_churn").push()  # the system of record
-        shared = {**os.environ, **aws, "PAVEDML_LAKE_URI": "s3://lake/pavedml",
+        # moto's servers in one process share their buckets: a bucket of its own, so another test's
+        # lake (with its ledger entries) is never this one's
+        bucket = f"lake-{secrets.token_hex(4)}"
+        boto3.client("s3", endpoint_url=aws["AWS_ENDPOINT_URL"]).create_bucket(Bucket=bucket)
+        Lake(f"s3://{bucket}/pavedml/telco_churn", history_copy / "telco_churn").push()  # the system of record
+        shared = {**os.environ, **aws, "PAVEDML_LAKE_URI": f"s3://{bucket}/pavedml",
                   "MLFLOW_TRACKING_URI": f"sqlite:///{history_copy / 'mlflow/mlflow.db'}",  # one registry
                   "PAVEDML_LOCK_URL": pg_url(lock_db)}
         roots = {"a": tmp_path / "host-a", "b": tmp_path / "host-b"}
@@ -167,7 +170,7 @@ def test_two_hosts_promoting_at_once_leave_the_better_model_champion(history_cop
         # strong one re-decided against it.
         moves = {(None, weak[0]), (weak[0], strong[0])}
         for root in roots.values():
-            lake = Lake("s3://lake/pavedml/telco_churn", root / "telco_churn")
+            lake = Lake(f"s3://{bucket}/pavedml/telco_churn", root / "telco_churn")
             lake.pull()
             entries = read_ledger(root / "telco_churn/registry/ledger.jsonl")
             assert {(e["from_version"], e["to_version"]) for e in entries if e["action"] == "promoted"} == moves, \
