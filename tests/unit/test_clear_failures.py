@@ -116,12 +116,13 @@ def _unshare_works() -> bool:
 MOUNT = 'mount -t tmpfs -o "$1" tmpfs "$2" && shift 2 && exec "$@"'
 
 
-@pytest.mark.skipif(not _unshare_works(), reason="needs unshare -rm (user and mount namespaces) to mount a tmpfs")
 @pytest.mark.parametrize(("options", "code", "reason", "says"), [
     ("size=4k", 1, "storage_full", "no space left on the device (ENOSPC)"),
     ("ro", 3, "storage_not_writable", "the file system is read-only (EROFS)"),
 ])
 def test_a_full_or_read_only_data_root_is_a_summary_with_its_exit_code(tmp_path, landing, options, code, reason, says):
+    if not _unshare_works():  # never skipped: a machine without it fails here, saying why
+        pytest.fail("needs unshare -rm (user and mount namespaces, util-linux) to mount a tmpfs", pytrace=False)
     root = tmp_path / "root"
     root.mkdir()
     env = {"PAVEDML_DATA_ROOT": str(root), "PAVEDML_LANDING_URI": str(landing)}
@@ -134,31 +135,29 @@ def test_a_full_or_read_only_data_root_is_a_summary_with_its_exit_code(tmp_path,
     assert summary[-1].startswith("Next step: ")
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root to run the step as nobody")
-def test_a_data_root_the_worker_may_not_write_is_a_summary_with_exit_3(landing):
-    import tempfile
-
-    top = Path(tempfile.mkdtemp(prefix="pavedml-eacces-"))  # pytest's own tmp folders are private (0700)
+def test_a_data_root_the_worker_may_not_write_is_a_summary_with_exit_3(landing, tmp_path):
+    """A data root the step's user may not write (root here, without the capabilities that let root
+    write anywhere: a worker's user would be in the same position). Staying root keeps the checkout
+    and its venv readable wherever the clone lives (a mkdtemp clone is 0700)."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.fail("needs root and setpriv (util-linux) to drop the capabilities that let root write anywhere",
+                    pytrace=False)
+    root = tmp_path / "root"
+    root.mkdir()
+    root.chmod(0o555)
     try:
-        _run_as_nobody(top, landing)
+        env = {"PAVEDML_DATA_ROOT": str(root), "PAVEDML_LANDING_URI": str(landing)}
+        drop = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner",
+                "--inh-caps=-dac_override,-dac_read_search,-fowner"]
+        out = _step("ingest_raw_batch", env, drop)
+        assert out.returncode == 3, out.stderr[-3000:]
+        summary = _summary(out.stderr)
+        assert summary[0] == f"FAILED ingest_raw_batch [storage_not_writable] use case=telco_churn interval={DS}"
+        assert summary[1] == f"no access to {root}/telco_churn: permission denied (EACCES)"
+        assert summary[-1] == (f"Next step: make {root} writable by the worker's user (ls -ld {root}), "
+                               "then clear the task to rerun it")
     finally:
-        shutil.rmtree(top, ignore_errors=True)
-
-
-def _run_as_nobody(top: Path, landing: Path) -> None:
-    top.chmod(0o755)
-    shutil.copytree(landing, top / "landing")
-    for p in (top / "landing", *(top / "landing").rglob("*")):
-        p.chmod(0o755 if p.is_dir() else 0o644)
-    root = top / "root"
-    root.mkdir(mode=0o755)  # owned by root: nobody may not write in it
-    env = {"PAVEDML_DATA_ROOT": str(root), "PAVEDML_LANDING_URI": str(top / "landing"), "HOME": str(top)}
-    out = _step("ingest_raw_batch", env, ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"])
-    assert out.returncode == 3, out.stderr[-3000:]
-    summary = _summary(out.stderr)
-    assert summary[0] == f"FAILED ingest_raw_batch [storage_not_writable] use case=telco_churn interval={DS}"
-    assert summary[1] == f"no access to {root}/telco_churn: permission denied (EACCES)"
-    assert summary[-1] == f"Next step: make {root} writable by the worker's user (ls -ld {root}), then clear the task to rerun it"
+        root.chmod(0o755)
 
 
 @pytest.mark.parametrize(("number", "cls", "code"), [
