@@ -4,9 +4,9 @@ readable page) and the promotion ledger (a table).
 
 A step's links come from its JSON result (success) or from its failure summary's ``Report:``
 line (failure), so a failed validation still links to its Data Docs. The worker pushes each link
-to XCom when the task ends (Airflow 3's ``finalize``); the UI shows them as buttons. Files under
-the data root are served by the ``pavedml`` plugin's report app at ``/pavedml/reports/<path>``
-to signed-in Airflow users only. Imported by the plugin: standard library and ``airflow.sdk`` only.
+to XCom when the task ends (Airflow 3's ``finalize``); the UI shows them as buttons. Reports under
+the data root are served by the ``pavedml`` plugin's report app at ``/pavedml/reports/<path>``, to
+users who may read the DAG that wrote them (``pavedml.reports.find_report`` decides what is a report). Imported by the plugin: standard library and ``airflow.sdk`` only.
 """
 
 from __future__ import annotations
@@ -19,10 +19,6 @@ from airflow.sdk import BaseOperatorLink
 
 #: URL prefix of the plugin's report app on the Airflow API server.
 REPORTS_PREFIX = "/pavedml"
-#: Report files the app serves, with the static assets of GX Data Docs (nothing else under the
-#: data root: no data files).
-REPORT_SUFFIXES = (".html", ".json", ".csv", ".jsonl", ".txt", ".md", ".css", ".js", ".png", ".svg", ".ico",
-                   ".woff", ".woff2", ".ttf")
 
 #: (link key, result fields in order of preference)
 RESULT_FIELDS = {
