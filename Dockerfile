@@ -154,7 +154,7 @@ RUN --mount=type=bind,from=wheels,source=/wheelhouse,target=/wheelhouse \
     sh /usr/local/bin/pip-install.sh pip install "apache-airflow==${AIRFLOW_VERSION}" --requirement /tmp/requirements-airflow.txt; \
     sh /usr/local/bin/pip-install.sh pip install --no-deps /tmp/dist/pavedml-*.whl; \
     rm /tmp/requirements-airflow.txt; \
-    python -c "import pavedml.orchestration, airflow.providers.docker.operators.docker"
+    python -c "import pavedml.airflow.factory, airflow.providers.docker.operators.docker"
 COPY dags/ /opt/airflow/dags/
 COPY plugins/ /opt/airflow/plugins/
 COPY include/ /opt/pavedml/include/

@@ -46,11 +46,11 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 install: $(VENV)/.installed  ## create .venv and install the pinned stack (idempotent)
 
 demo: install  ## simulate DAYS (14) days ending today and run every DAG end to end on SQLite + local stores
-	$(PY) -m pavedml.demo --days $(DAYS) $(if $(START),--start $(START))
+	$(PY) -m pavedml.tools.demo --days $(DAYS) $(if $(START),--start $(START))
 
 run: install  ## run one DAG for one day: make run DAG=<dag_id> DATE=<YYYY-MM-DD> [CONF='{"reason": "..."}']
 	@test -n "$(DAG)" -a -n "$(DATE)" || { echo "usage: make run DAG=<dag_id> DATE=<YYYY-MM-DD> [CONF='<json>']"; exit 2; }
-	$(PY) -m pavedml.devrun "$$DAG" "$$DATE" --conf "$$CONF"
+	$(PY) -m pavedml.airflow.devrun "$$DAG" "$$DATE" --conf "$$CONF"
 
 shellenv:  ## print the project's environment for a shell: eval "$$(make -s shellenv)", then `airflow dags test ...`
 	@echo 'export PATH="$(CURDIR)/$(VENV)/bin:$$PATH"'
@@ -81,7 +81,7 @@ status: install  ## one screen: champion, last DAG runs, latest PSI, open quaran
 	@$(PY) -m pavedml status --use-case $${USE_CASE:-telco_churn} 2>/dev/null
 
 airflow: install  ## Airflow (UI on :8080, AIRFLOW_PORT) and the MLflow UI (:5000, MLFLOW_PORT) until Ctrl-C
-	$(PY) -m pavedml.devstack
+	$(PY) -m pavedml.tools.devstack
 
 env:  ## write .env with fresh random secrets for the production stack (never committed); an existing .env keeps its values and gets only what it lacks
 	python3 deploy/gen_env.py --update

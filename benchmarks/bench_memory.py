@@ -27,7 +27,7 @@ def batch_csv(rows: int) -> Path:
         return path
     import numpy as np
 
-    from pavedml.simulate import load_sample
+    from pavedml.tools.simulate import load_sample
 
     WORK.mkdir(parents=True, exist_ok=True)
     sample = load_sample()

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from airflow.sdk import DAG
 
-from pavedml import assets
-from pavedml.orchestration import dag_args, step_task, use_cases
+from pavedml.airflow import assets
+from pavedml.airflow.factory import dag_args, step_task, use_cases
 
 PIPELINE = "batch_scoring"
 

@@ -30,10 +30,10 @@ blocks a run for another day. Step errors fail the task normally.
 from __future__ import annotations
 
 from airflow.sdk import DAG, Param
-from drift_sensor import PsiDriftSensor
 
-from pavedml import assets
-from pavedml.orchestration import dag_args, step_argv, step_task, use_cases
+from pavedml.airflow import assets
+from pavedml.airflow.factory import dag_args, step_argv, step_task, use_cases
+from pavedml.airflow.sensors import PsiDriftSensor
 
 PIPELINE = "drift_monitor"
 PARAMS = "{{ params | tojson }}"

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, Param
 
-from pavedml.orchestration import dag_args, step_task, use_cases
+from pavedml.airflow.factory import dag_args, step_task, use_cases
 
 PIPELINE = "model_rollback"
 

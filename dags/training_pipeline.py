@@ -34,8 +34,8 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, Param
 
-from pavedml import assets
-from pavedml.orchestration import dag_args, step_task, training_schedule, use_cases
+from pavedml.airflow import assets
+from pavedml.airflow.factory import dag_args, step_task, training_schedule, use_cases
 
 PIPELINE = "training_pipeline"
 PARAMS = "{{ params | tojson }}"

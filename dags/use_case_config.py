@@ -7,7 +7,7 @@ This file defines no DAG. (The word DAG is here so that Airflow's safe-mode disc
 
 from __future__ import annotations
 
-from pavedml.orchestration import use_case_errors
+from pavedml.airflow.factory import use_case_errors
 
 _errors = use_case_errors()
 if _errors:

@@ -8,7 +8,7 @@ and the `docker` test suite).
    containers then use host networking only, so all test traffic stays on loopback) and remember
    its pid in var/docker/dockerd.pid, so `down` stops only what `up` started. dockerd leads a
    session of its own; `down` sends it SIGTERM (it stops its containers and containerd), waits
-   30 s, then SIGKILLs whatever of its session and descendants is left (include/pavedml/procs.py).
+   30 s, then SIGKILLs whatever of its session and descendants is left (include/pavedml/tools/procs.py).
 2. Base image `pavedml-base:bookworm-py311`, made once and reused: `debootstrap --variant=minbase
    --include=python3,python3-venv,ca-certificates bookworm` from the Debian mirror apt uses, then
    `docker import`. Nothing is ever pulled.
@@ -44,8 +44,8 @@ STOP_GRACE_SECONDS = 30.0
 
 
 def _procs():
-    """include/pavedml/procs.py, loaded by path (standard library only; no venv needed)."""
-    spec = importlib.util.spec_from_file_location("pavedml_procs", REPO / "include" / "pavedml" / "procs.py")
+    """include/pavedml/tools/procs.py, loaded by path (standard library only; no venv needed)."""
+    spec = importlib.util.spec_from_file_location("pavedml_procs", REPO / "include" / "pavedml" / "tools" / "procs.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -10,7 +10,7 @@ healthy:
 
 Why 2: the basic-auth app authorizes proxied artifact uploads by the experiment id that starts
 the artifact path. An experiment created by the steps themselves gets
-``<PAVEDML_MLFLOW_ARTIFACT_ROOT>/<name>`` (pavedml.tracking.setup), a path without an id, which
+``<PAVEDML_MLFLOW_ARTIFACT_ROOT>/<name>`` (pavedml.adapters.tracking.setup), a path without an id, which
 falls back to default_permission (READ): the uploads of a non-admin user would be refused. The
 steps find the experiment by name and use it as it is.
 

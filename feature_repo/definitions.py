@@ -1,12 +1,12 @@
 """Feast definitions for the `feast` CLI, generated from the use-case config named by
 ``PAVEDML_USE_CASE`` (default telco_churn): entity, file source over the offline feature partitions,
 feature view and the feature service named after the registered model. The pipeline applies the
-very same objects (pavedml.featurestore.definitions), so `feast apply` here is idempotent with it."""
+very same objects (pavedml.steps.featurestore.definitions), so `feast apply` here is idempotent with it."""
 
 import os
 
 from pavedml.config import get_use_case
-from pavedml.featurestore import definitions
+from pavedml.steps.featurestore import definitions
 
 _defs = definitions(get_use_case(os.environ.get("PAVEDML_USE_CASE", "telco_churn")))
 entity = _defs["entity"]

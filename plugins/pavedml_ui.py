@@ -4,7 +4,7 @@ serves those report files.
 
 The report app is mounted on the Airflow API server at ``/pavedml``. It serves only the report
 files the pipeline writes (Data Docs and validation results, drift reports, promotion decisions,
-the ledger page: :func:`pavedml.reports.find_report`), nothing else under the data root (no
+the ledger page: :func:`pavedml.airflow.reports.find_report`), nothing else under the data root (no
 landing file, snapshot, feature, prediction or alerts file), and only to a user the auth manager
 lets read the DAG that wrote the report (``is_authorized_dag``, GET, on ``<use case>_<pipeline>``:
 the Viewer role and up in the simple auth manager, ``can read on DAG:<dag_id>`` with FAB). A
@@ -14,14 +14,14 @@ one link may be a file from anywhere) and an odd path (``%00``, control characte
 Pages work without internet access: Data Docs get Bootstrap, jQuery and Font Awesome from
 ``/pavedml/static/`` (the pinned xstatic packages) and lose other external assets; a decision
 (``.md``) renders as an HTML page (``?raw=1`` for the file itself) and the ledger
-(``ledger.jsonl``) as a page only. See pavedml.reports.
+(``ledger.jsonl``) as a page only. See pavedml.airflow.reports.
 """
 
 from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
-from pavedml.links import REPORTS_PREFIX, STEP_LINKS
+from pavedml.airflow.links import REPORTS_PREFIX, STEP_LINKS
 
 NOT_FOUND = "no such report"
 
@@ -54,7 +54,7 @@ def read_report(root, report):
     import os
     import stat
 
-    from pavedml import reports
+    from pavedml.airflow import reports
 
     try:
         target = (root / report.path).resolve(strict=True)
@@ -82,7 +82,7 @@ def create_report_app():
     from fastapi import Depends, FastAPI, HTTPException
     from fastapi.responses import FileResponse, HTMLResponse, Response
 
-    from pavedml import reports
+    from pavedml.airflow import reports
     from pavedml.settings import get_settings
 
     app = FastAPI(title="pavedml reports", docs_url=None, redoc_url=None, openapi_url=None)

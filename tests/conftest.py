@@ -101,7 +101,7 @@ def feature_history(tmp_path_factory):
     root = tmp_path_factory.mktemp("history") / "data"
     mp = pytest.MonkeyPatch()
     mp.setenv("PAVEDML_DATA_ROOT", str(root))
-    from pavedml.simulate import simulate
+    from pavedml.tools.simulate import simulate
     from tests.helpers.steps import feature_days
 
     simulate("telco_churn", HISTORY_START, HISTORY_DAYS, rows_per_day=1500)

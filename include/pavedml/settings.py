@@ -81,7 +81,7 @@ class Settings:
     aws_conn_id: str = field(metadata={"env": "PAVEDML_AWS_CONN_ID"})
     #: PostgreSQL URL (``postgresql://user:password@host/db``, a SQLAlchemy ``+psycopg2`` form is
     #: accepted) of the lock server every host shares: champion moves take an advisory lock there.
-    #: Empty: a file lock in the data root, safe on one host only (pavedml.registry).
+    #: Empty: a file lock in the data root, safe on one host only (pavedml.steps.registry).
     lock_url: str = field(default="", metadata={"env": "PAVEDML_LOCK_URL"})
 
     @classmethod

@@ -31,7 +31,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 @pytest.fixture(scope="module")
 def stack(feature_history, tmp_path_factory):
     from pavedml.settings import get_settings
-    from pavedml.simulate import simulate
+    from pavedml.tools.simulate import simulate
 
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} not found: install Debian's chromium package (make deps does, as root)")

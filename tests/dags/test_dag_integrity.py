@@ -124,7 +124,7 @@ def test_dag_files_stay_thin():
         for line in path.read_text().splitlines():
             if line.startswith(("import ", "from ")):
                 mod = line.split()[1]
-                assert mod.split(".")[0] in {"__future__", "airflow", "pavedml", "datetime", "drift_sensor"}, f"{path.name}: {line}"
+                assert mod.split(".")[0] in {"__future__", "airflow", "pavedml", "datetime"}, f"{path.name}: {line}"
 
 
 def test_human_approval_step_appears_when_the_use_case_asks(tmp_path):

@@ -25,7 +25,7 @@ def co2():
 
 
 def fires(reference_df, window_df) -> tuple[bool, object]:
-    from pavedml.monitoring import judge
+    from pavedml.steps.monitoring import judge
 
     reference = build_reference(reference_df, ["growth", "season"], [], bins=10)
     report = compute_psi(reference, window_df, warn=POLICY.warn, alert=POLICY.alert, min_samples=POLICY.min_samples)

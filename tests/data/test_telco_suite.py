@@ -9,9 +9,9 @@ import pytest
 
 from pavedml.config import get_use_case
 from pavedml.errors import BatchUnreadableError
-from pavedml.ingest import normalize, parse_batch
-from pavedml.simulate import corrupt, load_sample
-from pavedml.validation import generate_suite, run_suite
+from pavedml.steps.ingest import normalize, parse_batch
+from pavedml.steps.validation import generate_suite, run_suite
+from pavedml.tools.simulate import corrupt, load_sample
 
 pytestmark = pytest.mark.data
 INTERVAL = pd.Timestamp("2025-01-01", tz="UTC")

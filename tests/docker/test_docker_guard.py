@@ -1,4 +1,4 @@
-"""The docker guard (pavedml.docker_guard) between a real Docker client and the real local engine:
+"""The docker guard (pavedml.tools.docker_guard) between a real Docker client and the real local engine:
 a step container runs through it exactly as DockerStepOperator runs one (create, start, logs,
 wait, remove); a privileged container, a bind of `/`, another image, a call outside the step's
 endpoints and a container that is not a step's are refused with 403 naming the rule, and nothing
@@ -16,8 +16,8 @@ from docker import APIClient
 from docker.errors import APIError
 from docker.types import Mount
 
-from pavedml.docker_guard import STEP_LABEL, Engine, GuardServer, Policy
-from pavedml.docker_step import run_step_container
+from pavedml.airflow.docker_step import run_step_container
+from pavedml.tools.docker_guard import STEP_LABEL, Engine, GuardServer, Policy
 from tests.docker.conftest import docker_local, step_containers
 
 pytestmark = pytest.mark.docker

@@ -56,7 +56,7 @@ def runtime_env(mp: pytest.MonkeyPatch, root: Path, runtime: str, image: str) ->
 
 
 def run_chain(root: Path) -> dict:
-    from pavedml.simulate import simulate
+    from pavedml.tools.simulate import simulate
 
     simulate("telco_churn", date.fromisoformat(DAY), 1, rows_per_day=1500)
     bag = dagbag(str(REPO / "dags"))
@@ -138,7 +138,7 @@ def test_xcom_is_the_parsed_result_and_holds_no_secret(chains):
 
 
 def test_containers_are_removed_after_success_and_failure(chains, task_image, monkeypatch):
-    from pavedml.simulate import simulate
+    from pavedml.tools.simulate import simulate
 
     runtime_env(monkeypatch, chains["roots"]["docker"], "docker", task_image)
     simulate("telco_churn", date.fromisoformat(BAD_DAY), 1, rows_per_day=1500, bad={BAD_DAY: "out_of_range"})
@@ -153,8 +153,8 @@ def _step(task_image, argv: list[str]):
     """A docker-runtime step task with a concrete (rendered) argv."""
     from airflow.sdk import DAG
 
+    from pavedml.airflow.factory import step_task
     from pavedml.config import get_use_case
-    from pavedml.orchestration import step_task
 
     with DAG("docker_hygiene", schedule=None):
         op = step_task(argv[3] if len(argv) > 3 else "probe", get_use_case("telco_churn"), runtime="docker",
@@ -164,7 +164,7 @@ def _step(task_image, argv: list[str]):
 
 
 def test_a_failing_step_fails_the_task_without_retry_and_with_its_summary(chains, task_image, monkeypatch):
-    from pavedml.operators import StepRejectedInput
+    from pavedml.airflow.operators import StepRejectedInput
 
     runtime_env(monkeypatch, chains["roots"]["docker"], "docker", task_image)
     op = _step(task_image, ["python", "-m", "pavedml", "validate_raw_batch", "--use-case", "telco_churn",

@@ -74,7 +74,7 @@ def test_make_airflow_from_a_plain_shell_on_other_ports(tmp_path):
     from datetime import UTC, datetime
 
     from pavedml.settings import get_settings
-    from pavedml.simulate import simulate
+    from pavedml.tools.simulate import simulate
 
     second_use_case(tmp_path / "use_cases")
     today = datetime.now(UTC).date()

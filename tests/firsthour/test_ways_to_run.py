@@ -54,7 +54,7 @@ def second_use_case(cases: Path) -> None:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     from pavedml.settings import get_settings
-    from pavedml.simulate import simulate
+    from pavedml.tools.simulate import simulate
 
     root = tmp_path_factory.mktemp("firsthour")
     second_use_case(root / "use_cases")
@@ -130,7 +130,7 @@ def test_make_run_refuses_bad_arguments_in_one_line(project):
 @pytest.mark.parametrize("uc", USE_CASES)
 def test_airflow_dags_test_with_the_project_environment(project, uc):
     """`airflow dags test` after `eval "$(make -s shellenv)"`: the run ends in its real state (the
-    pinned Airflow left a DAG with a deadline alert `running` after a crash; pavedml.airflow_compat)."""
+    pinned Airflow left a DAG with a deadline alert `running` after a crash; pavedml.airflow.compat)."""
     dag_id = f"{uc}_feature_pipeline"
     for ds, expected in ((CLI_GOOD_DAY, "success"), (CLI_BAD_DAY, "failed")):
         proc = subprocess.run(["bash", "-c", f'eval "$(make -s -C {REPO} shellenv)" && airflow dags test {dag_id} {ds}'],

@@ -31,7 +31,7 @@ def run_dag(dag_id: str, ds: str, conf: dict | None = None, retries: int | None 
         for task in dag.tasks:
             task.retries = retries
     # Airflow 3.3.2's dag.test() crash on DAGs with deadline alerts is fixed for every process by
-    # pavedml.airflow_compat (plugins/airflow_local_settings.py): the DAGs run as users run them.
+    # pavedml.airflow.compat (plugins/airflow_local_settings.py): the DAGs run as users run them.
     day = dt.date.fromisoformat(ds)
     run = dag.test(logical_date=dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC), run_conf=conf)
     from airflow.models import TaskInstance

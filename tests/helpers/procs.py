@@ -1,10 +1,10 @@
-"""Every process a test starts, started and stopped one way (``pavedml.procs``), and remembered.
+"""Every process a test starts, started and stopped one way (``pavedml.tools.procs``), and remembered.
 
 * :func:`spawn` starts a process in a session of its own and registers it; :func:`stop` stops the
   whole session (and any descendant that left it): SIGTERM, :data:`GRACE_SECONDS`, SIGKILL.
   Stop it in a ``finally`` or a fixture's teardown: both run on failure and on Ctrl-C.
 * SIGTERM to the test run (a CI timeout, ``kill``) becomes a KeyboardInterrupt, so teardowns run
-  then too; a watchdog process (``pavedml.procs.Guard``) stops what is still registered if the
+  then too; a watchdog process (``pavedml.tools.procs.Guard``) stops what is still registered if the
   run itself is SIGKILLed.
 * At the end of the session, ``tests/conftest.py`` calls :func:`sweep`: anything still alive is
   named, stopped, and fails the run.
@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from pavedml import procs as core
+from pavedml.tools import procs as core
 
 GRACE_SECONDS = core.GRACE_SECONDS
 

@@ -35,7 +35,7 @@ def _kill_when_temp_appears(args: list[str], watch: Path, env: dict) -> bool:
 
 @pytest.fixture
 def big_batch(data_root):
-    from pavedml.simulate import synthetic_batch
+    from pavedml.tools.simulate import synthetic_batch
 
     df = synthetic_batch("telco_churn", 400_000, seed=5)
     landing = data_root / "landing/telco_churn/customers" / f"dt={DS}"

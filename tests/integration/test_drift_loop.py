@@ -18,7 +18,7 @@ DRIFT_DAY = "2025-01-09"
 
 @pytest.fixture(scope="module")
 def loop(history_copy):
-    from pavedml.simulate import simulate
+    from pavedml.tools.simulate import simulate
 
     simulate("telco_churn", date.fromisoformat(DRIFT_DAY), 1, rows_per_day=1500,
              drift_from=date.fromisoformat(DRIFT_DAY))
@@ -99,7 +99,7 @@ def test_training_runs_on_the_request_and_records_its_decision(loop, history_cop
     from mlflow import MlflowClient
 
     from pavedml.config import get_use_case
-    from pavedml.evaluation import decide
+    from pavedml.steps.evaluation import decide
 
     state, tasks, xcoms = loop["retrain"]
     assert state == "success", tasks
@@ -142,7 +142,7 @@ def test_training_dag_is_scheduled_on_the_retrain_request():
 
 
 def test_status_screen_names_champion_runs_psi(loop):
-    from pavedml.status import render
+    from pavedml.tools.status import render
 
     screen = render("telco_churn")
     assert "telco_churn v" in screen and "holdout: " in screen

@@ -25,7 +25,7 @@ def root(tmp_path_factory, airflow_db):
     from pavedml.settings import get_settings
 
     get_settings.cache_clear()
-    from pavedml.simulate import simulate
+    from pavedml.tools.simulate import simulate
 
     simulate("telco_churn", date(2025, 1, 1), 3, rows_per_day=400)
     yield root
@@ -34,7 +34,7 @@ def root(tmp_path_factory, airflow_db):
 
 def _online(keys: list[str]) -> pd.DataFrame:
     from pavedml.config import get_use_case
-    from pavedml.featurestore import get_store
+    from pavedml.steps.featurestore import get_store
 
     uc = get_use_case("telco_churn")
     store, defs = get_store(uc, apply=False)
@@ -88,7 +88,7 @@ BAD = [
 
 @pytest.mark.parametrize("kind,failing_task,named", BAD)
 def test_bad_batch_is_quarantined_and_nothing_downstream_runs(root, kind, failing_task, named, monkeypatch):
-    from pavedml.simulate import simulate
+    from pavedml.tools.simulate import simulate
 
     ds = f"2025-02-{BAD.index((kind, failing_task, named)) + 1:02d}"
     simulate("telco_churn", date.fromisoformat(ds), 1, rows_per_day=400, bad={ds: kind})

@@ -76,7 +76,7 @@ def test_a_config_without_label_negative_is_refused(tmp_path):
 
 
 def _online_values(uc, keys: list[str], column: str) -> dict[str, float]:
-    from pavedml.featurestore import get_store
+    from pavedml.steps.featurestore import get_store
 
     store, defs = get_store(uc)
     df = store.get_online_features(features=[f"{uc.feature_view}:{column}"],
@@ -204,7 +204,8 @@ def test_a_killed_ingest_and_a_killed_materialize_leave_no_leftovers(history_cop
     import sys
     import tempfile
 
-    from pavedml import online_sqlite, storage
+    from pavedml import storage
+    from pavedml.adapters import online_sqlite
     from tests.conftest import REPO
 
     day = "2025-01-06"
@@ -242,7 +243,7 @@ def test_a_killed_ingest_and_a_killed_materialize_leave_no_leftovers(history_cop
 def one_day(data_root):
     from datetime import date
 
-    from pavedml.simulate import simulate
+    from pavedml.tools.simulate import simulate
 
     simulate("telco_churn", date(2025, 1, 1), 1, rows_per_day=300)
     return data_root / "landing/telco_churn/customers/dt=2025-01-01"
@@ -255,7 +256,7 @@ def _quarantined(data_root) -> list[str]:
 
 def test_a_file_cut_inside_its_last_row_is_refused_and_quarantined(one_day, data_root):
     """Before: TotalCharges 6844.5 cut to '6' passed every step (stored as 6.0), rc 0."""
-    from pavedml.ingest import BatchIncompleteError
+    from pavedml.steps.ingest import BatchIncompleteError
 
     csv = one_day / "customers.csv"
     data = csv.read_bytes()
@@ -294,7 +295,7 @@ def test_an_exporter_without_a_final_line_break_can_opt_out(one_day, data_root, 
 @pytest.mark.parametrize("other", ["customers_part2.csv", "customers.parquet", "part2/customers.csv"])
 def test_a_second_file_in_the_batch_folder_is_refused_not_ignored(one_day, data_root, other):
     """Before: a second part (or a .parquet beside the .csv) was ignored with rc 0: half the rows."""
-    from pavedml.ingest import BatchIncompleteError
+    from pavedml.steps.ingest import BatchIncompleteError
 
     extra = one_day / other
     extra.parent.mkdir(parents=True, exist_ok=True)

@@ -102,7 +102,7 @@ def test_steps_run_on_a_working_copy_of_the_lake(lake_env, tmp_path, monkeypatch
     still pushes its report and quarantine copy."""
     monkeypatch.setenv("PAVEDML_DATA_ROOT", str(tmp_path / "landing-host"))
     monkeypatch.setenv("PAVEDML_LANDING_URI", "s3://lake/landing")
-    from pavedml.simulate import simulate
+    from pavedml.tools.simulate import simulate
 
     simulate("telco_churn", date(2025, 5, 1), 2, rows_per_day=300, bad={"2025-05-02": "out_of_range"})
     base = {**os.environ, "PAVEDML_LAKE_URI": "s3://lake/pavedml"}
@@ -137,8 +137,8 @@ def test_ledger_entries_of_two_working_copies_are_never_lost(lake_env, tmp_path,
     readable ledger.jsonl too."""
     from pavedml.context import StepContext
     from pavedml.lake import Lake
-    from pavedml.registry import append_ledger, read_ledger
     from pavedml.settings import get_settings
+    from pavedml.steps.registry import append_ledger, read_ledger
 
     def host(name: str, to_version: str) -> Lake:
         monkeypatch.setenv("PAVEDML_DATA_ROOT", str(tmp_path / name))

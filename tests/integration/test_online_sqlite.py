@@ -40,7 +40,7 @@ def _table_rows(db: str, table: str) -> list[tuple]:
 
 
 def _store(uc, root, monkeypatch):
-    from pavedml.featurestore import get_store
+    from pavedml.steps.featurestore import get_store
 
     monkeypatch.setenv("PAVEDML_DATA_ROOT", str(root))
     from pavedml.settings import get_settings
@@ -53,7 +53,7 @@ def _store(uc, root, monkeypatch):
 def test_columnar_writer_matches_feast_byte_for_byte(tmp_path, monkeypatch):
     from feast.infra.online_stores.sqlite import _table_id
 
-    from pavedml import online_sqlite
+    from pavedml.adapters import online_sqlite
     from pavedml.config import get_use_case
 
     uc = get_use_case("telco_churn")
@@ -82,7 +82,7 @@ def test_columnar_writer_matches_feast_byte_for_byte(tmp_path, monkeypatch):
 def test_columnar_writer_upserts_on_rerun(tmp_path, monkeypatch):
     from feast.infra.online_stores.sqlite import _table_id
 
-    from pavedml import online_sqlite
+    from pavedml.adapters import online_sqlite
     from pavedml.config import get_use_case
 
     uc = get_use_case("telco_churn")
@@ -101,7 +101,7 @@ def test_columnar_writer_upserts_on_rerun(tmp_path, monkeypatch):
 
 
 def test_columnar_writer_refuses_null_keys(tmp_path, monkeypatch):
-    from pavedml import online_sqlite
+    from pavedml.adapters import online_sqlite
     from pavedml.config import get_use_case
 
     uc = get_use_case("telco_churn")

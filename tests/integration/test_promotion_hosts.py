@@ -56,7 +56,7 @@ def challengers(history_copy):
     """Two challengers trained and decided while there is no champion: both decisions say
     "promote None -> vX" (the race of the issue), and the policy prefers the strong one."""
     from pavedml.config import get_use_case
-    from pavedml.evaluation import decide
+    from pavedml.steps.evaluation import decide
     from tests.helpers.steps import run_step
 
     out = {}
@@ -109,7 +109,7 @@ def test_two_hosts_promoting_at_once_leave_the_better_model_champion(history_cop
     from moto.server import ThreadedMotoServer
 
     from pavedml.lake import Lake
-    from pavedml.registry import lock_key, read_ledger
+    from pavedml.steps.registry import lock_key, read_ledger
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()

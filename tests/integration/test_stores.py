@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 def test_feast_apply_is_idempotent_and_matches_the_config(data_root):
     from pavedml.config import get_use_case
-    from pavedml.featurestore import get_store
+    from pavedml.steps.featurestore import get_store
 
     uc = get_use_case("telco_churn")
     store, _ = get_store(uc)
@@ -62,7 +62,7 @@ def s3(monkeypatch):
 
 def test_landing_batches_on_s3(data_root, s3, monkeypatch):
     monkeypatch.setenv("PAVEDML_LANDING_URI", "s3://landing/zone")
-    from pavedml.simulate import simulate
+    from pavedml.tools.simulate import simulate
 
     simulate("telco_churn", date(2025, 5, 1), 1, rows_per_day=300)
     out = subprocess.run([sys.executable, "-m", "pavedml", "ingest_raw_batch", "--use-case", "telco_churn",
@@ -79,7 +79,7 @@ def test_landing_batches_on_s3(data_root, s3, monkeypatch):
 
 def test_retrain_requests_honour_the_cooldown(data_root):
     from pavedml.context import StepContext
-    from pavedml.monitoring import SkipStep, request_retraining
+    from pavedml.steps.monitoring import SkipStep, request_retraining
     from pavedml.storage import write_json
 
     def report(ds, data_hash):

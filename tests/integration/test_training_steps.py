@@ -27,7 +27,7 @@ def _train(run_id: str, params: str = '{"reason": "test"}'):
 def test_no_feature_value_later_than_the_label_enters(history_copy):
     """Plant a late feature row (after the label's timestamp) for a labelled customer."""
     from pavedml.config import get_use_case
-    from pavedml.training import LABEL, point_in_time_join
+    from pavedml.steps.training import LABEL, point_in_time_join
 
     uc = get_use_case("telco_churn")
     day2 = pd.read_parquet(history_copy / "telco_churn/features/dt=2025-01-02/part-0.parquet")
@@ -96,10 +96,10 @@ def test_racing_promotions_never_leave_champion_on_the_loser(history_copy):
     assert champion in {base[1].version, strong[1].version, weak[1].version}
     # Invariant: no candidate left out would win against the final champion under the policy,
     # scored on the same holdout with slices (what a fresh evaluation would decide).
+    from pavedml.adapters.tracking import classification_metrics
     from pavedml.config import get_use_case
-    from pavedml.evaluation import decide, slice_metrics
-    from pavedml.tracking import classification_metrics
-    from pavedml.training import load_split
+    from pavedml.steps.evaluation import decide, slice_metrics
+    from pavedml.steps.training import load_split
 
     uc = get_use_case("telco_churn")
     from pavedml.context import StepContext
@@ -180,9 +180,9 @@ def test_unreachable_tracking_server_fails_clearly_and_registers_nothing(history
 
 
 def test_promotion_refuses_a_stale_decision_without_a_champion_change(history_copy):
+    from pavedml.adapters.tracking import setup
     from pavedml.context import StepContext
-    from pavedml.registry import ChampionChanged, move_champion
-    from pavedml.tracking import setup
+    from pavedml.steps.registry import ChampionChanged, move_champion
 
     ctx = StepContext.build("telco_churn", LAST_DAY, dag_id=DAG, run_id="manual__cas")
     client, _ = setup(ctx)
@@ -197,8 +197,8 @@ def test_scoring_features_equal_feast_historical_retrieval(history_copy):
     get_historical_features returns for entity timestamps at the interval start."""
     from pavedml.config import get_use_case
     from pavedml.context import StepContext
-    from pavedml.featurestore import get_store
-    from pavedml.scoring import read_interval_features
+    from pavedml.steps.featurestore import get_store
+    from pavedml.steps.scoring import read_interval_features
 
     uc = get_use_case("telco_churn")
     ctx = StepContext.build("telco_churn", "2025-01-05")

@@ -14,7 +14,7 @@ DS = "2025-01-01"
 
 
 def _day(data_root, rows: int = 900):
-    from pavedml.simulate import simulate
+    from pavedml.tools.simulate import simulate
 
     simulate("telco_churn", date(2025, 1, 1), 1, rows_per_day=rows)
     return data_root / f"landing/telco_churn/customers/dt={DS}/customers.csv"
@@ -22,8 +22,8 @@ def _day(data_root, rows: int = 900):
 
 def _both(tmp_path, monkeypatch, chunk: int):
     from pavedml.context import StepContext
-    from pavedml.ingest import ingest_raw_batch, latest_snapshot
-    from pavedml.validation import generate_suite, validate_snapshot
+    from pavedml.steps.ingest import ingest_raw_batch, latest_snapshot
+    from pavedml.steps.validation import generate_suite, validate_snapshot
 
     ctx = StepContext.build("telco_churn", DS)
     ingest_raw_batch(ctx)

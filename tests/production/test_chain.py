@@ -33,7 +33,7 @@ def _seed_history(services: ProductionServices, root: Path, cases: Path) -> None
     """Landing batches on S3; eight feature days in-process (a 'seed host'), pushed to the lake."""
     from pavedml.lake import synced
     from pavedml.settings import get_settings
-    from pavedml.simulate import simulate
+    from pavedml.tools.simulate import simulate
     from tests.helpers.steps import feature_days
 
     mp = pytest.MonkeyPatch()

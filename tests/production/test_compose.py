@@ -321,14 +321,14 @@ def test_the_docker_guard_allows_only_the_step_containers_of_the_worker(resolved
     from docker import APIClient
     from docker.types import ContainerConfig
 
-    from pavedml.docker_guard import ContainerRefused, build_parser, check_create, parse_body, policy_of
-    from pavedml.docker_step import STEP_LABEL, step_mounts
+    from pavedml.airflow.docker_step import STEP_LABEL, step_mounts
     from pavedml.settings import Settings
+    from pavedml.tools.docker_guard import ContainerRefused, build_parser, check_create, parse_body, policy_of
 
     services = resolved["services"]
     guard = services["docker-socket-proxy"]
     command = guard["command"]
-    assert command[:3] == ["python", "-m", "pavedml.docker_guard"], f"not the docker guard: {command}"
+    assert command[:3] == ["python", "-m", "pavedml.tools.docker_guard"], f"not the docker guard: {command}"
     args = build_parser().parse_args(command[3:])  # as the guard parses it
     policy = policy_of(args)
     assert args.listen == "0.0.0.0:2375" and args.engine == "unix:///var/run/docker.sock"
@@ -410,7 +410,7 @@ def test_step_environment_of_the_worker_holds_no_airflow_secret(resolved, env_fi
     for name, secret in never.items():
         assert not any(secret in v for v in step.values()), f"{name} reaches the step containers"
     assert {"MLFLOW_TRACKING_PASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(private)
-    # champion moves lock on the PostgreSQL every worker host reaches (pavedml.registry); its URL carries a password
+    # champion moves lock on the PostgreSQL every worker host reaches (pavedml.steps.registry); its URL carries a password
     assert private["PAVEDML_LOCK_URL"] == \
         f"postgresql://feast:{generated['POSTGRES_FEAST_PASSWORD']}@postgres:5432/feast"
     # A secret in a public (rendered) variable only where the UI masks it.

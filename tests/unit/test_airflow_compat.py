@@ -1,4 +1,4 @@
-"""pavedml.airflow_compat: the work-around for the pinned Airflow's dag.test() deadline-alert crash
+"""pavedml.airflow.compat: the work-around for the pinned Airflow's dag.test() deadline-alert crash
 is applied in every Airflow process (through plugins/airflow_local_settings.py), and it is still
 needed (when this canary fails after an upgrade, delete the fix)."""
 
@@ -33,7 +33,7 @@ def test_a_definition_resolves_to_its_reference_and_ids_still_hit_the_table(airf
     from airflow.utils.session import create_session
     from sqlalchemy.exc import NoResultFound
 
-    from pavedml.airflow_compat import apply
+    from pavedml.airflow.compat import apply
 
     assert "deadline_alert_in_dag_test" in apply()
     alert = DeadlineAlert.get_by_id(DEFINITION)
@@ -43,7 +43,7 @@ def test_a_definition_resolves_to_its_reference_and_ids_still_hit_the_table(airf
 
 
 def test_canary_the_pinned_airflow_still_crashes_without_the_fix(airflow_db):
-    """Delete pavedml.airflow_compat's fix when this fails: upstream no longer needs it."""
+    """Delete pavedml.airflow.compat's fix when this fails: upstream no longer needs it."""
     from airflow.models.deadline_alert import DeadlineAlert
     from airflow.utils.session import create_session
 

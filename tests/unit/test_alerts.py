@@ -19,8 +19,8 @@ def _ti(try_number, max_tries, state="failed"):
 
 
 def _step_failure(summary: str):
-    """What a step's failure raises (pavedml.operators.check_exit): the summary rides along."""
-    from pavedml.operators import StepRejectedInput
+    """What a step's failure raises (pavedml.airflow.operators.check_exit): the summary rides along."""
+    from pavedml.airflow.operators import StepRejectedInput
 
     exc = StepRejectedInput(summary.splitlines()[0] + " (step x exited with code 3; its summary is logged above)")
     exc.summary = summary
@@ -95,7 +95,7 @@ def test_the_summary_is_logged_once_at_error_level():
     """The step's summary reaches the task log once, as one ERROR record, not line by line at INFO."""
     import logging
 
-    from pavedml.operators import StepLog, check_exit
+    from pavedml.airflow.operators import StepLog, check_exit
     from pavedml.summary import RULE
 
     records: list[logging.LogRecord] = []
@@ -137,8 +137,8 @@ def test_deadline_callback_alerts_with_the_run(tmp_path, monkeypatch):
 
 
 def test_every_dag_carries_a_deadline_alert_from_its_config():
+    from pavedml.airflow.factory import deadline
     from pavedml.config import get_use_case
-    from pavedml.orchestration import deadline
 
     uc = get_use_case("telco_churn")
     alert = deadline(uc, "feature_pipeline")

@@ -38,7 +38,7 @@ def _summary(stderr: str) -> list[str]:
 def landing(tmp_path):
     """One simulated day of landing data, outside the data root under test."""
     from pavedml.settings import get_settings
-    from pavedml.simulate import simulate
+    from pavedml.tools.simulate import simulate
 
     mp = pytest.MonkeyPatch()
     mp.setenv("PAVEDML_DATA_ROOT", str(tmp_path / "sim"))
@@ -50,8 +50,8 @@ def landing(tmp_path):
 
 
 def test_a_one_megabyte_cell_makes_a_one_screen_summary_and_keeps_the_alerts_first_line(tmp_path, landing):
+    from pavedml.airflow.operators import StepLog, StepRejectedInput, check_exit
     from pavedml.alerts import failure_text, subject
-    from pavedml.operators import StepLog, StepRejectedInput, check_exit
 
     csv = next((landing / "telco_churn" / "customers" / f"dt={DS}").glob("*.csv"))
     df = pd.read_csv(csv, dtype=str)

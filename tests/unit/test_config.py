@@ -98,6 +98,6 @@ def test_hyper_parameter_lists_match_scikit_learn(family):
 
 
 def test_config_import_is_cheap():
-    code = "import sys, pavedml.config, pavedml.orchestration; print(sorted(m for m in ('pandas','numpy','sklearn') if m in sys.modules))"
+    code = "import sys, pavedml.config, pavedml.airflow.factory; print(sorted(m for m in ('pandas','numpy','sklearn') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

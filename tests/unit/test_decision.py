@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pavedml.config import Evaluation
-from pavedml.evaluation import decide
+from pavedml.steps.evaluation import decide
 
 pytestmark = pytest.mark.unit
 POLICY = Evaluation(primary_metric="roc_auc", min_uplift=0.01, floors={"roc_auc": 0.7},

@@ -1,4 +1,4 @@
-"""The docker guard's policy (pavedml.docker_guard.check_create and route) as a decision table: the
+"""The docker guard's policy (pavedml.tools.docker_guard.check_create and route) as a decision table: the
 body docker-py builds for a step container passes; each way out of the container is refused by
 its named rule."""
 
@@ -11,7 +11,7 @@ import pytest
 from docker import APIClient
 from docker.types import ContainerConfig, Mount
 
-from pavedml.docker_guard import STEP_LABEL, ContainerRefused, Policy, check_create, parse_body, route
+from pavedml.tools.docker_guard import STEP_LABEL, ContainerRefused, Policy, check_create, parse_body, route
 
 pytestmark = pytest.mark.unit
 IMAGE = "pavedml-task:0a1b2c3"
@@ -183,6 +183,6 @@ def test_every_other_endpoint_is_refused(method, path):
 
 
 def test_the_step_label_is_the_operators():
-    from pavedml.docker_step import STEP_LABEL as OPERATOR_LABEL
+    from pavedml.airflow.docker_step import STEP_LABEL as OPERATOR_LABEL
 
     assert STEP_LABEL == OPERATOR_LABEL

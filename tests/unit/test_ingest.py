@@ -7,8 +7,8 @@ import pytest
 
 from pavedml.config import get_use_case
 from pavedml.errors import BatchUnreadableError
-from pavedml.ingest import normalize, parse_batch
-from pavedml.validation import describe, generate_suite
+from pavedml.steps.ingest import normalize, parse_batch
+from pavedml.steps.validation import describe, generate_suite
 
 pytestmark = pytest.mark.unit
 
@@ -45,8 +45,8 @@ def test_unreadable_batches_raise_a_named_error(data):
 
 def test_content_hash_is_sha256_of_the_delivered_bytes(tmp_path, monkeypatch):
     from pavedml.context import StepContext
-    from pavedml.ingest import ingest_raw_batch
-    from pavedml.simulate import simulate
+    from pavedml.steps.ingest import ingest_raw_batch
+    from pavedml.tools.simulate import simulate
 
     monkeypatch.setenv("PAVEDML_DATA_ROOT", str(tmp_path))
     from datetime import date
@@ -104,7 +104,7 @@ def test_a_leading_blank_line_still_reads_every_column_as_text():
 
 
 def test_a_quoted_line_break_across_reader_blocks_is_one_value(monkeypatch):
-    import pavedml.ingest as ingest
+    import pavedml.steps.ingest as ingest
 
     monkeypatch.setattr(ingest, "CSV_BLOCK_BYTES", 64)
     rows = "".join(f'C{i:03d},"line one\nline two {i}"\n' for i in range(40))

@@ -9,8 +9,8 @@ import json
 import pytest
 
 from pavedml.errors import ConfigError
-from pavedml.registry import LEDGER_ENTRIES, libpq_url, lock_key, read_ledger, rebuild_ledger, shown_url
 from pavedml.settings import Settings, step_environment
+from pavedml.steps.registry import LEDGER_ENTRIES, libpq_url, lock_key, read_ledger, rebuild_ledger, shown_url
 
 pytestmark = pytest.mark.unit
 

@@ -39,7 +39,7 @@ def root(tmp_path, monkeypatch):
 
 
 def test_links_from_results(root):
-    from pavedml.links import links_for
+    from pavedml.airflow.links import links_for
 
     assert links_for({"model_name": "telco churn", "version": "3"}) == {
         "mlflow": "http://mlflow.example:5000/#/models/telco%20churn/versions/3"}
@@ -70,7 +70,7 @@ def test_report_app_serves_reports_to_signed_in_users_only(root):
 
 def test_each_link_is_labelled_by_what_it_opens(root):
     """Data Docs are not the drift report: each evidence kind has its own link and label."""
-    from pavedml.links import STEP_LINKS, links_for
+    from pavedml.airflow.links import STEP_LINKS, links_for
 
     names = {link.key: link.name for link in STEP_LINKS}
     assert names == {"mlflow": "MLflow model version", "data_docs": "GX Data Docs",
@@ -140,7 +140,7 @@ def test_gx_data_docs_open_without_internet(root):
     from datetime import date
 
     from pavedml.settings import get_settings
-    from pavedml.simulate import simulate
+    from pavedml.tools.simulate import simulate
     from tests.helpers.steps import run_step
 
     simulate("telco_churn", date(2025, 1, 2), 1, rows_per_day=200)

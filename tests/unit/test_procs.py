@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pavedml import procs as core
+from pavedml.tools import procs as core
 from tests.conftest import REPO
 from tests.helpers import procs
 
@@ -124,7 +124,7 @@ def test_stop_does_not_wait_for_a_tree_that_obeys_sigterm(tmp_path):
 STACK = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
-    from pavedml import devstack
+    from pavedml.tools import devstack
     devstack.STOP_GRACE_SECONDS = 1.0
     stack = devstack.Stack(Path(sys.argv[1]), 0, 0)
     stack._start("tree", [sys.executable, "-c", sys.argv[4], sys.argv[2], "ignore"], dict(os.environ))

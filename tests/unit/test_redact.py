@@ -72,7 +72,7 @@ def test_errors_and_summaries_carry_no_password():
 def test_step_log_lines_and_the_error_line_are_redacted():
     """A line a library prints straight to stderr (no summary) is masked in the task log and in the
     failure message the UI shows."""
-    from pavedml.operators import StepFailed, StepLog, check_exit
+    from pavedml.airflow.operators import StepFailed, StepLog, check_exit
 
     records: list[str] = []
 
@@ -109,8 +109,8 @@ def test_a_planted_password_reaches_no_sink(tmp_path, monkeypatch):
     import structlog.testing
     from airflow.sdk.exceptions import AirflowException
 
+    from pavedml.airflow.operators import StepOperator, check_exit
     from pavedml.alerts import on_task_failure
-    from pavedml.operators import StepOperator, check_exit
     from tests.helpers.smtp_sink import SmtpSink
 
     monkeypatch.setenv("PAVEDML_DATA_ROOT", str(tmp_path / "data"))

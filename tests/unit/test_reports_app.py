@@ -25,7 +25,7 @@ def site(tmp_path_factory, airflow_db):
 
     from pavedml.layout import Layout
     from pavedml.settings import get_settings
-    from pavedml.simulate import simulate
+    from pavedml.tools.simulate import simulate
     from tests.helpers.steps import run_step
 
     tmp = tmp_path_factory.mktemp("reports-app")
@@ -91,7 +91,7 @@ def test_the_validation_link_opens_data_docs_for_a_dag_reader_only(site):
     UI sends or a bearer token; a signed-in user with no role gets 403, no one signed in 401."""
     from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
 
-    from pavedml.links import links_for
+    from pavedml.airflow.links import links_for
 
     link = links_for(site["validation"].as_dict())["data_docs"]
     ok = _get(site, "viewer", link)
@@ -174,15 +174,15 @@ def test_links_out_of_the_data_root_and_odd_paths_are_404(site):
 
 
 def test_the_use_case_name_rule_is_the_configs():
+    from pavedml.airflow.reports import USE_CASE_NAME
     from pavedml.config import NAME_RE
-    from pavedml.reports import USE_CASE_NAME
 
     assert USE_CASE_NAME.pattern == NAME_RE.pattern
 
 
 def test_labels_reports_belong_to_the_training_pipeline():
     """The labels suite runs in build_training_set: its Data Docs are for the training DAG's readers."""
-    from pavedml.reports import find_report
+    from pavedml.airflow.reports import find_report
 
     labels = find_report("telco_churn/validation/labels/dt=2025-01-08/abc/runs/x/data_docs/index.html")
     assert labels is not None and labels.dag_ids == ("telco_churn_training_pipeline",)

@@ -1,4 +1,4 @@
-"""The day a run works on, for every way a run starts (pavedml.orchestration.run_ds), and the
+"""The day a run works on, for every way a run starts (pavedml.airflow.factory.run_ds), and the
 template every step's argv renders it with."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from pavedml.orchestration import run_ds
+from pavedml.airflow.factory import run_ds
 
 pytestmark = pytest.mark.unit
 
@@ -44,7 +44,7 @@ def test_every_step_argv_renders_ds_for_an_asset_triggered_run():
     """Render the argv template as Airflow does, with an Asset-triggered run's context."""
     import jinja2
 
-    from pavedml.orchestration import RUN_ARGS
+    from pavedml.airflow.factory import RUN_ARGS
 
     env = jinja2.Environment(undefined=jinja2.StrictUndefined)
     ctx = {"run_ds": run_ds, "dag_run": run(), "dag": SimpleNamespace(dag_id="d"), "run_id": "asset_triggered__x",

@@ -6,8 +6,8 @@ from __future__ import annotations
 import airflow.sdk  # noqa: F401  (configure Airflow before the fixture plants fake settings)
 import pytest
 
+from pavedml.airflow.factory import step_task
 from pavedml.config import get_use_case
-from pavedml.orchestration import step_task
 from pavedml.settings import step_environment
 
 pytestmark = pytest.mark.unit
@@ -80,7 +80,7 @@ def test_step_environment_marks_secrets_private():
 def test_local_operator_pushes_last_json_line_and_fails_with_stderr_tail(tmp_path):
     from airflow.sdk.exceptions import AirflowException
 
-    from pavedml.operators import StepOperator, StepRejectedInput
+    from pavedml.airflow.operators import StepOperator, StepRejectedInput
 
     ok = StepOperator(task_id="ok", argv=["python", "-c", "print('noise'); print('{\"a\": 1}')"])
     assert ok.execute({"outlet_events": {}}) == {"a": 1}
@@ -98,7 +98,7 @@ def test_local_operator_pushes_last_json_line_and_fails_with_stderr_tail(tmp_pat
 def test_failed_step_leads_with_its_summary_and_links_its_report(tmp_path, monkeypatch):
     """The exception (the alert, the UI's error line) starts with the summary, not with log noise;
     the task's links point at the report named in the summary."""
-    from pavedml.operators import StepOperator, StepRejectedInput
+    from pavedml.airflow.operators import StepOperator, StepRejectedInput
     from pavedml.settings import get_settings
     from pavedml.summary import RULE
 

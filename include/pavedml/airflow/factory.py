@@ -5,7 +5,7 @@ cheap package modules here: no pandas, GX, Feast, MLflow or Evidently.
 (``python -m pavedml <step> --use-case ... --ds ...``) with the identical environment contract
 (:func:`pavedml.settings.step_environment`):
 
-* ``local`` (default): :class:`pavedml.operators.StepOperator` runs it in a subprocess of the worker;
+* ``local`` (default): :class:`pavedml.airflow.operators.StepOperator` runs it in a subprocess of the worker;
 * ``docker``: a ``DockerOperator`` runs it in the task image (``PAVEDML_IMAGE``).
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 from pavedml.config import UseCase, scan
 from pavedml.settings import get_settings, step_environment
 
-#: A step that exits with this code had nothing to do; its task is skipped (see pavedml.operators).
+#: A step that exits with this code had nothing to do; its task is skipped (see pavedml.airflow.operators).
 EXIT_SKIP = 99
 
 #: Jinja templates that hand the run's identity to every step. The batch of a run is the partition
@@ -133,7 +133,7 @@ def step_task(step: str, uc: UseCase, *, params_template: str | None = None, run
     argv = step_argv(step, uc.name, params_template)
     kwargs.setdefault("task_id", step)
     if runtime == "docker":
-        from pavedml.docker_step import STEP_LABEL, DockerStepOperator, step_mounts
+        from pavedml.airflow.docker_step import STEP_LABEL, DockerStepOperator, step_mounts
 
         public, private = step_environment()  # the worker re-parses this file before it runs the task
         mounts = step_mounts(settings)  # the data root (the lake's working copy in production)
@@ -155,7 +155,7 @@ def step_task(step: str, uc: UseCase, *, params_template: str | None = None, run
             labels={STEP_LABEL: step, "org.pavedml.use_case": uc.name},
             **kwargs,
         )
-    from pavedml.operators import StepOperator
+    from pavedml.airflow.operators import StepOperator
 
     return StepOperator(argv=argv, **kwargs)
 
@@ -178,7 +178,7 @@ def training_schedule(uc: UseCase):
     """The config's cadence (cron) or the features Asset, always OR the drift monitor's retrain request."""
     from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable
 
-    from pavedml import assets
+    from pavedml.airflow import assets
 
     retrain = assets.retrain_request(uc.name)
     cadence = uc.schedules.training_pipeline

@@ -228,7 +228,7 @@ def read_ledger(ctx_or_path) -> list[dict]:
 def move_champion(ctx: StepContext, client, to_version: str, expected_current: str | None, action: str,
                   reason: str, metrics: dict | None = None) -> PromotionResult:
     """Compare-and-set: move ``champion`` to ``to_version`` only if it still is ``expected_current``."""
-    from pavedml.tracking import CHAMPION, PREVIOUS, alias_version
+    from pavedml.adapters.tracking import CHAMPION, PREVIOUS, alias_version
 
     name = ctx.use_case.model.registered_name
     with champion_lock(ctx):
@@ -258,8 +258,8 @@ def move_champion(ctx: StepContext, client, to_version: str, expected_current: s
 def promote_challenger(ctx: StepContext) -> PromotionResult:
     """Act on the decision. If another promotion moved the champion meanwhile, decide again against
     the new champion (same holdout) before moving anything: the loser of a race never wins."""
-    from pavedml.evaluation import evaluate_challenger
-    from pavedml.training import run_key
+    from pavedml.steps.evaluation import evaluate_challenger
+    from pavedml.steps.training import run_key
 
     path = ctx.layout.training_dir(run_key(ctx)) / "decision.json"
     if not path.exists():
@@ -276,7 +276,7 @@ def promote_challenger(ctx: StepContext) -> PromotionResult:
 
 
 def _promote_once(ctx: StepContext, decision: dict) -> PromotionResult:
-    from pavedml.tracking import setup, unavailable_as_error
+    from pavedml.adapters.tracking import setup, unavailable_as_error
 
     force = bool(ctx.params.get("force_promote"))
     reason = ctx.reason
@@ -301,7 +301,7 @@ def _promote_once(ctx: StepContext, decision: dict) -> PromotionResult:
 
 
 def rollback_model(ctx: StepContext) -> PromotionResult:
-    from pavedml.tracking import CHAMPION, PREVIOUS, alias_version, setup, unavailable_as_error
+    from pavedml.adapters.tracking import CHAMPION, PREVIOUS, alias_version, setup, unavailable_as_error
 
     target = str(ctx.params.get("target_version") or "previous").strip()
     reason = str(ctx.params.get("reason") or "").strip()

@@ -265,7 +265,7 @@ def _dataset(df, source: str, name: str, digest: str):
 
 
 def _run_dir(ctx: StepContext) -> str:
-    from pavedml.training import run_key
+    from pavedml.steps.training import run_key
 
     return run_key(ctx)
 

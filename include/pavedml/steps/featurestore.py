@@ -104,8 +104,8 @@ def materialize_features(ctx: StepContext) -> MaterializeResult:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from pavedml import online_sqlite
-    from pavedml.features import PART_FILE
+    from pavedml.adapters import online_sqlite
+    from pavedml.steps.features import PART_FILE
 
     uc, ds = ctx.use_case, ctx.require_ds()
     partition = ctx.layout.features_partition(ds)

@@ -21,7 +21,7 @@ from pavedml.results import SimulateResult
 from pavedml.settings import get_settings
 
 log = logging.getLogger(__name__)
-SAMPLE_CSV = Path(__file__).resolve().parent / "sample_data" / "telco_churn.csv"
+SAMPLE_CSV = Path(__file__).resolve().parents[1] / "sample_data" / "telco_churn.csv"
 BAD_KINDS = ("missing_column", "wrong_type", "null_key", "duplicate_keys", "empty_file", "unparseable",
              "out_of_range", "unknown_category")
 

@@ -1,7 +1,7 @@
 """The worker's only path to the Docker engine: a small HTTP proxy that forwards the few Docker API
 calls a step container needs and refuses everything else, naming the rule.
 
-    python -m pavedml.docker_guard --listen 0.0.0.0:2375 --engine unix:///var/run/docker.sock \\
+    python -m pavedml.tools.docker_guard --listen 0.0.0.0:2375 --engine unix:///var/run/docker.sock \\
         --image 'pavedml-task:<commit>' --network pavedml --mount pavedml-data:/var/lib/pavedml
 
 Allowed (any ``/v1.NN`` prefix): ``GET|HEAD /_ping``, ``GET /version``, ``GET /images/json``,
@@ -44,9 +44,9 @@ from http.server import BaseHTTPRequestHandler
 
 from pavedml.errors import PavedMLError
 
-log = logging.getLogger("pavedml.docker_guard")  # also under python -m
+log = logging.getLogger("pavedml.tools.docker_guard")  # also under python -m
 
-#: Label every step container carries (= pavedml.docker_step.STEP_LABEL, which imports Airflow).
+#: Label every step container carries (= pavedml.airflow.docker_step.STEP_LABEL, which imports Airflow).
 STEP_LABEL = "org.pavedml.step"
 MAX_BODY = 4 * 1024 * 1024
 _VERSION = r"(?P<version>/v\d{1,2}\.\d{1,3})?"
@@ -96,7 +96,7 @@ class ContainerRefused(PavedMLError):
         super().__init__(f"rule {rule}: {message}", details={
             "evidence": [] if value is None else [f"{rule}: {value!r}"],
             "next": "step containers run only the pavedml task image, unprivileged, with the data volume "
-                    "(pavedml.docker_guard); run anything else on the host yourself"})
+                    "(pavedml.tools.docker_guard); run anything else on the host yourself"})
         self.rule = rule
 
 
@@ -447,7 +447,7 @@ def parse_mount(text: str) -> tuple[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pavedml.docker_guard", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pavedml.tools.docker_guard", description=__doc__.split("\n\n")[0])
     parser.add_argument("--listen", default="127.0.0.1:2375", help="host:port to serve (default 127.0.0.1:2375)")
     parser.add_argument("--engine", default="unix:///var/run/docker.sock", help="the Docker engine's URL")
     parser.add_argument("--image", action="append", required=True, help="allowed image name:tag (fnmatch), repeatable")

@@ -80,7 +80,7 @@ def decide(challenger: dict[str, float], champion: dict[str, float] | None, poli
 
 
 def slice_metrics(df, proba, slices: list[str]) -> dict[str, dict[str, float]]:
-    from pavedml.tracking import classification_metrics
+    from pavedml.adapters.tracking import classification_metrics
 
     out = {}
     for col in slices:
@@ -110,8 +110,7 @@ def decision_table(record: dict) -> str:
 def evaluate_challenger(ctx: StepContext) -> PromotionDecision:
     import mlflow
 
-    from pavedml.errors import RegistryError
-    from pavedml.tracking import (
+    from pavedml.adapters.tracking import (
         CHAMPION,
         alias_version,
         classification_metrics,
@@ -120,7 +119,8 @@ def evaluate_challenger(ctx: StepContext) -> PromotionDecision:
         setup,
         unavailable_as_error,
     )
-    from pavedml.training import load_split, run_key
+    from pavedml.errors import RegistryError
+    from pavedml.steps.training import load_split, run_key
 
     uc = ctx.use_case
     name = uc.model.registered_name

@@ -56,7 +56,7 @@ def load_reference(ctx: StepContext, version: str) -> tuple[dict, str | None]:
     """(reference dict, local path of the reference sample parquet or None) of a model version."""
     import mlflow
 
-    from pavedml.tracking import setup, unavailable_as_error
+    from pavedml.adapters.tracking import setup, unavailable_as_error
 
     client, _ = setup(ctx)
     name = ctx.use_case.model.registered_name
@@ -87,7 +87,7 @@ def check_drift(ctx: StepContext) -> DriftCheckResult:
     import pyarrow.parquet as pq
 
     from pavedml.drift import PsiAccumulator
-    from pavedml.features import PART_FILE
+    from pavedml.steps.features import PART_FILE
 
     uc, ds = ctx.use_case, ctx.require_ds()
     days = window_days(ctx)
@@ -143,7 +143,7 @@ def _evidently_report(ctx: StepContext, sample_path: str | None, days: list[str]
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
-    from pavedml.features import PART_FILE
+    from pavedml.steps.features import PART_FILE
 
     uc = ctx.use_case
     n = uc.drift.report_sample_rows

@@ -26,8 +26,8 @@ from typing import Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from pavedml.links import STEP_LINKS, links_for
-from pavedml.operators import StepProcessMixin, check_exit, parse_result
+from pavedml.airflow.links import STEP_LINKS, links_for
+from pavedml.airflow.operators import StepProcessMixin, check_exit, parse_result
 
 
 class PsiDriftSensor(StepProcessMixin, BaseSensorOperator):

@@ -20,7 +20,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
-from pavedml.links import STEP_LINKS
+from pavedml.airflow.links import STEP_LINKS
 from pavedml.redact import clip, redact_urls
 
 #: Plumbing a subprocess needs to start at all (not part of the step's contract).
@@ -129,7 +129,7 @@ class StepProcessMixin:
         """Run the step; stream its stderr into the task log. Returns (exit code, stdout, stderr tail)."""
         self.log.info("running step: %s", redact_urls(" ".join(self.argv)))
         if self.runtime == "docker":
-            from pavedml.docker_step import sensor_container
+            from pavedml.airflow.docker_step import sensor_container
 
             return sensor_container(self, self.argv, *self.contract_environment())
         relay = StepLog(self.log)
@@ -153,7 +153,7 @@ class StepProcessMixin:
 
     def on_kill(self) -> None:
         if self.runtime == "docker":
-            from pavedml.docker_step import stop_step_container
+            from pavedml.airflow.docker_step import stop_step_container
 
             stop_step_container(self)
         proc = self._proc
@@ -188,7 +188,7 @@ class StepOperator(StepProcessMixin, BaseOperator):
 def finish_step(operator, context, argv: list[str], returncode: int, stdout: str, tail: list[str]) -> Any:
     """What every runtime does with a finished step: links to its evidence, the exit code mapped
     onto Airflow, the result line parsed (the XCom), the Asset event's extra set."""
-    from pavedml.links import links_for
+    from pavedml.airflow.links import links_for
 
     if returncode not in (0, EXIT_SKIP):  # links to the evidence of a failure (e.g. Data Docs)
         operator.links = links_for(None, last_summary(tail))

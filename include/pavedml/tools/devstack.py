@@ -10,7 +10,7 @@ MLflow UI over the local profile's stores, from a plain shell. Ctrl-C stops ever
 * If a component dies (now or later) it says which, with the end of its log, stops the others and
   exits 1. Component logs: ``$AIRFLOW_HOME/devstack/<component>.log``.
 * Stopping (Ctrl-C, SIGTERM, a closed terminal, a component's death) stops each component's whole
-  session (``pavedml.procs``): the LocalExecutor workers and the tasks they run, which Airflow
+  session (``pavedml.tools.procs``): the LocalExecutor workers and the tasks they run, which Airflow
   moves into process groups of their own, included; SIGKILL after ``STOP_GRACE_SECONDS``. If this
   process is killed outright (SIGKILL), a watchdog process does the same.
 """
@@ -28,7 +28,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from pavedml import procs
+from pavedml.tools import procs
 
 SIMPLE_AUTH = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")

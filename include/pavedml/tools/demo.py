@@ -2,7 +2,7 @@
 
 Uses the embedded default profile (SQLite Airflow metadata, local folders, SQLite Feast online
 store, SQLite MLflow). The days before the last three are history, landed by the feature steps in
-this process; then every DAG runs through Airflow (``dag.test()``, see :mod:`pavedml.devrun`): the
+this process; then every DAG runs through Airflow (``dag.test()``, see :mod:`pavedml.airflow.devrun`): the
 feature pipeline for the last three days, training, scoring, drift and retraining, so
 ``make airflow`` shows the runs afterwards. The simulated days end today
 (UTC) unless ``--start`` says otherwise: unpausing a DAG then schedules runs for days that have data.
@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-log = logging.getLogger("pavedml.demo")
+log = logging.getLogger("pavedml.tools.demo")
 
 
 def minimum_days(uc) -> int:
@@ -50,9 +50,9 @@ def plan(uc, days: list[str]) -> list[tuple[str, str, dict | None]]:
 
 def land_history(uc, days: list[str]) -> None:
     """The feature steps for ``days``, in this process, in order (what a history import does)."""
+    from pavedml.airflow.devrun import _output_to
     from pavedml.cli import STEPS, _resolve
     from pavedml.context import StepContext
-    from pavedml.devrun import _output_to
     from pavedml.errors import PavedMLError
     from pavedml.settings import get_settings
     from pavedml.summary import failure_summary
@@ -112,11 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("airflow", "sqlalchemy", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
+    from pavedml.airflow.devrun import ensure_airflow_db, quiet_airflow_environment, run_dag
     from pavedml.config import get_use_case
-    from pavedml.devrun import ensure_airflow_db, quiet_airflow_environment, run_dag
     from pavedml.layout import Layout
     from pavedml.settings import get_settings
-    from pavedml.simulate import simulate
+    from pavedml.tools.simulate import simulate
 
     quiet_airflow_environment()
     uc = get_use_case(args.use_case)
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"simulated {len(result.days)} days ({days[0]} .. {days[-1]}) into {result.landing} "
           f"(drift injected on {drift_day})", flush=True)
 
-    from pavedml.devrun import load_dagbag
+    from pavedml.airflow.devrun import load_dagbag
 
     bag = load_dagbag()
     mine = [uc.dag_id(p) for p in ("feature_pipeline", "training_pipeline", "batch_scoring", "drift_monitor")]

@@ -1,6 +1,6 @@
 """Run one DAG for one day in this process, as ``make run``, ``make demo`` and the tests do.
 
-``python -m pavedml.devrun <dag_id> <YYYY-MM-DD> [--conf JSON] [--retries N]`` (``make run DAG=...
+``python -m pavedml.airflow.devrun <dag_id> <YYYY-MM-DD> [--conf JSON] [--retries N]`` (``make run DAG=...
 DATE=...``) runs the DAG through Airflow's ``dag.test()`` against the configured metadata
 database (no scheduler needed), so the run and its logical date show in the UI afterwards. The
 terminal gets one line per task as it starts and ends; Airflow's own output and every task's log go
@@ -8,7 +8,7 @@ to the task's log file in Airflow's layout (``$AIRFLOW_HOME/logs/dag_id=.../atte
 the UI reads it). A failed task prints the DAG, the task, the step's one-screen summary and the log
 path, never Airflow's traceback. Exit code: 0 success, 1 failed run, 2 bad arguments.
 
-Airflow 3.3.2's ``dag.test()`` needs :mod:`pavedml.airflow_compat` (applied by
+Airflow 3.3.2's ``dag.test()`` needs :mod:`pavedml.airflow.compat` (applied by
 ``plugins/airflow_local_settings.py``) for DAGs with deadline alerts; nothing here works around it.
 """
 
@@ -131,7 +131,7 @@ def _summary_from_alerts(dag_id: str, run_id: str, task_id: str) -> list[str]:
 
 def _summary_from_log(path: Path) -> list[str]:
     """The step's ``FAILED <step> [...]`` block in a task log, else its last error line."""
-    from pavedml.operators import last_summary
+    from pavedml.airflow.operators import last_summary
 
     if not path.exists():
         return []
@@ -254,7 +254,7 @@ def _run_dag(dag_id, ds, conf, retries, term, bag, logs, run_log, sdk_dag) -> Ru
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pavedml.devrun", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pavedml.airflow.devrun", description=__doc__.split("\n\n")[0])
     parser.add_argument("dag_id")
     parser.add_argument("ds", help="the run's date, YYYY-MM-DD (its data interval is [ds, ds + 1 day))")
     parser.add_argument("--conf", default="", help="run conf as JSON, e.g. '{\"reason\": \"by hand\"}'")

@@ -24,8 +24,8 @@ from typing import Any
 
 from airflow.providers.docker.operators.docker import DockerOperator
 
-from pavedml.links import STEP_LINKS
-from pavedml.operators import StepLog, finish_step
+from pavedml.airflow.links import STEP_LINKS
+from pavedml.airflow.operators import StepLog, finish_step
 
 #: Label of every step container (value: the step name); `docker ps -a --filter label=...` finds them.
 STEP_LABEL = "org.pavedml.step"
@@ -38,7 +38,7 @@ def _text_chunk(chunk) -> str:
 class DockerStepOperator(DockerOperator):
     """DockerOperator's configuration, templating and UI; the run itself is :func:`run_step_container`
     (stderr streamed to the log, stdout read apart, so the result line is never mixed with a log
-    line) and :func:`pavedml.operators.finish_step`, like the local runtime."""
+    line) and :func:`pavedml.airflow.operators.finish_step`, like the local runtime."""
 
     operator_extra_links = STEP_LINKS
     links: dict[str, str] | None = None

@@ -26,7 +26,7 @@ def read_interval_features(ctx: StepContext, columns: list[str] | None = None):
     """The interval's rows of the feature view's batch source (the Feast offline store)."""
     import pyarrow.dataset as pads
 
-    from pavedml.features import PART_FILE as FEATURE_FILE
+    from pavedml.steps.features import PART_FILE as FEATURE_FILE
 
     ds = ctx.require_ds()
     part = ctx.layout.features_partition(ds) / FEATURE_FILE
@@ -39,7 +39,7 @@ def read_interval_features(ctx: StepContext, columns: list[str] | None = None):
 
 
 def champion(ctx: StepContext):
-    from pavedml.tracking import CHAMPION, alias_version, setup, unavailable_as_error
+    from pavedml.adapters.tracking import CHAMPION, alias_version, setup, unavailable_as_error
 
     client, _ = setup(ctx)
     name = ctx.use_case.model.registered_name

@@ -46,7 +46,7 @@ def load_labels(ctx: StepContext, window_days: int):
     """Labels known by the end of ``ds``: every labels partition dt <= ds within the window."""
     import pandas as pd
 
-    from pavedml.validation import validate_labels
+    from pavedml.steps.validation import validate_labels
 
     uc = ctx.use_case
     ds = date.fromisoformat(ctx.require_ds())
@@ -100,8 +100,8 @@ def point_in_time_join(uc: UseCase, entity_df):
     import numpy as np
     import pandas as pd
 
-    from pavedml.featurestore import get_store
     from pavedml.layout import Layout
+    from pavedml.steps.featurestore import get_store
 
     key = uc.entity.key
     store, defs = get_store(uc)
@@ -279,7 +279,7 @@ def make_pipeline(uc: UseCase, overrides: dict | None = None):
 
 
 def train_challenger(ctx: StepContext):
-    from pavedml.tracking import log_and_register, setup
+    from pavedml.adapters.tracking import log_and_register, setup
 
     setup(ctx)  # fail fast (TrackingUnavailableError, exit 1) before minutes of fitting, not after
     uc = ctx.use_case

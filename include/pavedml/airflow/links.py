@@ -6,7 +6,7 @@ A step's links come from its JSON result (success) or from its failure summary's
 line (failure), so a failed validation still links to its Data Docs. The worker pushes each link
 to XCom when the task ends (Airflow 3's ``finalize``); the UI shows them as buttons. Reports under
 the data root are served by the ``pavedml`` plugin's report app at ``/pavedml/reports/<path>``, to
-users who may read the DAG that wrote them (``pavedml.reports.find_report`` decides what is a report). Imported by the plugin: standard library and ``airflow.sdk`` only.
+users who may read the DAG that wrote them (``pavedml.airflow.reports.find_report`` decides what is a report). Imported by the plugin: standard library and ``airflow.sdk`` only.
 """
 
 from __future__ import annotations

@@ -98,8 +98,8 @@ def remove_reader_visible_leftovers(root) -> list[str]:
 def build_features(ctx: StepContext) -> FeatureResult:
     import pandas as pd
 
-    from pavedml.ingest import latest_snapshot
-    from pavedml.validation import require_validated
+    from pavedml.steps.ingest import latest_snapshot
+    from pavedml.steps.validation import require_validated
 
     ds = ctx.require_ds()
     sha, snapshot = latest_snapshot(ctx)

@@ -18,8 +18,8 @@ log = logging.getLogger(__name__)
 
 
 def _champion_lines(uc) -> list[str]:
+    from pavedml.adapters.tracking import CHAMPION, PREVIOUS, alias_version, setup
     from pavedml.context import StepContext
-    from pavedml.tracking import CHAMPION, PREVIOUS, alias_version, setup
 
     try:
         client, _ = setup(StepContext.build(uc.name, None))

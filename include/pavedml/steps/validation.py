@@ -397,7 +397,7 @@ def validate_snapshot(snapshot: str, specs: list[dict], docs_dir: Path, run_name
 
 def validate_raw_batch(ctx: StepContext) -> ValidationSummary:
 
-    from pavedml.ingest import latest_snapshot
+    from pavedml.steps.ingest import latest_snapshot
 
     os.environ.setdefault("TQDM_DISABLE", "1")
     ds = ctx.require_ds()
