@@ -19,7 +19,7 @@ import sys
 import time
 import traceback
 
-from pavedml.errors import PavedMLError, storage_error
+from pavedml.errors import EXIT_RETRY, EXIT_SKIP, PavedMLError, storage_error
 from pavedml.redact import redact_urls
 
 log = logging.getLogger("pavedml")
@@ -167,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         exc = caught if isinstance(caught, PavedMLError) else _storage_failure(caught)
         if exc is None:  # a bug or an unforeseen error: the traceback, redacted; retryable like Python's exit 1
             sys.stderr.write(redact_urls(traceback.format_exc()))
-            return 1
-        if exc.exit_code == 99:  # nothing to do: not a failure
+            return EXIT_RETRY
+        if exc.exit_code == EXIT_SKIP:  # nothing to do: not a failure
             sys.stderr.write(f"SKIPPED {args.command}: {exc.message}\n")
             return exc.exit_code
         from pavedml.summary import failure_summary

@@ -7,13 +7,21 @@ import errno
 
 from pavedml.redact import redact, redact_urls
 
+#: The step contract's exit codes (``python -m pavedml <step>``), read by every runtime:
+#: a retry may succeed (a service was down, the disk was full; also Python's own exit code for a bug).
+EXIT_RETRY = 1
+#: the input or the configuration is wrong: retrying cannot help, the task fails at once.
+EXIT_NO_RETRY = 3
+#: nothing to do (not a failure): the task is skipped and emits no Asset event.
+EXIT_SKIP = 99
+
 
 class PavedMLError(Exception):
     """Base class. ``reason`` is a short machine-readable code used in summaries and alerts."""
 
     reason = "error"
-    #: 1 = may succeed on retry (a service was down); 3 = the input is wrong, retrying cannot help.
-    exit_code = 3
+    #: EXIT_RETRY (a service was down) or EXIT_NO_RETRY (the input is wrong, retrying cannot help).
+    exit_code = EXIT_NO_RETRY
 
     def __init__(self, message: str, *, details: dict | None = None):
         message = redact_urls(message)  # a URI with a password never reaches a log, summary or alert
@@ -22,13 +30,20 @@ class PavedMLError(Exception):
         self.details = redact(details or {})
 
 
+class SkipStep(PavedMLError):
+    """Nothing to do (not an error): the step exits EXIT_SKIP and its task is skipped."""
+
+    reason = "skipped"
+    exit_code = EXIT_SKIP
+
+
 class ConfigError(PavedMLError):
     reason = "config_error"
 
 
 class BatchMissingError(PavedMLError):
     reason = "batch_missing"
-    exit_code = 1
+    exit_code = EXIT_RETRY
 
 
 class BatchUnreadableError(PavedMLError):
@@ -49,7 +64,7 @@ class TrainingDataError(PavedMLError):
 
 class TrackingUnavailableError(PavedMLError):
     reason = "tracking_unavailable"
-    exit_code = 1
+    exit_code = EXIT_RETRY
 
 
 class RegistryError(PavedMLError):
@@ -64,7 +79,7 @@ class LakeUnavailableError(PavedMLError):
     """The lake (object storage) could not be read or written; a retry may succeed."""
 
     reason = "lake_unavailable"
-    exit_code = 1
+    exit_code = EXIT_RETRY
 
 
 class StorageError(PavedMLError):
@@ -79,7 +94,7 @@ class StorageFullError(StorageError):
     it, and the retries' back-off gives them that time; the final failure still alerts."""
 
     reason = "storage_full"
-    exit_code = 1
+    exit_code = EXIT_RETRY
 
 
 class StorageNotWritableError(StorageError):

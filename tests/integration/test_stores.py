@@ -79,7 +79,8 @@ def test_landing_batches_on_s3(data_root, s3, monkeypatch):
 
 def test_retrain_requests_honour_the_cooldown(data_root):
     from pavedml.context import StepContext
-    from pavedml.steps.monitoring import SkipStep, request_retraining
+    from pavedml.errors import SkipStep
+    from pavedml.steps.monitoring import request_retraining
     from pavedml.storage import write_json
 
     def report(ds, data_hash):

@@ -15,10 +15,8 @@ from datetime import timedelta
 from typing import Any
 
 from pavedml.config import UseCase, scan
+from pavedml.errors import EXIT_SKIP
 from pavedml.settings import get_settings, step_environment
-
-#: A step that exits with this code had nothing to do; its task is skipped (see pavedml.airflow.operators).
-EXIT_SKIP = 99
 
 #: Jinja templates that hand the run's identity to every step. The batch of a run is the partition
 #: ``dt=<ds>`` (the snapshot as of ``ds`` 00:00 UTC), so its data interval is ``[ds, ds + 1 day)``

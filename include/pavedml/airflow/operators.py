@@ -21,6 +21,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from pavedml.airflow.links import STEP_LINKS
+from pavedml.errors import EXIT_NO_RETRY, EXIT_SKIP
 from pavedml.redact import clip, redact_urls
 
 #: Plumbing a subprocess needs to start at all (not part of the step's contract).
@@ -28,10 +29,6 @@ PLUMBING_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV", "
 STDERR_TAIL_LINES = 60
 #: Characters of one stderr line quoted in a failure message (the UI's error line, the alert).
 TAIL_LINE_LIMIT = 1000
-#: Exit code of a step whose input is wrong (data or config): retrying cannot help.
-EXIT_NO_RETRY = 3
-#: Exit code of a step that found nothing to do: the task is skipped (no Asset event is emitted).
-EXIT_SKIP = 99
 
 
 class StepFailed(AirflowException):

@@ -9,7 +9,7 @@ or ``drift`` (at least ``drift.min_alert_features`` features at or above their a
 
 ``request_retraining`` turns a ``drift`` verdict into one retrain request per window (the Asset
 event the training DAG is scheduled on, carrying the PSI table, window and data hash), honouring
-the cooldown; otherwise it exits with :data:`EXIT_SKIP` and the task is skipped (no Asset event).
+the cooldown; otherwise it exits with :data:`pavedml.errors.EXIT_SKIP` and the task is skipped (no Asset event).
 """
 
 from __future__ import annotations
@@ -23,11 +23,10 @@ from pathlib import Path
 
 from pavedml import storage
 from pavedml.context import StepContext
-from pavedml.errors import DriftInputError, PavedMLError
+from pavedml.errors import DriftInputError, SkipStep
 from pavedml.results import DriftCheckResult, RetrainRequestResult
 
 log = logging.getLogger(__name__)
-EXIT_SKIP = 99
 EVIDENTLY_NOTE = (
     "<div style='font-family:sans-serif;background:#fff4d6;border:1px solid #e0b000;padding:10px;margin:10px'>"
     "<b>pavedml note.</b> The retraining decision uses <b>our PSI</b>: numeric features binned on "
@@ -37,13 +36,6 @@ EVIDENTLY_NOTE = (
     "current data with <b>Sturges' rule</b> (equal-width bins), so its values differ and its thresholds are not "
     "interchangeable with ours. This report uses samples of at most {n} rows per side.</div>"
 )
-
-
-class SkipStep(PavedMLError):
-    """Nothing to do (not an error): the task is skipped."""
-
-    reason = "skipped"
-    exit_code = EXIT_SKIP
 
 
 def window_days(ctx: StepContext) -> list[str]:
