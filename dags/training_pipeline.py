@@ -47,7 +47,7 @@ for uc in use_cases():
         schedule=training_schedule(uc),
         max_active_runs=1,
         params={
-            "training_window_days": Param(90, type="integer", minimum=7, maximum=3650, title="Training window (days)",
+            "training_window_days": Param(uc.model.training_window_days, type="integer", minimum=7, maximum=3650, title="Training window (days)",
                                           description="Train on the labels known by the run's date from the last "
                                                       "N days. The run's date is the Logical Date above: pick one "
                                                       "on or after the newest labels."),

@@ -80,9 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (_, help_) in STEPS.items():
         p = sub.add_parser(name, help=help_, description=help_)
         p.add_argument("--use-case", required=True, help="use-case name (a file <name>.yaml in the use-cases folder)")
-        p.add_argument("--ds", required=True, help="logical date of the data interval, YYYY-MM-DD")
-        p.add_argument("--interval-start", help="data interval start (ISO 8601); default: ds 00:00 UTC")
-        p.add_argument("--interval-end", help="data interval end (ISO 8601); default: start + 1 day")
+        p.add_argument("--ds", required=True, help="logical date, YYYY-MM-DD; the data interval is "
+                                                   "[ds 00:00 UTC, ds + 1 day)")
         p.add_argument("--dag-id", default="", help="calling DAG (for lineage)")
         p.add_argument("--run-id", default="", help="calling DAG run (for lineage and idempotency)")
         p.add_argument("--try-number", default=1, type=int, help="task try number")
@@ -157,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
             from pavedml.context import StepContext
             from pavedml.lake import synced
 
-            ctx = StepContext.build(args.use_case, args.ds, args.interval_start, args.interval_end,
-                                    args.dag_id, args.run_id, args.try_number, args.params)
+            ctx = StepContext.build(args.use_case, args.ds, dag_id=args.dag_id, run_id=args.run_id,
+                                    try_number=args.try_number, params=args.params)
             with synced(args.use_case):  # production: the data root is a working copy of the lake
                 result = _resolve(STEPS[args.command][0])(ctx)
         else:

@@ -46,6 +46,10 @@ MODEL_FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
 METRICS = ("roc_auc", "pr_auc", "f1", "precision", "recall", "log_loss", "brier")
 #: Metrics where lower is better.
 LOWER_IS_BETTER = ("log_loss", "brier")
+#: The PSI thresholds a use case gets when its file names none (drift.warn, drift.alert): the one place.
+PSI_WARN, PSI_ALERT = 0.1, 0.25
+#: Rows below which a drift check refuses to judge (drift.min_samples).
+PSI_MIN_SAMPLES = 500
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{1,40}$")
 
 
@@ -139,6 +143,8 @@ class ModelSpec(_Strict):
     params: dict[str, Any] = {}
     split: Split
     min_train_rows: int = Field(default=100, ge=1)
+    #: Train on the labels known by the run's date from the last N days (the training form's default).
+    training_window_days: int = Field(default=90, ge=7, le=3650)
 
     @field_validator("family")
     @classmethod
@@ -178,10 +184,10 @@ class Evaluation(_Strict):
 
 
 class Drift(_Strict):
-    warn: float = Field(default=0.1, gt=0)
-    alert: float = Field(default=0.25, gt=0)
+    warn: float = Field(default=PSI_WARN, gt=0)
+    alert: float = Field(default=PSI_ALERT, gt=0)
     min_alert_features: int = Field(default=1, ge=1)
-    min_samples: int = Field(default=500, ge=1)
+    min_samples: int = Field(default=PSI_MIN_SAMPLES, ge=1)
     bins: int = Field(default=10, ge=2, le=100)
     cooldown_days: int = Field(default=0, ge=0)
     #: How many scored days make one drift window (ending at the run's ds).

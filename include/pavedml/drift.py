@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from pavedml.config import PSI_ALERT, PSI_MIN_SAMPLES, PSI_WARN
 from pavedml.errors import DriftInputError
 
 log = logging.getLogger(__name__)
@@ -222,7 +223,7 @@ class PsiAccumulator:
         acc = PsiAccumulator(reference)
         for batch in pyarrow.parquet.ParquetFile(path).iter_batches(columns=list(reference["features"])):
             acc.update(batch)
-        report = acc.result(warn=0.1, alert=0.25)
+        report = acc.result(warn=uc.drift.warn, alert=uc.drift.alert)
     """
 
     def __init__(self, reference: Mapping[str, Any]) -> None:
@@ -303,9 +304,9 @@ class PsiAccumulator:
         """Raw bucket counts so far, per feature (same order as the report's ``bins``)."""
         return {name: c.tolist() for name, c in self._counts.items()}
 
-    def result(self, *, warn: float = 0.1, alert: float = 0.25,
+    def result(self, *, warn: float = PSI_WARN, alert: float = PSI_ALERT,
                per_feature: Mapping[str, Mapping[str, float]] | None = None,
-               min_samples: int = 500) -> DriftReport:
+               min_samples: int = PSI_MIN_SAMPLES) -> DriftReport:
         """PSI per feature with status ``ok``/``warn``/``alert`` (PSI >= threshold).
 
         ``per_feature={"tenure": {"alert": 0.3}}`` overrides thresholds for one feature. With fewer
@@ -348,8 +349,8 @@ class PsiAccumulator:
         return report
 
 
-def compute_psi(reference: Mapping[str, Any], df, *, warn: float = 0.1, alert: float = 0.25,
-                per_feature: Mapping[str, Mapping[str, float]] | None = None, min_samples: int = 500,
+def compute_psi(reference: Mapping[str, Any], df, *, warn: float = PSI_WARN, alert: float = PSI_ALERT,
+                per_feature: Mapping[str, Mapping[str, float]] | None = None, min_samples: int = PSI_MIN_SAMPLES,
                 chunk_rows: int = 1_000_000) -> DriftReport:
     """PSI of an in-memory DataFrame against a reference, counted in chunks of ``chunk_rows`` rows.
 

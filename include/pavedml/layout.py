@@ -1,12 +1,42 @@
-"""Where every artifact of a use case lives. One place, so paths never drift between steps."""
+"""Where every artifact of a use case lives, down to the file name. One place, so paths never
+drift between steps. Days (``ds``) are dates or ``YYYY-MM-DD`` strings: both render as ``dt=YYYY-MM-DD``.
+
+A dataset written atomically (a folder staged, then renamed: :func:`pavedml.storage.atomic_dir`)
+names its files by the constants below inside the staging folder; readers use the methods.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 from pavedml import storage
 from pavedml.settings import Settings, get_settings
+
+Day = date | str
+
+#: The data file of a features or predictions partition.
+PART_FILE = "part-0.parquet"
+#: A features partition's record of the raw snapshot it was built from (its sha256).
+SOURCE_FILE = "_SOURCE.json"
+#: A predictions partition's record of the model version that scored it.
+SCORED_FILE = "_SCORED.json"
+#: A training run's manifest (rows, digests, lineage) beside its split files.
+DATASET_FILE = "dataset.json"
+#: The promotion decision of a training run (machine) and its readable page.
+DECISION_FILE, DECISION_PAGE = "decision.json", "decision.md"
+#: A validation's result (GX run), in the validation folder.
+VALIDATION_RESULT = "result.json"
+#: Why a batch was quarantined, in its quarantine folder.
+QUARANTINE_REASON = "reason.json"
+#: A drift check's files, in ``drift/dt=<ds>/``.
+DRIFT_REPORT, PSI_TABLE, EVIDENTLY_REPORT = "report.json", "psi_table.txt", "evidently.html"
+
+
+def split_file(split: str) -> str:
+    """The file of one split (``train``, ``validation``, ``holdout``) in a training run's folder."""
+    return f"{split}.parquet"
 
 
 @dataclass(frozen=True)
@@ -21,31 +51,34 @@ class Layout:
         return cls(use_case=name, root=s.data_root / name, landing=storage.join(s.landing_uri, name))
 
     # landing zone (written by upstream systems / the simulator; never modified by the pipeline)
-    def landing_file(self, dataset: str, ds: str, fmt: str) -> str:
+    def landing_file(self, dataset: str, ds: Day, fmt: str) -> str:
         return storage.join(self.landing, dataset, f"dt={ds}", f"{dataset}.{fmt}")
 
-    def raw_dir(self, ds: str) -> Path:
+    def raw_dir(self, ds: Day) -> Path:
         return self.root / "raw" / f"dt={ds}"
 
-    def raw_snapshot(self, ds: str, sha: str) -> Path:
+    def raw_snapshot(self, ds: Day, sha: str) -> Path:
         return self.raw_dir(ds) / f"{sha}.parquet"
 
-    def raw_manifest(self, ds: str, sha: str) -> Path:
+    def raw_manifest(self, ds: Day, sha: str) -> Path:
         return self.raw_dir(ds) / f"{sha}.manifest.json"
 
-    def raw_latest(self, ds: str) -> Path:
+    def raw_latest(self, ds: Day) -> Path:
         return self.raw_dir(ds) / "LATEST.json"
 
-    def validation_dir(self, ds: str, sha: str) -> Path:
+    def validation_dir(self, ds: Day, sha: str) -> Path:
         return self.root / "validation" / f"dt={ds}" / sha
 
-    def quarantine_dir(self, ds: str, sha: str) -> Path:
+    def validation_result(self, ds: Day, sha: str) -> Path:
+        return self.validation_dir(ds, sha) / VALIDATION_RESULT
+
+    def quarantine_dir(self, ds: Day, sha: str) -> Path:
         return self.root / "quarantine" / f"dt={ds}" / sha
 
-    def labels_validation_dir(self, ds: str, sha: str) -> Path:
+    def labels_validation_dir(self, ds: Day, sha: str) -> Path:
         return self.root / "validation" / "labels" / f"dt={ds}" / sha
 
-    def labels_quarantine_dir(self, ds: str, sha: str) -> Path:
+    def labels_quarantine_dir(self, ds: Day, sha: str) -> Path:
         return self.root / "quarantine" / "labels" / f"dt={ds}" / sha
 
     @property
@@ -62,8 +95,14 @@ class Layout:
     def features_root(self) -> Path:
         return self.root / "features"
 
-    def features_partition(self, ds: str) -> Path:
+    def features_partition(self, ds: Day) -> Path:
         return self.features_root / f"dt={ds}"
+
+    def features_file(self, ds: Day) -> Path:
+        return self.features_partition(ds) / PART_FILE
+
+    def features_source(self, ds: Day) -> Path:
+        return self.features_partition(ds) / SOURCE_FILE
 
     @property
     def feast_dir(self) -> Path:
@@ -72,19 +111,42 @@ class Layout:
     def training_dir(self, run_key: str) -> Path:
         return self.root / "training" / run_key
 
+    def training_split(self, run_key: str, split: str) -> Path:
+        """``train``, ``validation`` or ``holdout`` of a training run."""
+        return self.training_dir(run_key) / split_file(split)
+
+    def training_manifest(self, run_key: str) -> Path:
+        return self.training_dir(run_key) / DATASET_FILE
+
+    def decision(self, run_key: str) -> Path:
+        return self.training_dir(run_key) / DECISION_FILE
+
+    def decision_page(self, run_key: str) -> Path:
+        return self.training_dir(run_key) / DECISION_PAGE
+
     @property
     def ledger(self) -> Path:
         return self.root / "registry" / "ledger.jsonl"
 
-    def predictions_partition(self, ds: str) -> Path:
+    def predictions_partition(self, ds: Day) -> Path:
         return self.root / "predictions" / f"dt={ds}"
+
+    def predictions_scored(self, ds: Day) -> Path:
+        return self.predictions_partition(ds) / SCORED_FILE
 
     @property
     def predictions_root(self) -> Path:
         return self.root / "predictions"
 
-    def drift_dir(self, ds: str) -> Path:
+    def drift_dir(self, ds: Day) -> Path:
         return self.root / "drift" / f"dt={ds}"
+
+    def drift_report(self, ds: Day) -> Path:
+        return self.drift_dir(ds) / DRIFT_REPORT
+
+    @property
+    def drift_history_plot(self) -> Path:
+        return self.drift_history.with_suffix(".png")
 
     @property
     def drift_history(self) -> Path:

@@ -27,6 +27,7 @@ def _train(run_id: str, params: str = '{"reason": "test"}'):
 def test_no_feature_value_later_than_the_label_enters(history_copy):
     """Plant a late feature row (after the label's timestamp) for a labelled customer."""
     from pavedml.config import get_use_case
+    from pavedml.layout import Layout
     from pavedml.steps.training import LABEL, point_in_time_join
 
     uc = get_use_case("telco_churn")
@@ -41,7 +42,7 @@ def test_no_feature_value_later_than_the_label_enters(history_copy):
     try:
         labels = pd.DataFrame({"customerID": [key, key], LABEL: [1, 0],
                                "event_timestamp": pd.to_datetime(["2025-01-02 06:00", "2025-01-02 13:00"], utc=True)})
-        joined, dropped = point_in_time_join(uc, labels)
+        joined, dropped = point_in_time_join(uc, labels, Layout.for_use_case(uc.name))
         assert dropped == 0
         by_time = joined.sort_values("event_timestamp")["tenure"].tolist()
         assert by_time[0] == day2.loc[day2["customerID"] == key, "tenure"].iloc[0]  # before the late row

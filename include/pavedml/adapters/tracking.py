@@ -19,6 +19,7 @@ from pavedml.context import StepContext
 from pavedml.errors import RegistryError, TrackingUnavailableError
 from pavedml.redact import clip, redact_urls
 from pavedml.results import TrainResult
+from pavedml.settings import Settings
 
 log = logging.getLogger(__name__)
 DAG_RUN_TAG = "pavedml.dag_run"
@@ -26,22 +27,21 @@ CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous_champion"
 PLOT_NAMES = ("roc_curve", "pr_curve", "confusion_matrix", "calibration", "feature_importance")
 
 
-def dag_run_key(ctx: StepContext) -> str:
-    return f"{ctx.dag_id or 'cli'}/{ctx.run_id or ctx.ds}"
-
-
 def setup(ctx: StepContext):
     """Point MLflow at the configured server and make sure the use case's experiment exists."""
+    return connect(ctx.settings, ctx.use_case.name)
+
+
+def connect(s: Settings, name: str):
+    """(MlflowClient, experiment id) of use case ``name`` on the server of settings ``s``."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     import mlflow
 
-    s = ctx.settings
     mlflow.set_tracking_uri(s.mlflow_tracking_uri)
     mlflow.set_registry_uri(s.mlflow_tracking_uri)
     if s.mlflow_tracking_uri.startswith("sqlite:///"):
         Path(s.mlflow_tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    name = ctx.use_case.name
     with unavailable_as_error(s.mlflow_tracking_uri):
         exp = mlflow.get_experiment_by_name(name)
         if exp is None:
@@ -174,7 +174,7 @@ def log_and_register(ctx: StepContext, pipeline, params: dict, manifest: dict, t
 
     uc = ctx.use_case
     name = uc.model.registered_name
-    key = dag_run_key(ctx)
+    key = ctx.dag_run_key
     t0 = time.perf_counter()
     client, exp_id = setup(ctx)
     with unavailable_as_error(ctx.settings.mlflow_tracking_uri):
@@ -183,7 +183,7 @@ def log_and_register(ctx: StepContext, pipeline, params: dict, manifest: dict, t
             log.info("DAG run %s already registered %s v%s: reusing it", key, name, existing.version)
             client.set_registered_model_alias(name, CHALLENGER, existing.version)
             run = client.get_run(existing.run_id)
-            return TrainResult(step="train_challenger", use_case=uc.name, ds=ctx.ds, model_name=name,
+            return TrainResult(step="train_challenger", use_case=uc.name, ds=ctx.ds_iso, model_name=name,
                                version=str(existing.version), run_id=existing.run_id,
                                metrics={k: v for k, v in run.data.metrics.items() if k.startswith("holdout_")},
                                reused=True)
@@ -195,8 +195,8 @@ def log_and_register(ctx: StepContext, pipeline, params: dict, manifest: dict, t
         eval_seconds = time.perf_counter() - t0
         t_log = time.perf_counter()
         tags = {DAG_RUN_TAG: key, "airflow.dag_id": ctx.dag_id, "airflow.run_id": ctx.run_id,
-                "airflow.logical_date": ctx.ds or "", "airflow.try_number": str(ctx.try_number),
-                "git_commit": git_commit(), "use_case": uc.name, "mlflow.runName": f"{uc.name}-{ctx.ds}",
+                "airflow.logical_date": ctx.ds_iso, "airflow.try_number": str(ctx.try_number),
+                "git_commit": git_commit(), "use_case": uc.name, "mlflow.runName": f"{uc.name}-{ctx.ds_iso}",
                 "reason": ctx.reason}
         runs = mlflow.search_runs([exp_id], filter_string=f"tags.`{DAG_RUN_TAG}` = '{key}'", output_format="list")
         resume = runs[0].info.run_id if runs else None
@@ -211,7 +211,7 @@ def log_and_register(ctx: StepContext, pipeline, params: dict, manifest: dict, t
             mlflow.set_tags({f"dataset.{k}.digest": v for k, v in manifest["digests"].items()})
             mlflow.set_tag("raw_snapshot_hashes", json.dumps(manifest["feature_snapshots"], sort_keys=True)[:5000])
             for split_name, df in (("train", train), ("validation", validation), ("holdout", holdout)):
-                ds = _dataset(df, source=str(ctx.layout.training_dir(_run_dir(ctx)) / f"{split_name}.parquet"),
+                ds = _dataset(df, source=str(ctx.layout.training_split(ctx.run_key, split_name)),
                               name=f"{uc.name}-{split_name}", digest=manifest["digests"][split_name][:32])
                 mlflow.log_input(ds, context=split_name)
             mlflow.log_dict(manifest, "dataset/dataset.json")
@@ -241,7 +241,7 @@ def log_and_register(ctx: StepContext, pipeline, params: dict, manifest: dict, t
         client.set_registered_model_alias(name, CHALLENGER, mv.version)
     log_seconds = time.perf_counter() - t_log
     log.info("registered %s v%s (run %s) as %s", name, mv.version, run_id, CHALLENGER)
-    return TrainResult(step="train_challenger", use_case=uc.name, ds=ctx.ds, model_name=name, version=str(mv.version),
+    return TrainResult(step="train_challenger", use_case=uc.name, ds=ctx.ds_iso, model_name=name, version=str(mv.version),
                        run_id=run_id, metrics={k: round(v, 6) for k, v in metrics.items() if k.startswith("holdout_")},
                        reused=False, seconds={"fit": round(fit_seconds, 3), "evaluate": round(eval_seconds, 3),
                                               "plots": round(plot_seconds, 3),
@@ -262,12 +262,6 @@ def _dataset(df, source: str, name: str, digest: str):
 
     return SampledSchemaDataset(df=df.head(1000), source=resolve_dataset_source(source), targets="label", name=name,
                                 digest=digest)
-
-
-def _run_dir(ctx: StepContext) -> str:
-    from pavedml.steps.training import run_key
-
-    return run_key(ctx)
 
 
 def _wait_ready(client, name: str, version: str, timeout: float = 60) -> None:

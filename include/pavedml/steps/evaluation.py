@@ -114,22 +114,21 @@ def evaluate_challenger(ctx: StepContext) -> PromotionDecision:
         CHAMPION,
         alias_version,
         classification_metrics,
-        dag_run_key,
         find_version_for_dag_run,
         setup,
         unavailable_as_error,
     )
     from pavedml.errors import RegistryError
-    from pavedml.steps.training import load_split, run_key
+    from pavedml.steps.training import load_split
 
     uc = ctx.use_case
     name = uc.model.registered_name
     holdout = load_split(ctx, "holdout")
     client, _ = setup(ctx)
     with unavailable_as_error(ctx.settings.mlflow_tracking_uri):
-        challenger = find_version_for_dag_run(client, name, dag_run_key(ctx))
+        challenger = find_version_for_dag_run(client, name, ctx.dag_run_key)
         if challenger is None:
-            raise RegistryError(f"no {name} version registered by DAG run {dag_run_key(ctx)}",
+            raise RegistryError(f"no {name} version registered by DAG run {ctx.dag_run_key}",
                                 details={"next": "run train_challenger first"})
         champion = alias_version(client, name, CHAMPION)
         X = uc.feature_columns
@@ -150,10 +149,10 @@ def evaluate_challenger(ctx: StepContext) -> PromotionDecision:
     record = {"model": name, "outcome": verdict.outcome, "promote": verdict.promote, "reasons": verdict.reasons,
               "policy": uc.evaluation.model_dump(), "holdout_rows": len(holdout),
               "challenger": scored["challenger"], "champion": scored.get("champion"),
-              "dag_run": dag_run_key(ctx), "decided_at": datetime.now(UTC).isoformat()}
-    out_dir = ctx.layout.training_dir(run_key(ctx))
-    storage.write_json(str(out_dir / "decision.json"), record)
-    storage.write_bytes(str(out_dir / "decision.md"), decision_table(record).encode())
+              "dag_run": ctx.dag_run_key, "decided_at": datetime.now(UTC).isoformat()}
+    decision = ctx.layout.decision(ctx.run_key)
+    storage.write_json(str(decision), record)
+    storage.write_bytes(str(ctx.layout.decision_page(ctx.run_key)), decision_table(record).encode())
     with unavailable_as_error(ctx.settings.mlflow_tracking_uri):
         client.log_dict(challenger.run_id, record, "evaluation/decision.json")
         client.log_text(challenger.run_id, decision_table(record), "evaluation/decision.md")
@@ -163,9 +162,9 @@ def evaluate_challenger(ctx: StepContext) -> PromotionDecision:
             client.set_model_version_tag(name, champion.version, f"evaluation.vs_v{challenger.version}",
                                          "lost" if verdict.promote else "kept")
     log.info("decision for %s v%s: %s (%s)", name, challenger.version, verdict.outcome, "; ".join(verdict.reasons))
-    return PromotionDecision(step="evaluate_challenger", use_case=uc.name, ds=ctx.ds, outcome=verdict.outcome,
+    return PromotionDecision(step="evaluate_challenger", use_case=uc.name, ds=ctx.ds_iso, outcome=verdict.outcome,
                              promote=verdict.promote, reasons=verdict.reasons,
                              challenger_version=str(challenger.version),
                              champion_version=str(champion.version) if champion else None,
                              metrics={role: v["metrics"] for role, v in scored.items()},
-                             record=str(out_dir / "decision.json"))
+                             record=str(decision))

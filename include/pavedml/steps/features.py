@@ -15,10 +15,10 @@ from pavedml import storage
 from pavedml.config import UseCase
 from pavedml.context import StepContext
 from pavedml.errors import ConfigError, FeatureCheckError
+from pavedml.layout import PART_FILE, SOURCE_FILE
 from pavedml.results import FeatureResult
 
 log = logging.getLogger(__name__)
-PART_FILE = "part-0.parquet"
 
 
 def load_hook(target: str):
@@ -101,7 +101,7 @@ def build_features(ctx: StepContext) -> FeatureResult:
     from pavedml.steps.ingest import latest_snapshot
     from pavedml.steps.validation import require_validated
 
-    ds = ctx.require_ds()
+    ds = ctx.ds_iso
     sha, snapshot = latest_snapshot(ctx)
     require_validated(ctx, sha)
     features = compute_features(pd.read_parquet(snapshot), ctx.use_case)
@@ -109,7 +109,7 @@ def build_features(ctx: StepContext) -> FeatureResult:
     remove_reader_visible_leftovers(ctx.layout.features_root)
     with storage.atomic_dir(partition, staging=ctx.layout.staging) as tmp:
         features.to_parquet(tmp / PART_FILE, index=False)
-        storage.write_json(str(tmp / "_SOURCE.json"), {"sha256": sha, "rows": len(features), "dag_run": ctx.run_id})
+        storage.write_json(str(tmp / SOURCE_FILE), {"sha256": sha, "rows": len(features), "dag_run": ctx.run_id})
     log.info("wrote %d feature rows to %s", len(features), partition)
     return FeatureResult(step="build_features", use_case=ctx.use_case.name, ds=ds, sha256=sha,
                          partition=str(partition), rows=len(features), columns=features.shape[1])

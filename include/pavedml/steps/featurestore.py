@@ -25,13 +25,13 @@ from pavedml.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 
-def repo_config(uc: UseCase, settings: Settings | None = None):
+def repo_config(uc: UseCase, settings: Settings | None = None, layout: Layout | None = None):
     from feast import RepoConfig
     from feast.infra.offline_stores.dask import DaskOfflineStoreConfig
     from feast.repo_config import RegistryConfig
 
     s = settings or get_settings()
-    state = Layout.for_use_case(uc.name, s).feast_dir
+    state = (layout or Layout.for_use_case(uc.name, s)).feast_dir
     state.mkdir(parents=True, exist_ok=True)
     if s.feast_registry:
         from feast.infra.registry.sql import SqlRegistryConfig
@@ -59,12 +59,12 @@ def repo_config(uc: UseCase, settings: Settings | None = None):
                       repo_path=str(state))
 
 
-def definitions(uc: UseCase, settings: Settings | None = None) -> dict:
+def definitions(uc: UseCase, settings: Settings | None = None, layout: Layout | None = None) -> dict:
     """Entity, source, feature view and feature service for ``uc`` (names derive from the config)."""
     from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
     from feast.types import Float64, String
 
-    layout = Layout.for_use_case(uc.name, settings or get_settings())
+    layout = layout or Layout.for_use_case(uc.name, settings or get_settings())
     entity = Entity(name=uc.entity.name, join_keys=[uc.entity.key], value_type=ValueType.STRING,
                     description=f"{uc.name} entity keyed by {uc.entity.key}")
     source = FileSource(name=f"{uc.name}_features_source", path=str(layout.features_root),
@@ -79,12 +79,13 @@ def definitions(uc: UseCase, settings: Settings | None = None) -> dict:
     return {"entity": entity, "source": source, "feature_view": view, "feature_service": service}
 
 
-def get_store(uc: UseCase, apply: bool = True):
-    """A FeatureStore for ``uc`` with its definitions applied (``apply`` is idempotent)."""
+def get_store(uc: UseCase, apply: bool = True, *, settings: Settings | None = None, layout: Layout | None = None):
+    """A FeatureStore for ``uc`` with its definitions applied (``apply`` is idempotent). Steps pass
+    their context's settings and layout; without them, the global settings' ones."""
     from feast import FeatureStore
 
-    store = FeatureStore(config=repo_config(uc))
-    defs = definitions(uc)
+    store = FeatureStore(config=repo_config(uc, settings, layout))
+    defs = definitions(uc, settings, layout)
     if apply:
         store.apply(list(defs.values()))
     return store, defs
@@ -105,17 +106,16 @@ def materialize_features(ctx: StepContext) -> MaterializeResult:
     import pyarrow.parquet as pq
 
     from pavedml.adapters import online_sqlite
-    from pavedml.steps.features import PART_FILE
 
-    uc, ds = ctx.use_case, ctx.require_ds()
+    uc, ds = ctx.use_case, ctx.ds_iso
     partition = ctx.layout.features_partition(ds)
-    part = partition / PART_FILE
+    part = ctx.layout.features_file(ds)
     if not part.exists():
         raise FeatureCheckError(f"no feature partition for {ds} at {partition}",
                                 details={"next": "run build_features for this interval first"})
-    source = storage.read_json(str(partition / "_SOURCE.json"))
+    source = storage.read_json(str(ctx.layout.features_source(ds)))
     started = time.perf_counter()
-    store, defs = get_store(uc)
+    store, defs = get_store(uc, settings=ctx.settings, layout=ctx.layout)
     pfile = pq.ParquetFile(part)
     columns = [uc.entity.key, "event_timestamp", *uc.feature_columns]
     view = defs["feature_view"]

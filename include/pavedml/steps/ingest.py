@@ -22,6 +22,7 @@ from pathlib import Path
 from pavedml import storage
 from pavedml.context import StepContext
 from pavedml.errors import BatchMissingError, BatchUnreadableError
+from pavedml.layout import QUARANTINE_REASON
 from pavedml.results import SnapshotResult
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def local_copy(uri: str, staging: Path):
 
 def find_batch(ctx: StepContext, dataset: str | None = None, wait: bool = True) -> str:
     """The landing URI of the interval's batch; waits up to the configured timeout."""
-    uc, ds = ctx.use_case, ctx.require_ds()
+    uc, ds = ctx.use_case, ctx.ds_iso
     dataset = dataset or uc.batches.dataset
     formats = [uc.batches.format, *(f for f in ("csv", "parquet") if f != uc.batches.format)]
     candidates = [ctx.layout.landing_file(dataset, ds, fmt) for fmt in formats]
@@ -228,7 +229,7 @@ def normalize(df, schema) -> tuple[object, dict[str, dict]]:
 
 
 def _quarantine_unreadable(ctx: StepContext, path: Path, uri: str, sha: str, exc: BatchUnreadableError) -> str:
-    qdir = ctx.layout.quarantine_dir(ctx.require_ds(), sha)
+    qdir = ctx.layout.quarantine_dir(ctx.ds, sha)
     with storage.atomic_path(qdir / uri.rsplit("/", 1)[-1]) as tmp:
         shutil.copyfile(path, tmp)
     folder = uri.rpartition("/")[0]
@@ -236,21 +237,20 @@ def _quarantine_unreadable(ctx: StepContext, path: Path, uri: str, sha: str, exc
         rel = other[len(folder) + 1:]
         if other != uri and not rel.startswith(IGNORED_PREFIXES):
             storage.write_bytes(str(qdir / "delivery" / rel), storage.read_bytes(other))
-    storage.write_json(str(qdir / "reason.json"), {"reason": exc.reason, "message": exc.message, "source_uri": uri,
+    storage.write_json(str(qdir / QUARANTINE_REASON), {"reason": exc.reason, "message": exc.message, "source_uri": uri,
                                                    "sha256": sha, "dag_run": ctx.run_id,
                                                    "quarantined_at": datetime.now(UTC).isoformat()})
     return str(qdir)
 
 
 def ingest_raw_batch(ctx: StepContext) -> SnapshotResult:
-    ctx.require_ds()
     uri = find_batch(ctx)
     with local_copy(uri, ctx.layout.staging) as path:
         return _ingest(ctx, uri, path)
 
 
 def _ingest(ctx: StepContext, uri: str, path: Path) -> SnapshotResult:
-    ds, uc = ctx.require_ds(), ctx.use_case
+    ds, uc = ctx.ds_iso, ctx.use_case
     sha = sha256_file(path)
     snapshot, manifest = ctx.layout.raw_snapshot(ds, sha), ctx.layout.raw_manifest(ds, sha)
     storage.sweep_leftovers(ctx.layout.raw_dir(ds), ".tmp-")  # of an earlier ingest that was killed
@@ -293,7 +293,7 @@ def _ingest(ctx: StepContext, uri: str, path: Path) -> SnapshotResult:
 
 def latest_snapshot(ctx: StepContext) -> tuple[str, str]:
     """(sha256, snapshot path) of the interval's current raw snapshot."""
-    ds = ctx.require_ds()
+    ds = ctx.ds_iso
     pointer = ctx.layout.raw_latest(ds)
     if not pointer.exists():
         raise BatchMissingError(f"no raw snapshot for {ds} under {pointer.parent}",

@@ -24,6 +24,7 @@ from pathlib import Path
 from pavedml import storage
 from pavedml.context import StepContext
 from pavedml.errors import DriftInputError, SkipStep
+from pavedml.layout import DRIFT_REPORT, EVIDENTLY_REPORT, PSI_TABLE
 from pavedml.results import DriftCheckResult, RetrainRequestResult
 
 log = logging.getLogger(__name__)
@@ -39,9 +40,8 @@ EVIDENTLY_NOTE = (
 
 
 def window_days(ctx: StepContext) -> list[str]:
-    n = int(ctx.params.get("window_days") or ctx.use_case.drift.window_days)
-    end = date.fromisoformat(ctx.require_ds())
-    return [(end - timedelta(days=i)).isoformat() for i in reversed(range(n))]
+    """The scored days of the drift window: ``window_days`` days ending at ds, oldest first."""
+    return [(ctx.ds - timedelta(days=i)).isoformat() for i in reversed(range(ctx.params.window_days))]
 
 
 def load_reference(ctx: StepContext, version: str) -> tuple[dict, str | None]:
@@ -79,31 +79,28 @@ def check_drift(ctx: StepContext) -> DriftCheckResult:
     import pyarrow.parquet as pq
 
     from pavedml.drift import PsiAccumulator
-    from pavedml.steps.features import PART_FILE
 
-    uc, ds = ctx.use_case, ctx.require_ds()
+    uc, ds = ctx.use_case, ctx.ds_iso
     days = window_days(ctx)
-    scored = [d for d in days if (ctx.layout.predictions_partition(d) / "_SCORED.json").exists()]
+    scored = [d for d in days if ctx.layout.predictions_scored(d).exists()]
     if len(scored) < len(days):
         missing = sorted(set(days) - set(scored))
         log.info("scoring window %s not complete yet (missing %s)", days, missing)
         return DriftCheckResult(step="check_drift", use_case=uc.name, ds=ds, status="waiting", window=days,
                                 model_version=None, data_hash="", alerts=[], warnings=[], psi={},
                                 reason=f"no predictions yet for {', '.join(missing)}")
-    versions = {storage.read_json(str(ctx.layout.predictions_partition(d) / "_SCORED.json"))["model_version"]
-                for d in days}
+    versions = {storage.read_json(str(ctx.layout.predictions_scored(d)))["model_version"] for d in days}
     version = max(versions, key=int)  # the champion that scored the latest window
     reference, sample_path = load_reference(ctx, version)
     acc = PsiAccumulator(reference)
     hashes = []
     for d in days:
-        part = ctx.layout.features_partition(d) / PART_FILE
-        hashes.append(storage.read_json(str(part.parent / "_SOURCE.json"))["sha256"])
+        part = ctx.layout.features_file(d)
+        hashes.append(storage.read_json(str(ctx.layout.features_source(d)))["sha256"])
         for batch in pq.ParquetFile(part).iter_batches(batch_size=uc.drift.chunk_rows, columns=acc.features):
             acc.update(batch)
     data_hash = hashlib.sha256("".join(hashes).encode()).hexdigest()
-    alert = float(ctx.params.get("alert_threshold") or uc.drift.alert)
-    warn = min(uc.drift.warn, alert * 0.99)
+    alert, warn = ctx.params.alert_threshold, ctx.params.warn_threshold
     report = acc.result(warn=warn, alert=alert, per_feature=uc.drift.per_feature, min_samples=uc.drift.min_samples)
     status = judge(report, uc.drift)
     out = ctx.layout.drift_dir(ds)
@@ -112,11 +109,11 @@ def check_drift(ctx: StepContext) -> DriftCheckResult:
               "report": report.as_dict(), "checked_at": datetime.now(UTC).isoformat(), "dag_run": ctx.run_id}
     table = report.table()
     with storage.atomic_dir(out) as tmp:
-        storage.write_json(str(tmp / "report.json"), record)
-        (tmp / "psi_table.txt").write_text(table + "\n")
-        evidently = _evidently_report(ctx, sample_path, days, tmp / "evidently.html")
-    evidently = str(out / "evidently.html") if evidently else ""
-    _update_history(ctx, ds, report)
+        storage.write_json(str(tmp / DRIFT_REPORT), record)
+        (tmp / PSI_TABLE).write_text(table + "\n")
+        evidently = _evidently_report(ctx, sample_path, days, tmp / EVIDENTLY_REPORT)
+    evidently = str(out / EVIDENTLY_REPORT) if evidently else ""
+    _update_history(ctx, ds, report, warn=warn, alert=alert)
     log.info("PSI of %s v%s on window %s (%d rows): %s\n%s", uc.model.registered_name, version, days,
              report.n_rows, status, table)
     if evidently:
@@ -124,7 +121,7 @@ def check_drift(ctx: StepContext) -> DriftCheckResult:
     return DriftCheckResult(step="check_drift", use_case=uc.name, ds=ds, status=status, window=days,
                             model_version=version, data_hash=data_hash, alerts=list(report.alerts),
                             warnings=list(report.warnings), psi={f.name: round(f.psi, 5) for f in report.features},
-                            report=str(out / "report.json"), evidently_report=evidently,
+                            report=str(ctx.layout.drift_report(ds)), evidently_report=evidently,
                             reason=report.reason or "")
 
 
@@ -135,12 +132,10 @@ def _evidently_report(ctx: StepContext, sample_path: str | None, days: list[str]
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
-    from pavedml.steps.features import PART_FILE
-
     uc = ctx.use_case
     n = uc.drift.report_sample_rows
     reference = pd.read_parquet(sample_path)
-    current = pd.concat([pd.read_parquet(ctx.layout.features_partition(d) / PART_FILE, columns=uc.feature_columns)
+    current = pd.concat([pd.read_parquet(ctx.layout.features_file(d), columns=uc.feature_columns)
                          for d in days], ignore_index=True)
     reference = reference.sample(min(n, len(reference)), random_state=0)
     current = current.sample(min(n, len(current)), random_state=0)
@@ -154,8 +149,9 @@ def _evidently_report(ctx: StepContext, sample_path: str | None, days: list[str]
     return True
 
 
-def _update_history(ctx: StepContext, ds: str, report) -> None:
-    """PSI per feature per day (CSV, one row per ds and feature; a rerun replaces its day) + a plot."""
+def _update_history(ctx: StepContext, ds: str, report, *, warn: float, alert: float) -> None:
+    """PSI per feature per day (CSV, one row per ds and feature; a rerun replaces its day) + a plot
+    with the thresholds this run judged by (``warn``, ``alert``)."""
     import pandas as pd
 
     path = ctx.layout.drift_history
@@ -175,21 +171,22 @@ def _update_history(ctx: StepContext, ds: str, report) -> None:
     top = rows.groupby("feature")["psi"].max().sort_values(ascending=False).head(8).index
     for feature, grp in rows[rows["feature"].isin(top)].groupby("feature"):
         ax.plot(pd.to_datetime(grp["ds"]), grp["psi"], marker="o", label=feature)
-    ax.axhline(ctx.use_case.drift.warn, color="orange", linestyle="--", label="warn")
-    ax.axhline(ctx.use_case.drift.alert, color="red", linestyle="--", label="alert")
+    ax.axhline(warn, color="orange", linestyle="--", label="warn")
+    ax.axhline(alert, color="red", linestyle="--", label="alert")
     ax.set_ylabel("PSI")
     ax.set_title(f"PSI over time: {ctx.use_case.name}")
     ax.legend(fontsize=7, loc="upper left")
     fig.autofmt_xdate()
     fig.tight_layout()
-    with storage.atomic_path(path.with_suffix(".png"), suffix=".png") as tmp:
+    plot = ctx.layout.drift_history_plot
+    with storage.atomic_path(plot, suffix=plot.suffix) as tmp:
         fig.savefig(tmp, dpi=80)
     plt.close(fig)
 
 
 def request_retraining(ctx: StepContext) -> RetrainRequestResult:
-    uc, ds = ctx.use_case, ctx.require_ds()
-    report_path = ctx.layout.drift_dir(ds) / "report.json"
+    uc, ds = ctx.use_case, ctx.ds_iso
+    report_path = ctx.layout.drift_report(ds)
     if not report_path.exists():
         raise SkipStep(f"no drift report for {ds}: nothing to request")
     record = storage.read_json(str(report_path))
@@ -207,7 +204,7 @@ def request_retraining(ctx: StepContext) -> RetrainRequestResult:
         if previous and uc.drift.cooldown_days:
             last = max(previous, key=lambda p: p["ds"])
             until = date.fromisoformat(last["ds"]) + timedelta(days=uc.drift.cooldown_days)
-            if date.fromisoformat(ds) < until and ds != last["ds"]:
+            if ctx.ds < until and ds != last["ds"]:
                 raise SkipStep(f"cooldown: last retrain request on {last['ds']}; next one allowed from {until}")
         psi = {f["name"]: round(f["psi"], 5) for f in record["report"]["features"]}
         extra = {"ds": ds, "window": record["window"], "data_hash": record["data_hash"],

@@ -250,7 +250,7 @@ def move_champion(ctx: StepContext, client, to_version: str, expected_current: s
                             "reason": reason, "metrics": metrics or {}})
     log.info("%s %s: %s -> v%s (%s)", action, name, f"v{current_v}" if current_v else "no champion", to_version,
              reason)
-    return PromotionResult(step=action, use_case=ctx.use_case.name, ds=ctx.ds, action=action, model_name=name,
+    return PromotionResult(step=action, use_case=ctx.use_case.name, ds=ctx.ds_iso, action=action, model_name=name,
                            from_version=current_v, to_version=str(to_version), reason=reason,
                            ledger=str(ctx.layout.ledger))
 
@@ -259,9 +259,8 @@ def promote_challenger(ctx: StepContext) -> PromotionResult:
     """Act on the decision. If another promotion moved the champion meanwhile, decide again against
     the new champion (same holdout) before moving anything: the loser of a race never wins."""
     from pavedml.steps.evaluation import evaluate_challenger
-    from pavedml.steps.training import run_key
 
-    path = ctx.layout.training_dir(run_key(ctx)) / "decision.json"
+    path = ctx.layout.decision(ctx.run_key)
     if not path.exists():
         raise RegistryError(f"no promotion decision at {path}", details={"next": "run evaluate_challenger first"})
     for attempt in range(MAX_REEVALUATIONS + 1):
@@ -278,7 +277,7 @@ def promote_challenger(ctx: StepContext) -> PromotionResult:
 def _promote_once(ctx: StepContext, decision: dict) -> PromotionResult:
     from pavedml.adapters.tracking import setup, unavailable_as_error
 
-    force = bool(ctx.params.get("force_promote"))
+    force = ctx.params.force_promote
     reason = ctx.reason
     client, _ = setup(ctx)
     name = ctx.use_case.model.registered_name
@@ -294,7 +293,7 @@ def _promote_once(ctx: StepContext, decision: dict) -> PromotionResult:
             append_ledger(ctx, {"action": decision["outcome"], "model": name, "from_version": champion,
                                 "to_version": champion, "challenger_version": challenger,
                                 "reason": f"{reason}: " + "; ".join(decision["reasons"]), "metrics": metrics})
-            result = PromotionResult(step="promote_challenger", use_case=ctx.use_case.name, ds=ctx.ds, action="kept",
+            result = PromotionResult(step="promote_challenger", use_case=ctx.use_case.name, ds=ctx.ds_iso, action="kept",
                                      model_name=name, from_version=champion, to_version=champion,
                                      reason="; ".join(decision["reasons"]), ledger=str(ctx.layout.ledger))
     return PromotionResult(**{**result.as_dict(), "step": "promote_challenger"})
@@ -303,8 +302,8 @@ def _promote_once(ctx: StepContext, decision: dict) -> PromotionResult:
 def rollback_model(ctx: StepContext) -> PromotionResult:
     from pavedml.adapters.tracking import CHAMPION, PREVIOUS, alias_version, setup, unavailable_as_error
 
-    target = str(ctx.params.get("target_version") or "previous").strip()
-    reason = str(ctx.params.get("reason") or "").strip()
+    target = ctx.params.target_version
+    reason = ctx.params.reason
     if not reason:
         raise ConfigError("rollback needs a reason (params.reason)")
     client, _ = setup(ctx)

@@ -16,24 +16,22 @@ from datetime import UTC, datetime
 from pavedml import storage
 from pavedml.context import StepContext
 from pavedml.errors import FeatureCheckError, RegistryError
+from pavedml.layout import PART_FILE, SCORED_FILE
 from pavedml.results import ScoringResult
 
 log = logging.getLogger(__name__)
-PART_FILE = "part-0.parquet"
 
 
 def read_interval_features(ctx: StepContext, columns: list[str] | None = None):
     """The interval's rows of the feature view's batch source (the Feast offline store)."""
     import pyarrow.dataset as pads
 
-    from pavedml.steps.features import PART_FILE as FEATURE_FILE
-
-    ds = ctx.require_ds()
-    part = ctx.layout.features_partition(ds) / FEATURE_FILE
+    ds = ctx.ds_iso
+    part = ctx.layout.features_file(ds)
     if not part.exists():
         raise FeatureCheckError(f"no offline features for {ds} at {part.parent}",
                                 details={"next": f"run {ctx.use_case.dag_id('feature_pipeline')} for {ds} first"})
-    source = storage.read_json(str(part.parent / "_SOURCE.json"))
+    source = storage.read_json(str(ctx.layout.features_source(ds)))
     table = pads.dataset(str(part), format="parquet").to_table(columns=columns)
     return table, source["sha256"]
 
@@ -55,7 +53,7 @@ def score_customers(ctx: StepContext) -> ScoringResult:
     import mlflow
     import numpy as np
 
-    uc, ds = ctx.use_case, ctx.require_ds()
+    uc, ds = ctx.use_case, ctx.ds_iso
     started = time.perf_counter()
     client, mv = champion(ctx)
     model = mlflow.sklearn.load_model(f"models:/{uc.model.registered_name}/{mv.version}")
@@ -72,7 +70,7 @@ def score_customers(ctx: StepContext) -> ScoringResult:
     partition = ctx.layout.predictions_partition(ds)
     with storage.atomic_dir(partition, staging=ctx.layout.staging) as tmp:
         out.to_parquet(tmp / PART_FILE, index=False)
-        storage.write_json(str(tmp / "_SCORED.json"), {"model_name": uc.model.registered_name,
+        storage.write_json(str(tmp / SCORED_FILE), {"model_name": uc.model.registered_name,
                                                        "model_version": str(mv.version), "rows": len(out),
                                                        "feature_snapshot_sha256": sha, "dag_run": ctx.run_id})
     seconds = time.perf_counter() - started

@@ -11,28 +11,22 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import logging
 import re
 import time
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from pavedml import storage
 from pavedml.config import MODEL_FAMILIES, UseCase
 from pavedml.context import StepContext
 from pavedml.errors import ConfigError, TrainingDataError
+from pavedml.layout import DATASET_FILE, Layout, split_file
 from pavedml.results import StepResult
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "holdout")
 LABEL_TS = "event_timestamp"
 LABEL = "label"
-
-
-def run_key(ctx: StepContext) -> str:
-    """A folder name for the DAG run (``manual__2025-...`` -> safe characters)."""
-    raw = ctx.run_id or f"cli__{ctx.ds}"
-    return re.sub(r"[^A-Za-z0-9_.=-]", "_", raw)
 
 
 def frame_digest(df) -> str:
@@ -49,7 +43,7 @@ def load_labels(ctx: StepContext, window_days: int):
     from pavedml.steps.validation import validate_labels
 
     uc = ctx.use_case
-    ds = date.fromisoformat(ctx.require_ds())
+    ds = ctx.ds
     frames, sources = [], []
     for offset in range(window_days + uc.label.delay_days + 1):
         day = ds - timedelta(days=offset)
@@ -94,18 +88,17 @@ def labels_found(ctx: StepContext) -> str:
     return f"labels known: {len(days)} day(s), oldest {days[0]}, newest {days[-1]}"
 
 
-def point_in_time_join(uc: UseCase, entity_df):
+def point_in_time_join(uc: UseCase, entity_df, layout: Layout):
     """Feast historical features for every label row (rows without a feature row at or before
     their timestamp are reported and dropped: they cannot be trained on)."""
     import numpy as np
     import pandas as pd
 
-    from pavedml.layout import Layout
     from pavedml.steps.featurestore import get_store
 
     key = uc.entity.key
-    store, defs = get_store(uc)
-    features_root = Layout.for_use_case(uc.name).features_root
+    store, defs = get_store(uc, layout=layout)
+    features_root = layout.features_root
     known = set()
     if features_root.exists():
         import pyarrow.dataset as pads
@@ -142,7 +135,7 @@ def time_split(df, uc: UseCase):
 def _snapshot_hashes(ctx: StepContext, days) -> dict[str, str]:
     out = {}
     for d in days:
-        src = ctx.layout.features_partition(d) / "_SOURCE.json"
+        src = ctx.layout.features_source(d)
         if src.exists():
             out[d] = storage.read_json(str(src))["sha256"]
     return out
@@ -150,14 +143,14 @@ def _snapshot_hashes(ctx: StepContext, days) -> dict[str, str]:
 
 def build_training_set(ctx: StepContext) -> StepResult:
     uc = ctx.use_case
-    window = int(ctx.params.get("training_window_days") or 90)
-    out_dir = ctx.layout.training_dir(run_key(ctx))
-    manifest_path = out_dir / "dataset.json"
+    window = ctx.params.training_window_days
+    out_dir = ctx.layout.training_dir(ctx.run_key)
+    manifest_path = ctx.layout.training_manifest(ctx.run_key)
     if manifest_path.exists():
         log.info("training set of this DAG run already built: %s", out_dir)
         return _dataset_result(ctx, storage.read_json(str(manifest_path)))
     labels, label_sources = load_labels(ctx, window)
-    joined, dropped = point_in_time_join(uc, labels)
+    joined, dropped = point_in_time_join(uc, labels, ctx.layout)
     if joined.empty:
         feature_days = sorted(p.name.removeprefix("dt=") for p in ctx.layout.features_root.glob("dt=*"))
         have = (f"features built for {len(feature_days)} day(s), {feature_days[0]} .. {feature_days[-1]}"
@@ -190,9 +183,9 @@ def build_training_set(ctx: StepContext) -> StepResult:
     with storage.atomic_dir(out_dir) as tmp:
         for name, part in splits.items():
             part = part.reset_index(drop=True)
-            part.to_parquet(tmp / f"{name}.parquet", index=False)
+            part.to_parquet(tmp / split_file(name), index=False)
             manifest["digests"][name] = frame_digest(part)
-        storage.write_json(str(tmp / "dataset.json"), manifest)
+        storage.write_json(str(tmp / DATASET_FILE), manifest)
     if dropped:
         log.warning("%d label rows had no feature row at or before their timestamp and were left out", dropped)
     log.info("training set: %s rows (train/validation/holdout), digests %s", manifest["rows"],
@@ -203,15 +196,15 @@ def build_training_set(ctx: StepContext) -> StepResult:
 def _dataset_result(ctx: StepContext, manifest: dict) -> StepResult:
     from pavedml.results import DatasetResult
 
-    return DatasetResult(step="build_training_set", use_case=ctx.use_case.name, ds=ctx.ds,
-                         path=str(ctx.layout.training_dir(run_key(ctx))), rows=manifest["rows"],
+    return DatasetResult(step="build_training_set", use_case=ctx.use_case.name, ds=ctx.ds_iso,
+                         path=str(ctx.layout.training_dir(ctx.run_key)), rows=manifest["rows"],
                          digests=manifest["digests"], dropped_without_features=manifest["dropped_without_features"])
 
 
 def load_split(ctx: StepContext, name: str):
     import pandas as pd
 
-    path = ctx.layout.training_dir(run_key(ctx)) / f"{name}.parquet"
+    path = ctx.layout.training_split(ctx.run_key, name)
     if not path.exists():
         raise TrainingDataError(f"no {name} split at {path}", details={"next": "run build_training_set first"})
     return pd.read_parquet(path)
@@ -233,22 +226,6 @@ def check_hyperparameters(uc: UseCase, estimator, overrides: dict) -> None:
         raise ConfigError(f"hyper-parameter {name}={overrides.get(name, uc.model.params.get(name))!r} from {where} "
                           f"is invalid for {uc.model.family}: {text}",
                           details={"next": f"fix {name} in {where}, then trigger again"}) from None
-
-
-def parse_overrides(raw) -> dict:
-    """The trigger form's hyper-parameter overrides: a JSON object (or its text)."""
-    if raw in (None, "", {}):
-        return {}
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"hyperparameters is not JSON: {exc.msg} at column {exc.colno} of {raw[:200]!r}",
-                              details={"next": 'give an object such as {"max_depth": 6}'}) from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"hyperparameters must be an object of name: value, not {type(raw).__name__} {raw!r}"[:300],
-                          details={"next": 'give an object such as {"max_depth": 6}'})
-    return raw
 
 
 def make_pipeline(uc: UseCase, overrides: dict | None = None):
@@ -283,10 +260,10 @@ def train_challenger(ctx: StepContext):
 
     setup(ctx)  # fail fast (TrackingUnavailableError, exit 1) before minutes of fitting, not after
     uc = ctx.use_case
-    overrides = parse_overrides(ctx.params.get("hyperparameters"))
+    overrides = ctx.params.hyperparameters
     make_pipeline(uc, overrides)  # checks the hyper-parameters before the data is read
     train, validation, holdout = (load_split(ctx, s) for s in SPLITS)
-    manifest = storage.read_json(str(ctx.layout.training_dir(run_key(ctx)) / "dataset.json"))
+    manifest = storage.read_json(str(ctx.layout.training_manifest(ctx.run_key)))
     pipeline, params = make_pipeline(uc, overrides)
     started = time.perf_counter()
     pipeline.fit(train[uc.feature_columns], train[LABEL])

@@ -23,6 +23,7 @@ from pavedml import storage
 from pavedml.config import Schema, UseCase
 from pavedml.context import StepContext
 from pavedml.errors import ValidationFailedError
+from pavedml.layout import QUARANTINE_REASON, VALIDATION_RESULT
 from pavedml.results import ValidationSummary
 
 log = logging.getLogger(__name__)
@@ -206,7 +207,7 @@ def describe(e: dict) -> str:
 
 
 def _quarantine(ctx: StepContext, sha: str, snapshot: str, vdir: Path, manifest: dict) -> Path:
-    qdir = ctx.layout.quarantine_dir(ctx.require_ds(), sha)
+    qdir = ctx.layout.quarantine_dir(ctx.ds, sha)
     with storage.atomic_dir(qdir) as tmp:
         shutil.copy2(snapshot, tmp / Path(snapshot).name)
         source = manifest.get("source_uri")
@@ -400,7 +401,7 @@ def validate_raw_batch(ctx: StepContext) -> ValidationSummary:
     from pavedml.steps.ingest import latest_snapshot
 
     os.environ.setdefault("TQDM_DISABLE", "1")
-    ds = ctx.require_ds()
+    ds = ctx.ds_iso
     sha, snapshot = latest_snapshot(ctx)
     manifest = storage.read_json(str(ctx.layout.raw_manifest(ds, sha)))
     import pyarrow.parquet as pq
@@ -417,8 +418,8 @@ def validate_raw_batch(ctx: StepContext) -> ValidationSummary:
         result["chunk_pages"] = [p.replace(str(tmp.resolve()), str(rundir)) for p in result.get("chunk_pages", [])]
         result.update(sha256=sha, ds=ds, dag_run=ctx.run_id, validated_at=stamp,
                       type_errors=manifest.get("type_errors", {}))
-        storage.write_json(str(tmp / "result.json"), result)
-    storage.write_json(str(vdir / "result.json"), result)
+        storage.write_json(str(tmp / VALIDATION_RESULT), result)
+    storage.write_json(str(ctx.layout.validation_result(ds, sha)), result)
     for col, info in result["type_errors"].items():
         for e in result["expectations"]:
             if e["column"] == col and e["type"].endswith("in_type_list") and not e["unexpected_values"]:
@@ -442,12 +443,12 @@ def validate_raw_batch(ctx: StepContext) -> ValidationSummary:
         )
     return ValidationSummary(step="validate_raw_batch", use_case=ctx.use_case.name, ds=ds, sha256=sha, success=True,
                              evaluated=len(specs), warnings=[describe(w) for w in warnings],
-                             data_docs=result["data_docs"], result_json=str(vdir / "result.json"))
+                             data_docs=result["data_docs"], result_json=str(ctx.layout.validation_result(ds, sha)))
 
 
 def require_validated(ctx: StepContext, sha: str) -> None:
     """Refuse to build on a snapshot that has not passed validation."""
-    path = ctx.layout.validation_dir(ctx.require_ds(), sha) / "result.json"
+    path = ctx.layout.validation_result(ctx.ds, sha)
     if not path.exists() or not storage.read_json(str(path)).get("success"):
         raise ValidationFailedError(f"snapshot {sha[:12]} of {ctx.ds} has not passed validation ({path})",
                                     details={"next": "run validate_raw_batch for this interval"})
@@ -485,7 +486,7 @@ def validate_labels(ctx: StepContext, uri: str, data: bytes, df) -> None:
     m = re.search(r"/dt=(\d{4}-\d{2}-\d{2})/", uri)
     day = m.group(1) if m else "unknown"
     vdir = ctx.layout.labels_validation_dir(day, sha)
-    result_path = vdir / "result.json"
+    result_path = vdir / VALIDATION_RESULT
     if result_path.exists():
         result = storage.read_json(str(result_path))
     else:
@@ -503,17 +504,17 @@ def validate_labels(ctx: StepContext, uri: str, data: bytes, df) -> None:
             result = run_suite(frame, specs, tmp / "data_docs", run_name=f"{ctx.use_case.name}-labels-{day}-{sha[:12]}")
             result["data_docs"] = result["data_docs"].replace(str(tmp.resolve()), str(rundir))
             result.update(sha256=sha, ds=day, source_uri=uri, dag_run=ctx.run_id, validated_at=stamp)
-            storage.write_json(str(tmp / "result.json"), result)
+            storage.write_json(str(tmp / VALIDATION_RESULT), result)
         storage.write_json(str(result_path), result)
     if result["success"]:
         return
     errors = [e for e in result["expectations"] if not e["success"] and e["severity"] == "error"]
     qdir = ctx.layout.labels_quarantine_dir(day, sha)
-    if not (qdir / "reason.json").exists():
+    if not (qdir / QUARANTINE_REASON).exists():
         with storage.atomic_dir(qdir) as tmp:
             (tmp / uri.rsplit("/", 1)[-1]).write_bytes(data)
             shutil.copytree(vdir, tmp / "report", ignore=shutil.ignore_patterns(".tmp-*", ".old-*"))
-            storage.write_json(str(tmp / "reason.json"), {
+            storage.write_json(str(tmp / QUARANTINE_REASON), {
                 "reason": "validation_failed", "what": "labels", "source_uri": uri, "sha256": sha,
                 "dag_run": ctx.run_id, "quarantined_at": datetime.now(UTC).isoformat()})
     raise ValidationFailedError(

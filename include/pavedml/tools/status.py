@@ -11,18 +11,17 @@ import logging
 
 from pavedml import storage
 from pavedml.config import PIPELINES, get_use_case
-from pavedml.layout import Layout
+from pavedml.layout import DRIFT_REPORT, PSI_TABLE, QUARANTINE_REASON, Layout
 from pavedml.settings import get_settings
 
 log = logging.getLogger(__name__)
 
 
 def _champion_lines(uc) -> list[str]:
-    from pavedml.adapters.tracking import CHAMPION, PREVIOUS, alias_version, setup
-    from pavedml.context import StepContext
+    from pavedml.adapters.tracking import CHAMPION, PREVIOUS, alias_version, connect
 
     try:
-        client, _ = setup(StepContext.build(uc.name, None))
+        client, _ = connect(get_settings(), uc.name)
         mv = alias_version(client, uc.model.registered_name, CHAMPION)
         prev = alias_version(client, uc.model.registered_name, PREVIOUS)
     except Exception as exc:  # status must render even when MLflow is down
@@ -61,11 +60,11 @@ def _run_lines(uc) -> list[str]:
 
 
 def _psi_lines(layout: Layout) -> list[str]:
-    reports = sorted(layout.root.glob("drift/dt=*/report.json"))
+    reports = sorted(layout.root.glob(f"drift/dt=*/{DRIFT_REPORT}"))
     if not reports:
         return ["  no drift check yet"]
     record = storage.read_json(str(reports[-1]))
-    table = (reports[-1].parent / "psi_table.txt").read_text().splitlines()
+    table = (reports[-1].parent / PSI_TABLE).read_text().splitlines()
     head = f"  window {record['window']}  status {record['status'].upper()}  model v{record['model_version']}"
     return [head] + [f"  {line}" for line in table[:9]] + (["  ..."] if len(table) > 9 else [])
 
@@ -78,8 +77,8 @@ def _quarantine_lines(layout: Layout) -> list[str]:
     lines = []
     for q in found[-8:]:
         reason = "validation_failed"
-        if (q / "reason.json").exists():
-            reason = json.loads((q / "reason.json").read_text())["reason"]
+        if (q / QUARANTINE_REASON).exists():
+            reason = json.loads((q / QUARANTINE_REASON).read_text())["reason"]
         what = "labels " if q.parent.parent.name == "labels" else ""
         lines.append(f"  {what}{q.parent.name} {q.name[:12]}  {reason}  {q}")
     return lines or ["  none"]
