@@ -55,7 +55,7 @@ for uc in use_cases():
         },
     ) as dag:
         wait_for_drift = PsiDriftSensor(task_id="wait_for_drift", argv=step_argv("check_drift", uc.name, PARAMS),
-                                        poke_interval=uc.drift.poke_interval_seconds,
+                                        use_case=uc.name, poke_interval=uc.drift.poke_interval_seconds,
                                         timeout=uc.drift.sensor_timeout_minutes * 60)
         request = step_task("request_retraining", uc, params_template=PARAMS,
                             outlets=[assets.retrain_request(uc.name)])

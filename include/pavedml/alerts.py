@@ -1,10 +1,12 @@
-"""Failure and deadline alerts: one alert per final failure (never per retry), one per missed
-deadline.
+"""Sending alerts (no Airflow at import): :func:`send` records one and e-mails it. The Airflow
+callbacks that decide when a task failure or a missed deadline alerts live in
+:mod:`pavedml.airflow.callbacks`; steps (the drift monitor) call :func:`send` directly.
 
 Every alert is appended to the local JSON-lines alerts file (``PAVEDML_ALERTS_FILE``), the record
-an on-call engineer can always grep. When ``PAVEDML_ALERT_EMAIL_TO`` is set, it is also e-mailed
-through Airflow's ``SmtpNotifier`` over the SMTP connection ``PAVEDML_ALERT_SMTP_CONN_ID``
-(default ``smtp_default``). The alert's first line names the cause (the step's summary first).
+an on-call engineer can always grep. The Airflow callbacks also e-mail it when
+``PAVEDML_ALERT_EMAIL_TO`` is set, through Airflow's ``SmtpNotifier`` over the SMTP connection
+``PAVEDML_ALERT_SMTP_CONN_ID`` (default ``smtp_default``): a step never holds that connection.
+The alert's first line names the cause (the step's summary first).
 
 Every record is redacted before it goes anywhere (:func:`pavedml.redact.redact`: no password of a
 URL reaches the file or the mail), and its text is capped at :data:`TEXT_LIMIT` characters with
@@ -13,9 +15,9 @@ the first line kept whole.
 
 from __future__ import annotations
 
-import html
 import json
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from pavedml.redact import clip, redact
@@ -24,16 +26,6 @@ log = logging.getLogger(__name__)
 #: Characters of an alert's text (the summary); its first line gets at most FIRST_LINE_LIMIT of them.
 TEXT_LIMIT = 4000
 FIRST_LINE_LIMIT = 1000
-
-
-def _is_final_failure(ti) -> bool:
-    """Airflow 3 calls ``on_failure_callback`` only when a task ends FAILED (``on_retry_callback``
-    when it will be retried): no retry left, a failure that is never retried (a step's exit 3,
-    ``AirflowFailException``), or an error before the task ran (a template, a missing connection).
-    So the callback alerts whatever the try number; a task instance that says it will be retried
-    (a caller passing a retry's context) does not."""
-    state = str(getattr(getattr(ti, "state", None), "value", getattr(ti, "state", None)) or "")
-    return state != "up_for_retry"
 
 
 def _write_file(record: dict) -> None:
@@ -56,60 +48,14 @@ def subject(record: dict) -> str:
     return f"[pavedml] {record['kind']}: {where}: {(first[0] if first else '')[:160]}"
 
 
-def _email(record: dict, context) -> None:
-    from pavedml.settings import get_settings
-
-    s = get_settings()
-    if not s.alert_email_to:
-        return
-    try:
-        from airflow.providers.smtp.notifications.smtp import SmtpNotifier
-
-        body = "<pre>" + html.escape(json.dumps(record, indent=2)) + "</pre>"
-        notifier = SmtpNotifier(
-            to=[a.strip() for a in s.alert_email_to.split(",") if a.strip()],
-            subject=subject(record),
-            html_content=body,
-            smtp_conn_id=s.alert_smtp_conn_id,
-        )
-        # notify(), not __call__: no Jinja rendering of a summary that quotes data values
-        notifier.notify(context or {})
-    except Exception as err:  # noqa: BLE001 - alerting must never mask the task's own failure
-        log.warning("could not e-mail the alert through %s: %s", s.alert_smtp_conn_id, err)
-
-
-def send(record: dict, context=None) -> dict:
-    """Record the alert in the alerts file and e-mail it when configured."""
+def send(record: dict, context=None, mailer: Callable[[dict, object], None] | None = None) -> dict:
+    """Record the alert in the alerts file, redacted; hand it to ``mailer(record, context)`` too
+    when given (the Airflow callbacks pass :func:`pavedml.airflow.callbacks.email_alert`)."""
     record = redact({"at": datetime.now(UTC).isoformat(), **record})
     _write_file(record)
-    _email(record, context)
+    if mailer is not None:
+        mailer(record, context)
     return record
-
-
-def on_task_failure(context) -> None:
-    ti = context.get("ti") or context.get("task_instance")
-    if ti is not None and not _is_final_failure(ti):
-        return
-    send({
-        "kind": "task_failed",
-        "dag_id": getattr(ti, "dag_id", None),
-        "task_id": getattr(ti, "task_id", None),
-        "run_id": getattr(ti, "run_id", None),
-        "try_number": getattr(ti, "try_number", None),
-        "summary": failure_text(context.get("exception")),
-    }, context)
-
-
-def failure_text(exc) -> str:
-    """The alert's text: a step's whole one-screen summary, else the error itself, its first line
-    first (a template or setup error is named, never only its traceback). Redacted and capped at
-    TEXT_LIMIT chars; the first line is always there, whole up to FIRST_LINE_LIMIT chars."""
-    if exc is None:
-        return "task failed (no exception recorded: see the task log)"
-    text = getattr(exc, "summary", None) or str(exc) or type(exc).__name__
-    if not getattr(exc, "summary", None) and type(exc).__name__ not in text.split("\n", 1)[0]:
-        text = f"{type(exc).__name__}: {text}"
-    return cap_text(text)
 
 
 def cap_text(text: str, limit: int = TEXT_LIMIT) -> str:
@@ -120,18 +66,3 @@ def cap_text(text: str, limit: int = TEXT_LIMIT) -> str:
     if len(rest) > room:
         rest = f"{rest[:room]}... ({len(rest)} chars)"
     return f"{first}\n{rest}" if rest else first
-
-
-async def on_deadline_missed(dag_id: str, expected_minutes: float, context=None, **_) -> None:
-    """Deadline-alert callback (runs in the triggerer): the DAG run did not finish in time."""
-    run = (context or {}).get("dag_run") or {}  # Airflow 3.3 passes the run as its REST representation
-    run_id = (run.get("dag_run_id") or run.get("run_id")) if isinstance(run, dict) else getattr(run, "run_id", None)
-    send({
-        "kind": "deadline_missed",
-        "dag_id": dag_id,
-        "task_id": None,
-        "run_id": run_id,
-        "summary": f"DEADLINE MISSED: {dag_id} run {run_id or '-'} has not finished {expected_minutes} min "
-                   "after it was queued. Open the run in the Airflow UI: a task may be stuck waiting "
-                   "(sensor, missing batch) or the workers may be saturated.",
-    }, None)

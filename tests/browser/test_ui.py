@@ -107,7 +107,7 @@ def test_trigger_training_through_its_params_form(stack, page):
 
 def test_a_run_past_its_deadline_raises_a_deadline_alert(stack):
     """The training run above took longer than the test config's 1 minute: the scheduler saw the
-    missed deadline and the triggerer ran pavedml.alerts.on_deadline_missed."""
+    missed deadline and the triggerer ran pavedml.airflow.callbacks.on_deadline_missed."""
     import json
     import time
 

@@ -1,5 +1,5 @@
 """The docker guard (pavedml.tools.docker_guard) between a real Docker client and the real local engine:
-a step container runs through it exactly as DockerStepOperator runs one (create, start, logs,
+a step container runs through it exactly as the docker runtime's DockerRunner runs one (create, start, logs,
 wait, remove); a privileged container, a bind of `/`, another image, a call outside the step's
 endpoints and a container that is not a step's are refused with 403 naming the rule, and nothing
 is created on the engine."""
@@ -16,7 +16,7 @@ from docker import APIClient
 from docker.errors import APIError
 from docker.types import Mount
 
-from pavedml.airflow.docker_step import run_step_container
+from pavedml.airflow.docker_step import DockerRunner
 from pavedml.tools.docker_guard import STEP_LABEL, Engine, GuardServer, Policy
 from tests.docker.conftest import docker_local, step_containers
 
@@ -48,11 +48,6 @@ def client(guard) -> APIClient:
     return APIClient(base_url=guard, version="auto", timeout=120)  # auto: GET /version through the guard
 
 
-class Runner:
-    log = logging.getLogger("test_docker_guard")
-    _step_container = None
-
-
 def step_host_config(client: APIClient, data_folder: Path, **extra) -> dict:
     return client.create_host_config(**{"network_mode": "none", "privileged": False, **extra},
                                      mounts=[Mount(target=str(data_folder), source=str(data_folder), type="bind")])
@@ -71,10 +66,12 @@ def refused(call, rule: str) -> APIError:
 def test_a_step_container_runs_through_the_guard(client, task_image, data_folder):
     argv = ["python", "-c", "import pathlib, sys; print('to the log', file=sys.stderr); "
             f"pathlib.Path('{data_folder}/written').write_text('ok'); print('{{\"ok\": 1}}')"]
-    code, stdout, tail = run_step_container(
-        Runner(), client, image=task_image, argv=argv, environment={"PAVEDML_X": "1"}, private_environment={},
-        network_mode="none", labels={STEP_LABEL: "guard_test"},
-        mounts=[Mount(target=str(data_folder), source=str(data_folder), type="bind")])
+    from pavedml.settings import Settings
+
+    settings = Settings.from_env({"PAVEDML_DATA_ROOT": str(data_folder), "PAVEDML_IMAGE": task_image,
+                                  "PAVEDML_DOCKER_NETWORK": "none", "PAVEDML_DOCKER_DATA_VOLUME": str(data_folder)})
+    runner = DockerRunner("guard_test", "telco_churn", settings=settings, client=client)
+    code, stdout, tail = runner.run(argv, {"PAVEDML_X": "1"}, {}, logging.getLogger("test_docker_guard"))
     assert (code, stdout.strip()) == (0, '{"ok": 1}')
     assert tail == ["to the log"]
     assert (data_folder / "written").read_text() == "ok"

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.unit
 DEFINITION = {"name": "x finished within 60 min", "reference": {"reference_type": "DagRunQueuedAtDeadline"},
               "interval": {"__classname__": "datetime.timedelta", "__version__": 2, "__data__": 3600.0},
               "callback": {"__classname__": "airflow.sdk.definitions.callback.AsyncCallback", "__version__": 0,
-                           "__data__": {"path": "pavedml.alerts.on_deadline_missed", "kwargs": {}}}}
+                           "__data__": {"path": "pavedml.airflow.callbacks.on_deadline_missed", "kwargs": {}}}}
 
 
 def test_any_airflow_process_with_the_plugins_folder_gets_the_fix():

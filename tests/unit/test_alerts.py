@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from pavedml.alerts import on_task_failure
+from pavedml.airflow.callbacks import on_task_failure
 
 pytestmark = pytest.mark.unit
 
@@ -126,7 +126,7 @@ def test_the_summary_is_logged_once_at_error_level():
 def test_deadline_callback_alerts_with_the_run(tmp_path, monkeypatch):
     import asyncio
 
-    from pavedml.alerts import on_deadline_missed
+    from pavedml.airflow.callbacks import on_deadline_missed
 
     monkeypatch.setenv("PAVEDML_ALERTS_FILE", str(tmp_path / "alerts.jsonl"))
     asyncio.run(on_deadline_missed(dag_id="telco_churn_feature_pipeline", expected_minutes=60,
@@ -143,13 +143,14 @@ def test_every_dag_carries_a_deadline_alert_from_its_config():
     uc = get_use_case("telco_churn")
     alert = deadline(uc, "feature_pipeline")
     assert alert.interval.total_seconds() == uc.schedules.expected_duration_minutes * 60
-    assert alert.callback.path == "pavedml.alerts.on_deadline_missed"
+    assert alert.callback.path == "pavedml.airflow.callbacks.on_deadline_missed"
     assert alert.callback.kwargs == {"dag_id": "telco_churn_feature_pipeline",
                                      "expected_minutes": uc.schedules.expected_duration_minutes}
 
 
 def test_every_alert_field_is_redacted_in_the_file_and_the_mail(tmp_path, monkeypatch):
     """Not only a step's summary: any text an alert carries (a setup error, a run id) is masked."""
+    from pavedml.airflow.callbacks import email_alert
     from pavedml.alerts import send
     from tests.helpers.smtp_sink import SmtpSink
 
@@ -158,7 +159,8 @@ def test_every_alert_field_is_redacted_in_the_file_and_the_mail(tmp_path, monkey
     with SmtpSink() as sink:
         _smtp_conn(monkeypatch, sink.port)
         send({"kind": "task_failed", "dag_id": "d", "task_id": "t", "run_id": "manual__redis://:PLANTED@r:6379/0",
-              "summary": "OperationalError: could not connect to postgresql://airflow:PLANTED@db/airflow"})
+              "summary": "OperationalError: could not connect to postgresql://airflow:PLANTED@db/airflow"},
+             mailer=email_alert)
     text = (tmp_path / "alerts.jsonl").read_text()
     mail = sink.messages[0]["message"]
     assert "postgresql://airflow:***@db/airflow" in text and "postgresql://airflow:***@db/airflow" in mail["Subject"]

@@ -50,8 +50,9 @@ def landing(tmp_path):
 
 
 def test_a_one_megabyte_cell_makes_a_one_screen_summary_and_keeps_the_alerts_first_line(tmp_path, landing):
+    from pavedml.airflow.callbacks import failure_text
     from pavedml.airflow.operators import StepLog, StepRejectedInput, check_exit
-    from pavedml.alerts import failure_text, subject
+    from pavedml.alerts import subject
 
     csv = next((landing / "telco_churn" / "customers" / f"dt={DS}").glob("*.csv"))
     df = pd.read_csv(csv, dtype=str)
@@ -78,7 +79,8 @@ def test_a_one_megabyte_cell_makes_a_one_screen_summary_and_keeps_the_alerts_fir
 
 
 def test_the_alert_keeps_its_first_line_whatever_follows():
-    from pavedml.alerts import TEXT_LIMIT, failure_text
+    from pavedml.airflow.callbacks import failure_text
+    from pavedml.alerts import TEXT_LIMIT
 
     huge = RuntimeError("cannot parse row 7\n" + "y" * 1_000_000)
     text = failure_text(huge)

@@ -109,8 +109,8 @@ def test_a_planted_password_reaches_no_sink(tmp_path, monkeypatch):
     import structlog.testing
     from airflow.sdk.exceptions import AirflowException
 
+    from pavedml.airflow.callbacks import on_task_failure
     from pavedml.airflow.operators import StepOperator, check_exit
-    from pavedml.alerts import on_task_failure
     from tests.helpers.smtp_sink import SmtpSink
 
     monkeypatch.setenv("PAVEDML_DATA_ROOT", str(tmp_path / "data"))

@@ -6,7 +6,10 @@ cheap package modules here: no pandas, GX, Feast, MLflow or Evidently.
 (:func:`pavedml.settings.step_environment`):
 
 * ``local`` (default): :class:`pavedml.airflow.operators.StepOperator` runs it in a subprocess of the worker;
-* ``docker``: a ``DockerOperator`` runs it in the task image (``PAVEDML_IMAGE``).
+* ``docker``: the same operator runs it in a container of the task image (``PAVEDML_IMAGE``).
+
+:func:`step_sensor` builds a sensor that runs a step each poke until it stops waiting. Both go
+through the runtime's :class:`pavedml.airflow.runners.StepRunner`.
 """
 
 from __future__ import annotations
@@ -15,8 +18,7 @@ from datetime import timedelta
 from typing import Any
 
 from pavedml.config import UseCase, scan
-from pavedml.errors import EXIT_SKIP
-from pavedml.settings import get_settings, step_environment
+from pavedml.settings import get_settings
 
 #: Jinja templates that hand the run's identity to every step. The batch of a run is the partition
 #: ``dt=<ds>`` (the snapshot as of ``ds`` 00:00 UTC), so its data interval is ``[ds, ds + 1 day)``
@@ -72,7 +74,7 @@ def use_case_errors() -> dict[str, str]:
 
 
 def default_args(uc: UseCase) -> dict[str, Any]:
-    from pavedml.alerts import on_task_failure
+    from pavedml.airflow.callbacks import on_task_failure
 
     return {
         "owner": uc.owner,
@@ -103,7 +105,7 @@ def dag_args(uc: UseCase, pipeline: str, doc: str | None) -> dict[str, Any]:
 
 def deadline(uc: UseCase, pipeline: str):
     """A deadline alert: a run still unfinished ``expected_duration_minutes`` after it was queued
-    sends a ``deadline_missed`` alert (the triggerer runs :func:`pavedml.alerts.on_deadline_missed`)."""
+    sends a ``deadline_missed`` alert (the triggerer runs :func:`pavedml.airflow.callbacks.on_deadline_missed`)."""
     from airflow.sdk.definitions.callback import AsyncCallback
     from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
@@ -111,7 +113,7 @@ def deadline(uc: UseCase, pipeline: str):
     return DeadlineAlert(
         reference=DeadlineReference.DAGRUN_QUEUED_AT,
         interval=timedelta(minutes=minutes),
-        callback=AsyncCallback("pavedml.alerts.on_deadline_missed",
+        callback=AsyncCallback("pavedml.airflow.callbacks.on_deadline_missed",
                                kwargs={"dag_id": uc.dag_id(pipeline), "expected_minutes": minutes}),
         name=f"{uc.dag_id(pipeline)} finished within {minutes} min",
     )
@@ -125,37 +127,22 @@ def step_argv(step: str, use_case: str, params_template: str | None = None) -> l
 
 
 def step_task(step: str, uc: UseCase, *, params_template: str | None = None, runtime: str | None = None, **kwargs):
-    """The task that runs ``step`` for ``uc`` in the configured runtime. ``task_id`` = step name."""
-    settings = get_settings()
-    runtime = runtime or settings.runtime
-    argv = step_argv(step, uc.name, params_template)
-    kwargs.setdefault("task_id", step)
-    if runtime == "docker":
-        from pavedml.airflow.docker_step import STEP_LABEL, DockerStepOperator, step_mounts
-
-        public, private = step_environment()  # the worker re-parses this file before it runs the task
-        mounts = step_mounts(settings)  # the data root (the lake's working copy in production)
-        return DockerStepOperator(
-            image=settings.image,
-            command=argv,
-            environment=public,
-            private_environment=private,
-            network_mode=settings.docker_network,
-            docker_url=settings.docker_url,
-            auto_remove="force",
-            force_pull=False,
-            mount_tmp_dir=False,
-            privileged=False,
-            tty=False,
-            retrieve_output=False,
-            skip_on_exit_code=EXIT_SKIP,
-            mounts=mounts,
-            labels={STEP_LABEL: step, "org.pavedml.use_case": uc.name},
-            **kwargs,
-        )
+    """The task that runs ``step`` for ``uc`` in ``runtime`` (default: the configured one).
+    ``task_id`` = step name."""
     from pavedml.airflow.operators import StepOperator
 
-    return StepOperator(argv=argv, **kwargs)
+    kwargs.setdefault("task_id", step)
+    return StepOperator(argv=step_argv(step, uc.name, params_template), step=step, use_case=uc.name,
+                        runtime=runtime or get_settings().runtime, **kwargs)
+
+
+def step_sensor(step: str, uc: UseCase, *, task_id: str, params_template: str | None = None, **kwargs):
+    """A sensor (reschedule mode) that runs ``step`` for ``uc`` each poke until its result stops
+    ``waiting``: :class:`pavedml.airflow.sensors.StepSensor`."""
+    from pavedml.airflow.sensors import StepSensor
+
+    return StepSensor(task_id=task_id, argv=step_argv(step, uc.name, params_template), step=step,
+                      use_case=uc.name, **kwargs)
 
 
 def runbook(doc: str | None, uc: UseCase, pipeline: str) -> str:

@@ -1,32 +1,29 @@
-"""The ``local`` step runtime: run the step's argv in a subprocess of the worker.
+"""The task that runs a pipeline step: :class:`StepOperator`, for every runtime.
 
-The step's stderr streams into the task log as it happens; its last stdout line (one JSON object)
-becomes the task's XCom return value. A non-zero exit fails the task with the tail of stderr,
-which ends with the step's one-screen failure summary. Killing the task kills the step.
+The step's argv (``python -m pavedml <step> ...``) runs through the runtime's
+:class:`pavedml.airflow.runners.StepRunner` (a subprocess of the worker, or a container of the task
+image) with the step environment contract. The step's stderr streams into the task log as it
+happens; its last stdout line (one JSON object) becomes the task's XCom return value. A non-zero
+exit fails the task with the step's one-screen failure summary (3: at once, without retries;
+99: skipped). Killing the task kills the step.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import threading
-from collections import deque
 from typing import Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from pavedml.airflow.links import STEP_LINKS
+from pavedml.airflow.runners import PLUMBING_ENV, StepLog, StepRun, StepRunner, runner_for
 from pavedml.errors import EXIT_NO_RETRY, EXIT_SKIP
 from pavedml.redact import clip, redact_urls
 
-#: Plumbing a subprocess needs to start at all (not part of the step's contract).
-PLUMBING_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV", "TMPDIR", "PYTHONDONTWRITEBYTECODE")
-STDERR_TAIL_LINES = 60
+__all__ = ["PLUMBING_ENV", "StepFailed", "StepLog", "StepOperator", "StepRejectedInput", "RunsStep",
+           "check_exit", "finish_step", "last_summary", "parse_result"]
+
 #: Characters of one stderr line quoted in a failure message (the UI's error line, the alert).
 TAIL_LINE_LIMIT = 1000
 
@@ -46,125 +43,66 @@ class StepRejectedInput(AirflowFailException):
     summary: str | None = None
 
 
-class StepLog:
-    """Relays a step's stderr into the task log, a line at a time, keeping a tail for the failure
-    message. The step's one-screen failure summary (between two ``RULE`` lines) is logged once, as
-    one ERROR record; everything else at INFO. Every line is redacted first (a URL's password never
-    reaches the task log, the UI's error line or an alert). Shared by every runtime."""
-
-    def __init__(self, logger) -> None:
-        from pavedml.summary import RULE
-
-        self.log = logger
-        self.rule = RULE
-        self.tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
-        self._block: list[str] | None = None
-
-    def line(self, line: str) -> None:
-        line = redact_urls(line)
-        self.tail.append(line)
-        if line == self.rule:
-            if self._block is None:
-                self._block = []
-                return
-            block, self._block = self._block, None
-            self.log.error("%s", "\n".join(block))
-            return
-        if self._block is not None:
-            self._block.append(line)
-        else:
-            self.log.info("%s", line)
-
-    def close(self) -> list[str]:
-        if self._block:  # an unterminated block (the step died mid-summary): still logged, once
-            self.log.error("%s", "\n".join(self._block))
-            self._block = None
-        return list(self.tail)
-
-
-class StepProcessMixin:
-    """Runs a step's argv as a subprocess with the step environment contract (operators and sensors)."""
+class RunsStep:
+    """What tasks and sensors share: a step argv, its name and use case, the runtime chosen when the
+    DAG file is parsed (``PAVEDML_RUNTIME``, unless given), the environment contract resolved when
+    the step runs, and the runner that runs it (killed with the task)."""
 
     argv: list[str]
-    env: dict[str, str] | None
-    private_env: dict[str, str] | None
-    _proc: subprocess.Popen | None
+    log: Any
 
-    def _init_step(self, argv: list[str], env: dict[str, str] | None, private_env: dict[str, str] | None,
-                   runtime: str = "local") -> None:
+    def _init_step(self, argv: list[str], *, step: str, use_case: str, runtime: str | None,
+                   env: dict[str, str] | None, private_env: dict[str, str] | None) -> None:
+        if runtime is None:
+            from pavedml.settings import get_settings
+
+            runtime = get_settings().runtime
         self.argv = list(argv)
-        #: "docker": each run is a container of the task image (the sensor's pokes in the docker runtime)
+        self.step = step
+        self.use_case = use_case
         self.runtime = runtime
-        self._step_container = None
         #: None = the step contract of the worker's environment, resolved when the task runs.
         self.env = None if env is None else dict(env)
         self.private_env = None if private_env is None else dict(private_env)
-        self._proc = None
+        self._runner: StepRunner | None = None
 
     def contract_environment(self) -> tuple[dict[str, str], dict[str, str]]:
-        """(public, private) step environment: the same contract the docker runtime passes."""
-        from pavedml.settings import connection_environment, step_environment
+        """(public, private) step environment: the worker's step variables
+        (:func:`pavedml.settings.step_environment`) plus the credentials kept in Airflow connections."""
+        from pavedml.airflow.connections import connection_environment
+        from pavedml.settings import step_environment
 
         public, private = step_environment()
         public = public if self.env is None else self.env
         private = private if self.private_env is None else self.private_env
-        conn_public, conn_private = connection_environment()  # credentials kept in Airflow connections
+        conn_public, conn_private = connection_environment()
         return {**public, **conn_public}, {**private, **conn_private}
 
-    def _command(self) -> list[str]:
-        argv = list(self.argv)
-        if argv and argv[0] == "python":  # the worker's own interpreter (the venv)
-            argv[0] = sys.executable or shutil.which("python3") or "python3"
-        return argv
-
-    def _environment(self) -> dict[str, str]:
-        env = {k: os.environ[k] for k in PLUMBING_ENV if k in os.environ}
-        public, private = self.contract_environment()
-        return {**env, **public, **private}
-
-    def run_process(self) -> tuple[int, str, list[str]]:
-        """Run the step; stream its stderr into the task log. Returns (exit code, stdout, stderr tail)."""
+    def run_process(self) -> StepRun:
+        """Run the step through the runtime's runner; its stderr streams into the task log."""
         self.log.info("running step: %s", redact_urls(" ".join(self.argv)))
-        if self.runtime == "docker":
-            from pavedml.airflow.docker_step import sensor_container
-
-            return sensor_container(self, self.argv, *self.contract_environment())
-        relay = StepLog(self.log)
-        self._proc = proc = subprocess.Popen(
-            self._command(), env=self._environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            start_new_session=True,
-        )
-
-        def pump() -> None:
-            assert proc.stderr is not None
-            for line in proc.stderr:
-                relay.line(line.rstrip("\n"))
-
-        reader = threading.Thread(target=pump, daemon=True)
-        reader.start()
-        assert proc.stdout is not None
-        stdout = proc.stdout.read()  # stderr is drained by the reader thread, never by communicate()
-        proc.wait()
-        reader.join(timeout=10)
-        return proc.returncode, stdout, relay.close()
+        public, private = self.contract_environment()
+        self._runner = runner_for(self.runtime, self.step, self.use_case)
+        try:
+            return self._runner.run(self.argv, public, private, self.log)
+        finally:
+            self._runner = None
 
     def on_kill(self) -> None:
-        if self.runtime == "docker":
-            from pavedml.airflow.docker_step import stop_step_container
-
-            stop_step_container(self)
-        proc = self._proc
-        if proc and proc.poll() is None:
-            self.log.warning("killing step process group %s", proc.pid)
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=10)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                os.killpg(proc.pid, signal.SIGKILL)
+        runner = self._runner
+        if runner is not None:
+            runner.kill()
 
 
-class StepOperator(StepProcessMixin, BaseOperator):
-    """Run ``python -m pavedml <step> ...`` locally; see module docstring."""
+class StepOperator(RunsStep, BaseOperator):
+    """Run ``python -m pavedml <step> ...`` in the configured runtime; see the module docstring.
+
+    Args:
+        argv: the step argv (templated).
+        step: the step's name (default: the task id); use_case: its use case (default: empty).
+        runtime: ``local`` or ``docker`` (default: ``PAVEDML_RUNTIME`` when the DAG file is parsed).
+        env, private_env: the step environment (default: the worker's contract when the task runs).
+    """
 
     template_fields = ("argv",)
     ui_color = "#e8f4fa"
@@ -172,14 +110,16 @@ class StepOperator(StepProcessMixin, BaseOperator):
     #: link key -> URL of this try's evidence (pushed to XCom by Airflow when the task ends)
     links: dict[str, str] | None = None
 
-    def __init__(self, *, argv: list[str], env: dict[str, str] | None = None,
-                 private_env: dict[str, str] | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, argv: list[str], step: str | None = None, use_case: str = "", runtime: str | None = None,
+                 env: dict[str, str] | None = None, private_env: dict[str, str] | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._init_step(argv, env, private_env)
+        self._init_step(argv, step=step or self.task_id, use_case=use_case, runtime=runtime, env=env,
+                        private_env=private_env)
 
     def execute(self, context) -> Any:
-        returncode, stdout, tail = self.run_process()
-        return finish_step(self, context, self.argv, returncode, stdout, tail)
+        run = self.run_process()
+        return finish_step(self, context, self.argv, run.returncode, run.stdout, run.stderr_tail)
 
 
 def finish_step(operator, context, argv: list[str], returncode: int, stdout: str, tail: list[str]) -> Any:

@@ -10,7 +10,7 @@ import json
 import logging
 
 from pavedml import storage
-from pavedml.config import PIPELINES, get_use_case
+from pavedml.config import get_use_case
 from pavedml.layout import DRIFT_REPORT, PSI_TABLE, QUARANTINE_REASON, Layout
 from pavedml.settings import get_settings
 
@@ -36,27 +36,9 @@ def _champion_lines(uc) -> list[str]:
 
 
 def _run_lines(uc) -> list[str]:
-    try:
-        from airflow.models import DagRun
-        from airflow.utils.session import create_session
-    except Exception as exc:  # pragma: no cover
-        return [f"  Airflow unavailable: {exc}"]
-    lines = []
-    try:
-        with create_session() as session:
-            for pipeline in PIPELINES:
-                dag_id = uc.dag_id(pipeline)
-                run = (session.query(DagRun).filter(DagRun.dag_id == dag_id)
-                       .order_by(DagRun.start_date.desc()).first())
-                if run is None:
-                    lines.append(f"  {dag_id:<36} never ran")
-                else:
-                    when = (run.end_date or run.start_date)
-                    lines.append(f"  {dag_id:<36} {str(run.state):<8} ds={run.logical_date.date() if run.logical_date else '-'}"
-                                 f"  at {str(when)[:19]}")
-    except Exception as exc:
-        lines.append(f"  Airflow metadata unavailable: {str(exc)[:120]}")
-    return lines
+    from pavedml.airflow.runs import last_run_lines  # the Airflow metadata database
+
+    return last_run_lines(uc)
 
 
 def _psi_lines(layout: Layout) -> list[str]:
