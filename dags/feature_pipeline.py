@@ -8,6 +8,7 @@ that interval into Feast's online store. Emits the `<use case>.features` Asset (
 
 | task | reads | writes |
 |---|---|---|
+| `wait_for_batch` | `landing/<uc>/customers/dt=<ds>/` (a sensor: it waits, freeing its worker slot between checks) | — |
 | `ingest_raw_batch` | `landing/<uc>/customers/dt=<ds>/` | `raw/dt=<ds>/<sha256>.parquet` + manifest |
 | `validate_raw_batch` | the raw snapshot | `validation/dt=<ds>/<sha256>/` (Data Docs HTML, JSON) |
 | `build_features` | the validated snapshot | `features/dt=<ds>/part-0.parquet` |
@@ -15,7 +16,9 @@ that interval into Feast's online store. Emits the `<use case>.features` Asset (
 
 **Failures and what to do.**
 - `batch_missing` — *no batch for <ds> at <uri>*: the file did not arrive within the wait
-  timeout. Deliver it, then **Clear** `ingest_raw_batch` (downstream reruns too).
+  timeout (`batches.wait_timeout_seconds`; `wait_for_batch` looks every
+  `batches.poke_interval_seconds` in reschedule mode, then fails without retry). Deliver it, then
+  **Clear** `wait_for_batch` (downstream reruns too).
 - `batch_unreadable` — empty or unparseable file. It is copied to `quarantine/dt=<ds>/<sha>/`.
   Replace the landing file, then clear the task.
 - `validation_failed` — the summary lists each failed expectation, its column, observed vs
@@ -34,7 +37,7 @@ from __future__ import annotations
 from airflow.sdk import DAG
 
 from pavedml.airflow import assets
-from pavedml.airflow.factory import dag_args, step_task, use_cases
+from pavedml.airflow.factory import dag_args, step_sensor, step_task, use_cases
 
 PIPELINE = "feature_pipeline"
 
@@ -45,9 +48,12 @@ for uc in use_cases():
         schedule=uc.schedules.feature_pipeline,
         max_active_runs=4,
     ) as dag:
+        wait = step_sensor("check_landing_batch", uc, task_id="wait_for_batch",
+                           poke_interval=uc.batches.poke_interval_seconds,
+                           timeout=uc.batches.wait_timeout_seconds)
         ingest = step_task("ingest_raw_batch", uc)
         validate = step_task("validate_raw_batch", uc)
         build = step_task("build_features", uc)
         materialize = step_task("materialize_features", uc, outlets=[assets.features(uc.name)])
-        ingest >> validate >> build >> materialize
+        wait >> ingest >> validate >> build >> materialize
     globals()[dag.dag_id] = dag

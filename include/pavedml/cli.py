@@ -29,6 +29,8 @@ STEPS: dict[str, tuple[str, str]] = {
     "ingest_raw_batch": ("pavedml.steps.ingest:ingest_raw_batch",
                          "Read the interval's landing batch and write an immutable, content-hashed raw snapshot."),
     "validate_raw_batch": ("pavedml.steps.validation:validate_raw_batch",
+    "check_landing_batch": ("pavedml.steps.ingest:check_landing_batch",
+                            "Look once for the interval's landing batch: ready (its URI) or waiting."),
                            "Validate the raw snapshot with a GX suite; quarantine it on failure."),
     "build_features": ("pavedml.steps.features:build_features",
                        "Build the interval's offline feature partition (atomic, checked)."),

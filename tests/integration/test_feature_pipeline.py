@@ -111,3 +111,58 @@ def test_bad_batch_is_quarantined_and_nothing_downstream_runs(root, kind, failin
     simulate("telco_churn", date.fromisoformat(ds), 1, rows_per_day=400)
     state, tasks, _ = run_dag(DAG_ID, ds)
     assert state == "success", tasks
+
+
+def test_wait_for_batch_frees_its_slot_until_the_batch_lands(root, monkeypatch):
+    """wait_for_batch (a reschedule sensor running check_landing_batch): its first poke finds no
+    batch and reschedules; the batch lands in between; the next poke finds it and the run goes on."""
+    from pavedml.airflow.sensors import StepSensor
+    from pavedml.tools.simulate import simulate
+
+    ds = "2025-03-01"
+    pokes: list[bool] = []
+    poke = StepSensor.poke
+
+    def recorded(self, context):
+        done = poke(self, context)
+        pokes.append(bool(done))
+        if not done and len(pokes) == 1:  # the batch lands between the first and the second poke
+            simulate("telco_churn", date.fromisoformat(ds), 1, rows_per_day=400)
+        return done
+
+    monkeypatch.setattr(StepSensor, "poke", recorded)
+    state, tasks, xcoms = run_dag(DAG_ID, ds)
+    assert pokes == [False, True]
+    assert state == "success", tasks
+    landing = root / "landing/telco_churn/customers" / f"dt={ds}" / "customers.csv"
+    assert xcoms["wait_for_batch"] == {"step": "check_landing_batch", "use_case": "telco_churn", "ds": ds,
+                                       "status": "ready", "uri": str(landing)}
+    assert xcoms["ingest_raw_batch"]["rows"] == 400 and xcoms["ingest_raw_batch"]["source_uri"] == str(landing)
+
+
+def test_a_batch_that_never_lands_fails_the_wait_and_alerts_naming_its_path(root, monkeypatch):
+    """After the use case's wait timeout (here shortened), wait_for_batch fails at once (no retry),
+    nothing downstream runs, and one alert names the missing batch as batch_missing."""
+    from tests.conftest import REPO
+    from tests.helpers.dagrun import dagbag
+
+    ds = "2025-03-09"
+    sensor = dagbag(str(REPO / "dags")).dags[DAG_ID].get_task("wait_for_batch")
+    assert sensor.timeout == 60  # telco_churn.yaml: batches.wait_timeout_seconds
+    monkeypatch.setattr(sensor, "timeout", 3)
+    alerts = root / "alerts.jsonl"
+    alerts_before = alerts.read_text().count("\n") if alerts.exists() else 0
+    state, tasks, _ = run_dag(DAG_ID, ds, retries=None)  # the DAG's own retries (2): none is used
+    assert state == "failed"
+    assert tasks["wait_for_batch"] == "failed" and tasks["ingest_raw_batch"] == "upstream_failed"
+    assert not (root / "telco_churn/raw" / f"dt={ds}").exists()
+    alert = alerts.read_text().splitlines()[alerts_before:]
+    assert len(alert) == 1
+    record = json.loads(alert[0])
+    assert record["task_id"] == "wait_for_batch"
+    summary = record["summary"].splitlines()
+    folder = root / "landing/telco_churn/customers" / f"dt={ds}"
+    assert summary[0] == f"FAILED wait_for_batch [batch_missing] use case=telco_churn interval={ds}"
+    assert summary[1] == f"no batch for {ds} at {folder}/customers.csv"
+    assert f"  - looked for: {folder}/customers.parquet" in summary
+    assert "timed out after 3s" in summary[-1]

@@ -116,3 +116,38 @@ def test_a_quoted_line_break_across_reader_blocks_is_one_value(monkeypatch):
 def test_malformed_csv_is_unreadable_with_the_reason(data):
     with pytest.raises(BatchUnreadableError, match="could not be parsed"):
         parse_batch(data, "b.csv")
+
+
+def test_the_landing_check_looks_once_and_says_waiting_or_ready(tmp_path, monkeypatch):
+    """check_landing_batch (each poke of wait_for_batch) never sleeps: waiting with the paths it
+    looked at and the batch_missing reason while nothing landed, ready with the URI once it has;
+    the ingest step itself looks once too (a batch gone after the check is still batch_missing)."""
+    import time
+
+    from pavedml.context import StepContext
+    from pavedml.errors import BatchMissingError
+    from pavedml.settings import get_settings
+    from pavedml.steps.ingest import check_landing_batch, ingest_raw_batch
+
+    monkeypatch.setenv("PAVEDML_DATA_ROOT", str(tmp_path))
+    get_settings.cache_clear()
+    ctx = StepContext.build("telco_churn", "2025-03-04")
+    assert ctx.use_case.batches.wait_timeout_seconds > 10  # the shipped wait: never spent inside a step
+    folder = tmp_path / "landing/telco_churn/customers/dt=2025-03-04"
+    started = time.monotonic()
+    waiting = check_landing_batch(ctx)
+    assert time.monotonic() - started < 5
+    assert waiting["status"] == "waiting" and waiting["on_timeout"] == "batch_missing"
+    assert waiting["reason"] == f"no batch for 2025-03-04 at {folder}/customers.csv"
+    assert waiting["evidence"] == [f"looked for: {folder}/customers.csv", f"looked for: {folder}/customers.parquet"]
+    assert waiting["ds"] == "2025-03-04" and waiting["use_case"] == "telco_churn" and waiting["next"]
+    started = time.monotonic()
+    with pytest.raises(BatchMissingError, match="no batch for 2025-03-04"):
+        ingest_raw_batch(ctx)
+    assert time.monotonic() - started < 5
+    folder.mkdir(parents=True)
+    (folder / "customers.parquet").write_bytes(b"PAR1")  # the other format is found too
+    assert check_landing_batch(ctx) == {"step": "check_landing_batch", "use_case": "telco_churn",
+                                        "ds": "2025-03-04", "status": "ready", "uri": f"{folder}/customers.parquet"}
+    (folder / "customers.csv").write_text("customerID\n")
+    assert check_landing_batch(ctx)["uri"] == f"{folder}/customers.csv"  # the configured format first

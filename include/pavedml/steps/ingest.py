@@ -14,7 +14,6 @@ import io
 import logging
 import os
 import shutil
-import time
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,25 +67,41 @@ def local_copy(uri: str, staging: Path):
         Path(name).unlink(missing_ok=True)
 
 
-def find_batch(ctx: StepContext, dataset: str | None = None, wait: bool = True) -> str:
-    """The landing URI of the interval's batch; waits up to the configured timeout."""
-    uc, ds = ctx.use_case, ctx.ds_iso
+def landing_candidates(ctx: StepContext, dataset: str | None = None) -> list[str]:
+    """Where the interval's batch may land: the configured format first, then the other one."""
+    uc = ctx.use_case
     dataset = dataset or uc.batches.dataset
     formats = [uc.batches.format, *(f for f in ("csv", "parquet") if f != uc.batches.format)]
-    candidates = [ctx.layout.landing_file(dataset, ds, fmt) for fmt in formats]
-    deadline = time.monotonic() + (uc.batches.wait_timeout_seconds if wait else 0)
-    while True:
-        for uri in candidates:
-            if storage.exists(uri):
-                return uri
-        if time.monotonic() >= deadline:
-            raise BatchMissingError(
-                f"no batch for {ds} at {candidates[0]}",
-                details={"evidence": [f"looked for: {u}" for u in candidates],
-                         "next": "deliver the file (or rerun the simulator), then clear the task to rerun"},
-            )
-        log.info("waiting for %s (timeout %ss)", candidates[0], uc.batches.wait_timeout_seconds)
-        time.sleep(min(uc.batches.poke_interval_seconds, max(0.1, deadline - time.monotonic())))
+    return [ctx.layout.landing_file(dataset, ctx.ds_iso, fmt) for fmt in formats]
+
+
+def find_batch(ctx: StepContext, dataset: str | None = None) -> str:
+    """The landing URI of the interval's batch, looked for once (never waits: the feature
+    pipeline's ``wait_for_batch`` sensor waits for it, see :func:`check_landing_batch`)."""
+    candidates = landing_candidates(ctx, dataset)
+    for uri in candidates:
+        if storage.exists(uri):
+            return uri
+    raise BatchMissingError(
+        f"no batch for {ctx.ds_iso} at {candidates[0]}",
+        details={"evidence": [f"looked for: {u}" for u in candidates],
+                 "next": "deliver the file (or rerun the simulator), then clear the task to rerun"},
+    )
+
+
+def check_landing_batch(ctx: StepContext) -> dict:
+    """One look for the interval's landing batch (a poke of the ``wait_for_batch`` sensor):
+    ``status`` ``ready`` with its ``uri``, or ``waiting`` with the ``batch_missing`` reason, the
+    paths looked at (``evidence``) and the next step, which the sensor's timeout alert quotes."""
+    base = {"step": "check_landing_batch", "use_case": ctx.use_case.name, "ds": ctx.ds_iso}
+    try:
+        uri = find_batch(ctx)
+    except BatchMissingError as exc:
+        log.info("%s", exc.message)
+        return {**base, "status": "waiting", "reason": exc.message, "uri": landing_candidates(ctx)[0],
+                "evidence": exc.details["evidence"], "next": exc.details["next"], "on_timeout": exc.reason}
+    log.info("batch for %s landed at %s", ctx.ds_iso, uri)
+    return {**base, "status": "ready", "uri": uri}
 
 
 class BatchIncompleteError(BatchUnreadableError):
