@@ -1,5 +1,7 @@
 """DAG integrity: no import errors, exactly the expected dag_ids, ownership, retries, docs, tags,
-cheap parsing (no heavy library imported by DAG files), one set of DAGs per use-case file."""
+deadline, task graph and sensor settings of every DAG of every use-case file (the shipped ones plus
+a second one that differs in every value a check reads), cheap parsing (no heavy library imported
+by DAG files), one set of DAGs per use-case file."""
 
 from __future__ import annotations
 
@@ -12,29 +14,114 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.dags
 PIPELINES = ["feature_pipeline", "training_pipeline", "model_rollback", "batch_scoring", "drift_monitor"]
 HEAVY = ("mlflow", "great_expectations", "evidently", "feast", "sklearn", "pandas")
-EXPECTED_TASKS = {
-    "feature_pipeline": {
-        "ingest_raw_batch": {"validate_raw_batch"},
-        "validate_raw_batch": {"build_features"},
-        "build_features": {"materialize_features"},
-        "materialize_features": set(),
-    },
-    "training_pipeline": {
-        "build_training_set": {"train_challenger"},
-        "train_challenger": {"evaluate_challenger"},
-        "evaluate_challenger": {"promote_challenger"},
-        "promote_challenger": set(),
-    },
-    "model_rollback": {"rollback_model": set()},
-    "batch_scoring": {"score_customers": set()},
-    "drift_monitor": {"wait_for_drift": {"request_retraining"}, "request_retraining": set()},
-}
+SHIPPED = REPO / "include" / "use_cases"
+#: every use case the checks run on: each shipped file, plus acme_churn (below)
+USE_CASES = sorted([p.stem for p in SHIPPED.glob("*.yaml")] + ["acme_churn"])
+DAG_IDS = [f"{uc}_{p}" for uc in USE_CASES for p in PIPELINES]
+
+
+def acme_churn() -> dict:
+    """telco_churn's file under another name, with another owner, deadline, waits and an approval
+    step: a check that reads telco_churn's values instead of the use case's fails on it."""
+    spec = yaml.safe_load((SHIPPED / "telco_churn.yaml").read_text())
+    spec.update(name="acme_churn", owner="acme-data", description="Churn of ACME's customers (a second use case).")
+    spec["model"]["registered_name"] = "acme_churn"
+    spec["batches"].update(wait_timeout_seconds=420, poke_interval_seconds=17)
+    spec["drift"].update(poke_interval_seconds=123, sensor_timeout_minutes=45)
+    spec["schedules"]["expected_duration_minutes"] = 25
+    spec["evaluation"]["require_approval"] = True
+    return spec
+
+
+def expected_tasks(uc, pipeline: str) -> dict[str, set[str]]:
+    """{task_id: downstream task ids} of a use case's DAG."""
+    training = {"build_training_set": {"train_challenger"}, "train_challenger": {"evaluate_challenger"},
+                "evaluate_challenger": {"promote_challenger"}, "promote_challenger": set()}
+    if uc.evaluation.require_approval:
+        training.update(evaluate_challenger={"approve_promotion"}, approve_promotion={"promote_challenger"})
+    return {
+        "feature_pipeline": {
+            "wait_for_batch": {"ingest_raw_batch"},
+            "ingest_raw_batch": {"validate_raw_batch"},
+            "validate_raw_batch": {"build_features"},
+            "build_features": {"materialize_features"},
+            "materialize_features": set(),
+        },
+        "training_pipeline": training,
+        "model_rollback": {"rollback_model": set()},
+        "batch_scoring": {"score_customers": set()},
+        "drift_monitor": {"wait_for_drift": {"request_retraining"}, "request_retraining": set()},
+    }[pipeline]
+
+
+def hygiene_problems(dag, uc, pipeline: str) -> list[str]:
+    """What is wrong with ``dag`` as DAG ``pipeline`` of use case ``uc`` (empty: nothing)."""
+    from pavedml.airflow.operators import StepOperator
+    from pavedml.airflow.sensors import StepSensor
+
+    problems = []
+    if not (dag.doc_md and "Failures" in dag.doc_md and uc.name in dag.doc_md):
+        problems.append("doc_md is not the runbook of this use case")
+    if not set(dag.tags or []) >= {"pavedml", uc.name, pipeline}:
+        problems.append(f"tags {sorted(dag.tags or [])}")
+    if dag.owner != uc.owner:
+        problems.append(f"DAG owner {dag.owner!r}")
+    for task in dag.tasks:
+        if task.retries < 2:
+            problems.append(f"{task.task_id} has retries={task.retries}")
+        if task.owner != uc.owner:
+            problems.append(f"{task.task_id} owner {task.owner!r}")
+        if isinstance(task, StepOperator | StepSensor):
+            if task.use_case != uc.name or task.argv[3:6] != [task.step, "--use-case", uc.name]:
+                problems.append(f"{task.task_id} runs {task.argv[3:6]} for {task.use_case!r}")
+    alert = dag.deadline[0] if isinstance(dag.deadline, list) and dag.deadline else dag.deadline
+    if alert is None:
+        problems.append("no deadline alert")
+    else:
+        if alert.callback.path != "pavedml.airflow.callbacks.on_deadline_missed":
+            problems.append(f"deadline callback {alert.callback.path}")
+        if alert.interval.total_seconds() != uc.schedules.expected_duration_minutes * 60:
+            problems.append(f"deadline after {alert.interval}")
+    return problems
+
+
+@pytest.fixture(scope="module")
+def cases_dir(tmp_path_factory) -> Path:
+    cases = tmp_path_factory.mktemp("use_cases")
+    for path in SHIPPED.glob("*.yaml"):
+        shutil.copy(path, cases / path.name)
+    (cases / "acme_churn.yaml").write_text(yaml.safe_dump(acme_churn()))
+    return cases
+
+
+@pytest.fixture(scope="module")
+def ucs(cases_dir) -> dict:
+    from pavedml.config import load_use_case
+
+    return {name: load_use_case(cases_dir / f"{name}.yaml") for name in USE_CASES}
+
+
+@pytest.fixture(scope="module")
+def bag(cases_dir):
+    from airflow.dag_processing.dagbag import DagBag
+
+    from pavedml.settings import get_settings
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PAVEDML_USE_CASES_DIR", str(cases_dir))
+    get_settings.cache_clear()
+    try:
+        yield DagBag(dag_folder=str(REPO / "dags"))
+    finally:
+        mp.undo()
+        get_settings.cache_clear()
 
 
 def _parse_in_subprocess(extra_env: dict | None = None) -> dict:
@@ -55,41 +142,68 @@ def _parse_in_subprocess(extra_env: dict | None = None) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.fixture(scope="module")
-def bag():
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(REPO / "dags"))
-
-
 def test_no_import_errors(bag):
     assert bag.import_errors == {}
 
 
 def test_exactly_the_expected_dag_ids(bag):
-    assert sorted(bag.dags) == sorted(f"telco_churn_{p}" for p in PIPELINES)
+    """Every DAG in the bag is one the parametrized checks below visit, and each of those exists."""
+    assert sorted(bag.dags) == sorted(DAG_IDS)
 
 
-@pytest.mark.parametrize("pipeline", PIPELINES)
-def test_dag_hygiene(bag, pipeline):
-    dag = bag.dags[f"telco_churn_{pipeline}"]
-    assert dag.doc_md and "Failures" in dag.doc_md and "telco_churn" in dag.doc_md
-    assert set(dag.tags) >= {"pavedml", "telco_churn", pipeline}
-    assert dag.owner == "ml-platform"
-    for task in dag.tasks:
-        assert task.retries >= 2, f"{task.task_id} has retries={task.retries}"
-        assert task.owner == "ml-platform"
-    # a run that misses its expected completion time raises a deadline alert
-    assert dag.deadline is not None, "no deadline alert"
-    alert = dag.deadline[0] if isinstance(dag.deadline, list) else dag.deadline
-    assert alert.callback.path == "pavedml.alerts.on_deadline_missed"
-    assert alert.interval.total_seconds() == 60 * 60  # telco_churn.yaml: expected_duration_minutes: 60
+def _split(dag_id: str) -> tuple[str, str]:
+    pipeline = next(p for p in PIPELINES if dag_id.endswith(f"_{p}"))
+    return dag_id[: -len(pipeline) - 1], pipeline
 
 
-@pytest.mark.parametrize("pipeline", list(EXPECTED_TASKS))
-def test_task_graph(bag, pipeline):
-    dag = bag.dags[f"telco_churn_{pipeline}"]
-    assert {t.task_id: set(t.downstream_task_ids) for t in dag.tasks} == EXPECTED_TASKS[pipeline]
+@pytest.mark.parametrize("dag_id", DAG_IDS)
+def test_dag_hygiene(bag, ucs, dag_id):
+    name, pipeline = _split(dag_id)
+    assert hygiene_problems(bag.dags[dag_id], ucs[name], pipeline) == []
+
+
+def test_the_hygiene_check_catches_each_problem(ucs):
+    """A DAG that breaks every rule is reported on every count (the check above can fail)."""
+    from datetime import datetime
+
+    from airflow.sdk import DAG
+
+    from pavedml.airflow.factory import step_argv
+    from pavedml.airflow.operators import StepOperator
+
+    acme = ucs["acme_churn"]
+    with DAG("acme_churn_feature_pipeline", schedule=None, start_date=datetime(2025, 1, 1), tags=["pavedml"],
+             doc_md="what it does", default_args={"owner": "ml-platform", "retries": 1}) as dag:
+        StepOperator(task_id="ingest_raw_batch", argv=step_argv("ingest_raw_batch", "telco_churn"),
+                     step="ingest_raw_batch", use_case="telco_churn", runtime="local")
+    problems = "\n".join(hygiene_problems(dag, acme, "feature_pipeline"))
+    for expected in ("doc_md", "tags", "DAG owner 'ml-platform'", "retries=1", "ingest_raw_batch owner",
+                     "runs ['ingest_raw_batch', '--use-case', 'telco_churn']", "no deadline alert"):
+        assert expected in problems, (expected, problems)
+
+
+@pytest.mark.parametrize("dag_id", DAG_IDS)
+def test_task_graph(bag, ucs, dag_id):
+    name, pipeline = _split(dag_id)
+    dag = bag.dags[dag_id]
+    assert {t.task_id: set(t.downstream_task_ids) for t in dag.tasks} == expected_tasks(ucs[name], pipeline)
+
+
+@pytest.mark.parametrize("use_case", USE_CASES)
+def test_sensors_wait_as_their_use_case_says(bag, ucs, use_case):
+    """Both waits free their worker slot between pokes (reschedule) and take poke interval and
+    timeout from their use case; a missing batch fails (and alerts), a missing scoring window skips."""
+    from pavedml.airflow.sensors import PsiDriftSensor, StepSensor
+
+    uc = ucs[use_case]
+    batch = bag.dags[uc.dag_id("feature_pipeline")].get_task("wait_for_batch")
+    drift = bag.dags[uc.dag_id("drift_monitor")].get_task("wait_for_drift")
+    assert isinstance(batch, StepSensor) and batch.step == "check_landing_batch"
+    assert (batch.mode, batch.poke_interval, batch.timeout, batch.soft_fail) == (
+        "reschedule", uc.batches.poke_interval_seconds, uc.batches.wait_timeout_seconds, False)
+    assert isinstance(drift, PsiDriftSensor) and drift.step == "check_drift"
+    assert (drift.mode, drift.poke_interval, drift.timeout, drift.soft_fail) == (
+        "reschedule", uc.drift.poke_interval_seconds, uc.drift.sensor_timeout_minutes * 60, True)
 
 
 def test_dag_files_do_not_import_heavy_libraries():
@@ -148,10 +262,10 @@ def test_human_approval_step_appears_when_the_use_case_asks(tmp_path):
     assert graph["approve_promotion"] == ["promote_challenger"]
 
 
-@pytest.mark.parametrize("pipeline", PIPELINES)
-def test_every_trigger_form_field_has_a_title_and_an_explanation(bag, pipeline):
+@pytest.mark.parametrize("dag_id", DAG_IDS)
+def test_every_trigger_form_field_has_a_title_and_an_explanation(bag, dag_id):
     """The trigger dialog shows each Param's title (not its key) and its description."""
-    dag = bag.dags[f"telco_churn_{pipeline}"]
+    dag = bag.dags[dag_id]
     for key in dag.params:
         p = dag.params.get_param(key)
         assert p.schema.get("title") and p.schema["title"] != key, f"{dag.dag_id}.{key} has no human title"

@@ -1,10 +1,11 @@
 """The docker runtime end to end on a local Docker engine: every step of the feature pipeline, the
 training pipeline (with promotion), batch scoring and the drift monitor runs in a container of the
-task image through DockerOperator (host networking: loopback only), against the same MLflow,
+task image through the docker runtime's runner (pavedml.airflow.docker_step.DockerRunner; host
+networking: loopback only), the sensors' pokes included, against the same MLflow,
 Feast and data stores as the local runtime, and gives the same results on the same input.
 Plus container hygiene: removal after success and failure, the failure summary in the error, no
-Airflow secret in a container, non-root and unprivileged, no name clash, and a task marked failed
-in the UI stopping its container."""
+Airflow secret in a container, non-root and unprivileged, no name clash, and a task (a sensor
+poke) marked failed in the UI stopping its container."""
 
 from __future__ import annotations
 
@@ -62,7 +63,8 @@ def run_chain(root: Path) -> dict:
     bag = dagbag(str(REPO / "dags"))
     classes = {(t.task_id, type(t).__name__) for d in bag.dags.values() if d.dag_id.startswith("telco_churn")
                for t in d.tasks if t.task_id != "approve_promotion"}
-    out = {"task_classes": classes}
+    out = {"task_classes": classes, "runtimes": {t.runtime for d in bag.dags.values() for t in d.tasks
+                                                 if hasattr(t, "runtime")}}
     started = time.perf_counter()
     out["features"] = run_dag("telco_churn_feature_pipeline", DAY)
     out["features_seconds"] = time.perf_counter() - started
@@ -104,7 +106,9 @@ def test_every_pipeline_succeeds_with_each_step_in_a_container(chains):
     # every step really ran in a container: the containers' output is the step's (a dict result
     # parsed from the container's last line), and the task classes were the docker runtime's
     assert {t for t, _ in docker["task_classes"]} >= {"ingest_raw_batch", "train_challenger", "score_customers"}
-    assert {c for _, c in docker["task_classes"]} <= {"DockerStepOperator", "PsiDriftSensor"}
+    assert {c for _, c in docker["task_classes"]} == {"StepOperator", "StepSensor", "PsiDriftSensor"}
+    assert docker["runtimes"] == {"docker"}
+    assert docker["features"][2]["wait_for_batch"]["status"] == "ready"  # the landing check ran in a container
 
 
 def test_results_equal_the_local_runtime_on_the_same_input(chains):
@@ -159,7 +163,7 @@ def _step(task_image, argv: list[str]):
     with DAG("docker_hygiene", schedule=None):
         op = step_task(argv[3] if len(argv) > 3 else "probe", get_use_case("telco_churn"), runtime="docker",
                        task_id="probe")
-    op.command = argv
+    op.argv = argv
     return op
 
 
@@ -201,7 +205,6 @@ def test_step_containers_hold_no_airflow_secret_run_as_non_root_and_unprivileged
     probe = ("import json, os; print(json.dumps({'uid': os.getuid(), 'env': sorted(os.environ), "
              "'values': '|'.join(os.environ.values())}))")
     op = _step(task_image, ["python", "-c", probe])
-    assert op.privileged is False and op.container_name is None and op.force_pull is False
     result = op.execute({})
     assert result["uid"] != 0
     assert not [n for n in result["env"] if n.startswith("AIRFLOW")], result["env"]
@@ -220,8 +223,11 @@ def test_a_rerun_of_the_same_interval_finds_no_name_clash(chains, task_image, mo
 
 
 def test_marking_a_running_task_failed_stops_its_container(task_image, tmp_path):
-    """Through a real scheduler: the ingest container waits for a batch that never comes; the task
-    is marked failed through the REST API (what the UI's 'Mark as failed' does); its container stops."""
+    """Through a real scheduler: the landing check of ``wait_for_batch`` (a sensor poke, in a
+    container) hangs on a landing store that accepts connections and never answers; the task is
+    marked failed through the REST API (what the UI's 'Mark as failed' does); its container stops."""
+    import socket
+
     import yaml
 
     from tests.helpers.standalone import Standalone
@@ -236,7 +242,10 @@ def test_marking_a_running_task_failed_stops_its_container(task_image, tmp_path)
     spec["schedules"].update(feature_pipeline=None, training_pipeline=None, batch_scoring=None, drift_monitor=None)
     spec["batches"].update(wait_timeout_seconds=900, poke_interval_seconds=5)
     (cases / "telco_churn.yaml").write_text(yaml.safe_dump(spec))
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts (the kernel's backlog), never answers
     stack = Standalone(tmp_path / "airflow", root, cases, extra_env={
+        "PAVEDML_LANDING_URI": "s3://landing/zone", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{silent.getsockname()[1]}",
+        "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
         "PAVEDML_RUNTIME": "docker", "PAVEDML_IMAGE": task_image, "PAVEDML_DOCKER_NETWORK": "host",
         "PAVEDML_DOCKER_URL": "unix://var/run/docker.sock", "PAVEDML_DOCKER_DATA_VOLUME": str(root),
         "PAVEDML_USE_CASES_DIR": str(cases)}).start()
@@ -248,8 +257,8 @@ def test_marking_a_running_task_failed_stops_its_container(task_image, tmp_path)
         while time.monotonic() < deadline and not step_containers(all_states=False):
             time.sleep(2)
         running = step_containers(all_states=False)
-        assert running, f"the ingest container never started; see {stack.home}/logs"
-        stack.api("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/ingest_raw_batch",
+        assert running, f"the landing check's container never started; see {stack.home}/logs"
+        stack.api("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/wait_for_batch",
                   {"new_state": "failed"})
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and step_containers():
@@ -257,4 +266,5 @@ def test_marking_a_running_task_failed_stops_its_container(task_image, tmp_path)
         assert step_containers() == [], "the container outlived its task"
     finally:
         stack.stop()
+        silent.close()
         shutil.rmtree(root.parent, ignore_errors=True)
