@@ -26,7 +26,7 @@ pytestmark = pytest.mark.firsthour
 USE_CASES = ("telco_churn", "acme_churn")
 GOOD_DAY, BAD_DAY = "2025-02-03", "2025-02-04"  # make run
 CLI_GOOD_DAY, CLI_BAD_DAY = "2025-02-05", "2025-02-06"  # airflow dags test
-STEPS = ("ingest_raw_batch", "validate_raw_batch", "build_features", "materialize_features")
+STEPS = ("wait_for_batch", "ingest_raw_batch", "validate_raw_batch", "build_features", "materialize_features")
 
 
 def plain_env(root: Path, extra: dict[str, str] | None = None) -> dict[str, str]:

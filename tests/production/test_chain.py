@@ -118,7 +118,8 @@ def test_a_daily_feature_pipeline_run_through_the_scheduler_on_postgres(prod):
     run = prod["runs"]["features"]
     assert run["state"] == "success", run
     assert run["tasks"] == dict.fromkeys(
-        ("ingest_raw_batch", "validate_raw_batch", "build_features", "materialize_features"), "success")
+        ("wait_for_batch", "ingest_raw_batch", "validate_raw_batch", "build_features", "materialize_features"),
+        "success")
     services = prod["services"]
     # Airflow's metadata is in PostgreSQL, executed by the LocalExecutor
     rows = _query(services.dbs["airflow"], f"SELECT state FROM dag_run WHERE dag_id = '{USE_CASE}_feature_pipeline'")
