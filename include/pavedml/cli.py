@@ -1,6 +1,9 @@
 """The step CLI: ``python -m pavedml <step> --use-case NAME --ds YYYY-MM-DD``.
 
-Each pipeline step is one subcommand. Logs go to stderr; the last line of stdout is one JSON
+Each pipeline step is one subcommand. ``--ds`` is the logical date; the data interval is derived
+from it (``[ds 00:00 UTC, ds + 1 day)``), and ``--params`` (the DAG run's params, JSON) is
+validated when the step starts (:class:`pavedml.context.StepContext`): a bad date or parameter is
+a configuration error (exit 3) that names it. Logs go to stderr; the last line of stdout is one JSON
 object (the step's result), which both runtimes push to XCom. A failing step prints a one-screen
 summary to stderr and exits non-zero: 3 when the input or the configuration is wrong (retrying
 cannot help), 1 when a retry may succeed (a service was down, the disk was full), 99 when there
@@ -26,11 +29,11 @@ log = logging.getLogger("pavedml")
 
 #: step name -> (module:function, one-line help). The module is imported only when the step runs.
 STEPS: dict[str, tuple[str, str]] = {
+    "check_landing_batch": ("pavedml.steps.ingest:check_landing_batch",
+                            "Look once for the interval's landing batch: ready (its URI) or waiting."),
     "ingest_raw_batch": ("pavedml.steps.ingest:ingest_raw_batch",
                          "Read the interval's landing batch and write an immutable, content-hashed raw snapshot."),
     "validate_raw_batch": ("pavedml.steps.validation:validate_raw_batch",
-    "check_landing_batch": ("pavedml.steps.ingest:check_landing_batch",
-                            "Look once for the interval's landing batch: ready (its URI) or waiting."),
                            "Validate the raw snapshot with a GX suite; quarantine it on failure."),
     "build_features": ("pavedml.steps.features:build_features",
                        "Build the interval's offline feature partition (atomic, checked)."),

@@ -20,7 +20,8 @@ class PavedMLError(Exception):
     """Base class. ``reason`` is a short machine-readable code used in summaries and alerts."""
 
     reason = "error"
-    #: EXIT_RETRY (a service was down) or EXIT_NO_RETRY (the input is wrong, retrying cannot help).
+    #: EXIT_NO_RETRY (the input is wrong, retrying cannot help: the default), EXIT_RETRY (a service
+    #: was down) or EXIT_SKIP (nothing to do, :class:`SkipStep`).
     exit_code = EXIT_NO_RETRY
 
     def __init__(self, message: str, *, details: dict | None = None):
