@@ -21,7 +21,7 @@ PostgreSQL and the online store in Redis. Lock files (``*.lock``) are per host a
 Two working copies that change the same file overwrite each other's change (last push wins), so
 a record several hosts add to is kept one file per record: the promotion ledger is
 ``registry/ledger/<time>-<digest>.json``, and its readable view ``registry/ledger.jsonl`` is
-rebuilt from those files after a pull that brought any (pavedml.steps.registry).
+rebuilt from those files after a pull that brought any (pavedml.ledger).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pavedml import storage
+from pavedml import layout, storage
 from pavedml.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -50,9 +50,9 @@ LOCAL_ONLY = frozenset({"feast"})
 TEMP_PREFIXES = (".tmp-", ".old-", ".lake")
 #: Name suffixes of per-host lock files.
 LOCAL_SUFFIXES = (".lock",)
-#: The promotion ledger's view and its entry files (pavedml.layout.Layout.ledger, pavedml.steps.registry).
-LEDGER_VIEW = "registry/ledger.jsonl"
-LEDGER_ENTRIES = "registry/ledger/"
+#: The promotion ledger's view and its entry files (pavedml.layout.Layout.ledger, pavedml.ledger).
+LEDGER_VIEW = layout.LEDGER_VIEW
+LEDGER_ENTRIES = f"{layout.LEDGER_ENTRIES}/"
 
 
 @dataclass
@@ -154,7 +154,7 @@ class Lake:
                 if entry and entry["etag"] == etag:  # unchanged in the lake; a local change is the push's
                     continue
                 if rel == LEDGER_VIEW and path.exists():  # its lines not yet in entry files become files first
-                    from pavedml.steps.registry import rebuild_ledger
+                    from pavedml.ledger import rebuild_ledger
 
                     rebuild_ledger(path)
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -178,7 +178,7 @@ class Lake:
                     stats.deleted += 1
                 # else: changed here since; the next push uploads it again
             if any(rel == LEDGER_VIEW or rel.startswith(LEDGER_ENTRIES) for rel in stats.files):
-                from pavedml.steps.registry import rebuild_ledger
+                from pavedml.ledger import rebuild_ledger
 
                 rebuild_ledger(self.root / LEDGER_VIEW)  # the next push uploads the merged view
         stats.seconds = time.perf_counter() - started

@@ -30,6 +30,10 @@ DECISION_FILE, DECISION_PAGE = "decision.json", "decision.md"
 VALIDATION_RESULT = "result.json"
 #: Why a batch was quarantined, in its quarantine folder.
 QUARANTINE_REASON = "reason.json"
+#: The promotion ledger's readable view, relative to the use case's root, and the folder of its
+#: entry files beside it (:mod:`pavedml.ledger`).
+LEDGER_VIEW = "registry/ledger.jsonl"
+LEDGER_ENTRIES = "registry/ledger"
 #: A drift check's files, in ``drift/dt=<ds>/``.
 DRIFT_REPORT, PSI_TABLE, EVIDENTLY_REPORT = "report.json", "psi_table.txt", "evidently.html"
 
@@ -126,7 +130,11 @@ class Layout:
 
     @property
     def ledger(self) -> Path:
-        return self.root / "registry" / "ledger.jsonl"
+        return self.root / LEDGER_VIEW
+
+    @property
+    def ledger_entries(self) -> Path:
+        return self.root / LEDGER_ENTRIES
 
     def predictions_partition(self, ds: Day) -> Path:
         return self.root / "predictions" / f"dt={ds}"

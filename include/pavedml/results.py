@@ -1,5 +1,11 @@
 """Small, frozen step results. Each step returns one; the CLI prints ``as_dict()`` as JSON on the
-last line of stdout, and that is what lands in XCom. Large data moves by URI, never through here."""
+last line of stdout, and that is what lands in XCom. Large data moves by URI, never through here.
+
+Model versions are named one way: ``model_name`` is the registered model, ``model_version`` the
+one version a result is about (trained, scored with, checked for drift). A result about two
+versions names each by its role: ``challenger_version`` and ``champion_version`` (a decision), or
+``from_version`` and ``to_version`` (a move of the champion alias, as its ledger entry records it).
+"""
 
 from __future__ import annotations
 
@@ -75,7 +81,7 @@ class DatasetResult(StepResult):
 @dataclass(frozen=True)
 class TrainResult(StepResult):
     model_name: str
-    version: str
+    model_version: str
     run_id: str
     metrics: dict
     reused: bool
@@ -87,6 +93,7 @@ class PromotionDecision(StepResult):
     outcome: str  # promote | keep_champion | reject
     promote: bool
     reasons: list
+    model_name: str
     challenger_version: str
     champion_version: str | None
     metrics: dict
@@ -97,6 +104,7 @@ class PromotionDecision(StepResult):
 class PromotionResult(StepResult):
     action: str  # promoted | kept | rolled_back | skipped
     model_name: str
+    #: the champion before and after the step (equal when it was kept)
     from_version: str | None
     to_version: str | None
     reason: str

@@ -137,8 +137,8 @@ def test_ledger_entries_of_two_working_copies_are_never_lost(lake_env, tmp_path,
     readable ledger.jsonl too."""
     from pavedml.context import StepContext
     from pavedml.lake import Lake
+    from pavedml.ledger import append_ledger, read_ledger
     from pavedml.settings import get_settings
-    from pavedml.steps.registry import append_ledger, read_ledger
 
     def host(name: str, to_version: str) -> Lake:
         monkeypatch.setenv("PAVEDML_DATA_ROOT", str(tmp_path / name))

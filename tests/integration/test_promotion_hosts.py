@@ -65,7 +65,7 @@ def challengers(history_copy):
                  for s in ("build_training_set", "train_challenger", "evaluate_challenger")]
         decision = json.loads((history_copy / f"telco_churn/training/{run_id}/decision.json").read_text())
         assert decision["promote"] and decision["champion"] is None, decision
-        out[run_id] = (steps[1].version, decision["challenger"])
+        out[run_id] = (steps[1].model_version, decision["challenger"])
     strong, weak = out["manual__strong"][1], out["manual__weak"][1]
     verdict = decide(strong["metrics"], weak["metrics"], get_use_case("telco_churn").evaluation, strong["slices"],
                      weak["slices"])
@@ -109,7 +109,8 @@ def test_two_hosts_promoting_at_once_leave_the_better_model_champion(history_cop
     from moto.server import ThreadedMotoServer
 
     from pavedml.lake import Lake
-    from pavedml.steps.registry import lock_key, read_ledger
+    from pavedml.ledger import read_ledger
+    from pavedml.steps.registry import lock_key
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()

@@ -58,7 +58,7 @@ def runs(history_copy):
 def test_first_run_promotes_v1(runs):
     state, tasks, xcoms = runs["first"]
     assert state == "success", tasks
-    assert xcoms["train_challenger"]["version"] == "1"
+    assert xcoms["train_challenger"]["model_version"] == "1"
     assert xcoms["evaluate_challenger"]["outcome"] == "promote"
     assert runs["champion_after_first"] == "1"
 
@@ -66,7 +66,7 @@ def test_first_run_promotes_v1(runs):
 def test_second_run_on_identical_data_keeps_v1(runs):
     state, _, xcoms = runs["second"]
     assert state == "success"
-    assert xcoms["train_challenger"]["version"] == "2"
+    assert xcoms["train_challenger"]["model_version"] == "2"
     assert xcoms["evaluate_challenger"]["outcome"] == "keep_champion"
     assert xcoms["evaluate_challenger"]["reasons"][0].startswith("tie on roc_auc")
     assert runs["champion_after_second"] == "1"

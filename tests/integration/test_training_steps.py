@@ -11,7 +11,7 @@ import threading
 import pandas as pd
 import pytest
 
-from pavedml.errors import RegistryError, TrainingDataError
+from pavedml.errors import TrainingDataError
 from tests.helpers.steps import run_step
 from tests.integration.conftest import LAST_DAY
 
@@ -56,7 +56,7 @@ def test_no_feature_value_later_than_the_label_enters(history_copy):
 def test_retry_of_the_same_dag_run_creates_no_second_version(history_copy):
     first = _train("manual__retry")[1]
     again = run_step("train_challenger", LAST_DAY, dag_id=DAG, run_id="manual__retry", params="{}", try_number=2)
-    assert again.version == first.version and again.reused and not first.reused
+    assert again.model_version == first.model_version and again.reused and not first.reused
     import mlflow
 
     from pavedml.settings import get_settings
@@ -64,7 +64,7 @@ def test_retry_of_the_same_dag_run_creates_no_second_version(history_copy):
     client = mlflow.MlflowClient(get_settings().mlflow_tracking_uri)
     versions = client.search_model_versions("name = 'telco_churn'")
     assert [str(v.version) for v in versions if v.tags.get("pavedml.dag_run") == f"{DAG}/manual__retry"] == \
-        [first.version]
+        [first.model_version]
 
 
 def test_racing_promotions_never_leave_champion_on_the_loser(history_copy):
@@ -94,11 +94,11 @@ def test_racing_promotions_never_leave_champion_on_the_loser(history_copy):
     assert not errors
     client = mlflow.MlflowClient(get_settings().mlflow_tracking_uri)
     champion = str(client.get_model_version_by_alias("telco_churn", "champion").version)
-    assert champion in {base[1].version, strong[1].version, weak[1].version}
+    assert champion in {base[1].model_version, strong[1].model_version, weak[1].model_version}
     # Invariant: no candidate left out would win against the final champion under the policy,
     # scored on the same holdout with slices (what a fresh evaluation would decide).
-    from pavedml.adapters.tracking import classification_metrics
     from pavedml.config import get_use_case
+    from pavedml.metrics import classification_metrics
     from pavedml.steps.evaluation import decide, slice_metrics
     from pavedml.steps.training import load_split
 
@@ -114,9 +114,9 @@ def test_racing_promotions_never_leave_champion_on_the_loser(history_copy):
 
     champ_m, champ_s = scored(champion)
     for result in (strong[1], weak[1]):
-        if result.version != champion:
-            m, sl = scored(result.version)
-            assert decide(m, champ_m, uc.evaluation, sl, champ_s).outcome != "promote", result.version
+        if result.model_version != champion:
+            m, sl = scored(result.model_version)
+            assert decide(m, champ_m, uc.evaluation, sl, champ_s).outcome != "promote", result.model_version
 
 
 def test_window_without_labels_fails_before_training(history_copy):
@@ -183,14 +183,25 @@ def test_unreachable_tracking_server_fails_clearly_and_registers_nothing(history
 def test_promotion_refuses_a_stale_decision_without_a_champion_change(history_copy):
     from pavedml.adapters.tracking import setup
     from pavedml.context import StepContext
+    from pavedml.errors import EXIT_NO_RETRY
+    from pavedml.ledger import read_ledger
     from pavedml.steps.registry import ChampionChanged, move_champion
+    from pavedml.summary import failure_summary
 
     ctx = StepContext.build("telco_churn", LAST_DAY, dag_id=DAG, run_id="manual__cas")
     client, _ = setup(ctx)
     current = str(client.get_model_version_by_alias("telco_churn", "champion").version)
-    with pytest.raises(ChampionChanged, match=f"champion is v{current} now, not v999"):
+    entries = len(read_ledger(ctx))
+    with pytest.raises(ChampionChanged, match=f"champion is v{current} now, not v999") as err:
         move_champion(ctx, client, "1", "999", "promoted", "stale")
-    assert issubclass(ChampionChanged, RegistryError)
+    # nothing moved, nothing recorded
+    assert str(client.get_model_version_by_alias("telco_churn", "champion").version) == current
+    assert len(read_ledger(ctx)) == entries
+    # what the operator sees: the DAG doc's registry_error, no retry, and what to do
+    assert err.value.exit_code == EXIT_NO_RETRY
+    summary = failure_summary("promote_challenger", "telco_churn", LAST_DAY, err.value)
+    assert summary.splitlines()[1].startswith("FAILED promote_challenger [registry_error]")
+    assert "Next step: another promotion won the race; rerun evaluate_challenger" in summary
 
 
 def test_scoring_features_equal_feast_historical_retrieval(history_copy):

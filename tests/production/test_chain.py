@@ -148,7 +148,7 @@ def test_training_promotes_a_champion_on_the_mlflow_server(prod):
                                         auth=services.admin)
     assert status == 200, alias
     version = alias["model_version"]
-    assert version["version"] == str(run["xcom"]["train_challenger"]["version"])
+    assert version["version"] == str(run["xcom"]["train_challenger"]["model_version"])
     # the model's files went through the server to S3 (the artifacts bucket)
     assert any(k.startswith("artifacts/") for k in services.s3_keys("mlflow"))
     # ...written by the pipeline user, who could only log in with the connection's password

@@ -9,8 +9,9 @@ import json
 import pytest
 
 from pavedml.errors import ConfigError
+from pavedml.ledger import LEDGER_ENTRIES, read_ledger, rebuild_ledger
 from pavedml.settings import Settings, step_environment
-from pavedml.steps.registry import LEDGER_ENTRIES, libpq_url, lock_key, read_ledger, rebuild_ledger, shown_url
+from pavedml.steps.registry import libpq_url, lock_key, shown_url
 
 pytestmark = pytest.mark.unit
 

@@ -38,17 +38,54 @@ def root(tmp_path, monkeypatch):
     return root
 
 
+def _results(root):
+    """One result per step that links somewhere, built with the types the steps return
+    (pavedml.results), as the CLI prints them: ``as_dict()`` through JSON."""
+    import json
+
+    from pavedml import results as r
+
+    common = {"use_case": "uc", "ds": "2025-01-09"}
+    decision = str(root / "uc/training/run1/decision.json")
+    ledger = str(root / "uc/registry/ledger.jsonl")
+    made = {
+        "train_challenger": r.TrainResult(step="train_challenger", **common, model_name="telco churn",
+                                          model_version="3", run_id="abc", metrics={}, reused=False),
+        "evaluate_challenger": r.PromotionDecision(step="evaluate_challenger", **common, outcome="promote",
+                                                   promote=True, reasons=[], model_name="m", challenger_version="4",
+                                                   champion_version="3", metrics={}, record=decision),
+        "promote_challenger": r.PromotionResult(step="promote_challenger", **common, action="promoted",
+                                                model_name="m", from_version="3", to_version="4", reason="better",
+                                                ledger=ledger),
+        "rollback_model": r.PromotionResult(step="rollback_model", **common, action="rolled_back", model_name="m",
+                                            from_version="4", to_version="3", reason="worse", ledger=ledger),
+        "score_customers": r.ScoringResult(step="score_customers", **common, model_name="m", model_version="5",
+                                           rows=1, partition="p", feature_snapshot_sha256="s", positive_rate=0.1,
+                                           seconds=0.1),
+        "check_drift": r.DriftCheckResult(step="check_drift", **common, status="no_drift", window=["2025-01-09"],
+                                          model_version="3", data_hash="h", alerts=[], warnings=[], psi={},
+                                          report=str(root / "uc/drift/dt=2025-01-09/report.json"),
+                                          evidently_report=str(root / "uc/drift/dt=2025-01-09/evidently.html")),
+    }
+    return {step: json.loads(json.dumps(result.as_dict(), default=str)) for step, result in made.items()}
+
+
 def test_links_from_results(root):
     from pavedml.airflow.links import links_for
 
-    assert links_for({"model_name": "telco churn", "version": "3"}) == {
-        "mlflow": "http://mlflow.example:5000/#/models/telco%20churn/versions/3"}
-    drift = links_for({"evidently_report": str(root / "uc/drift/dt=2025-01-09/evidently.html")})
-    assert drift == {"evidently": "/pavedml/reports/uc/drift/dt%3D2025-01-09/evidently.html"}
-    decision = links_for({"model_name": "m", "challenger_version": "4",
-                          "record": str(root / "uc/training/run1/decision.json")})
-    assert decision["decision"] == "/pavedml/reports/uc/training/run1/decision.json"
-    assert decision["mlflow"].endswith("/#/models/m/versions/4")
+    (root / "uc/drift/dt=2025-01-09/report.json").write_text("{}")
+    (root / "uc/registry/ledger.jsonl").write_text("{}\n")
+    out = {step: links_for(result) for step, result in _results(root).items()}
+    mlflow = "http://mlflow.example:5000/#/models/"
+    assert out["train_challenger"] == {"mlflow": mlflow + "telco%20churn/versions/3"}  # the version it registered
+    assert out["evaluate_challenger"] == {"mlflow": mlflow + "m/versions/4",  # the challenger it judged
+                                          "decision": "/pavedml/reports/uc/training/run1/decision.json"}
+    ledger = "/pavedml/reports/uc/registry/ledger.jsonl"
+    assert out["promote_challenger"] == {"mlflow": mlflow + "m/versions/4", "ledger": ledger}  # the new champion
+    assert out["rollback_model"] == {"mlflow": mlflow + "m/versions/3", "ledger": ledger}  # the champion it restored
+    assert out["score_customers"] == {"mlflow": mlflow + "m/versions/5"}
+    assert out["check_drift"] == {"report": "/pavedml/reports/uc/drift/dt%3D2025-01-09/report.json",
+                                  "evidently": "/pavedml/reports/uc/drift/dt%3D2025-01-09/evidently.html"}
     assert links_for({"report": str(root.parent / "secret.html")}) == {}  # outside the data root: no link
 
 
@@ -76,9 +113,8 @@ def test_each_link_is_labelled_by_what_it_opens(root):
     assert names == {"mlflow": "MLflow model version", "data_docs": "GX Data Docs",
                      "evidently": "Evidently drift report", "report": "Drift check (JSON)",
                      "decision": "Promotion decision", "ledger": "Promotion ledger"}
-    drift_dir = root / "uc/drift/dt=2025-01-09"
-    (drift_dir / "report.json").write_text("{}")
-    drift = links_for({"report": str(drift_dir / "report.json"), "evidently_report": str(drift_dir / "evidently.html")})
+    (root / "uc/drift/dt=2025-01-09/report.json").write_text("{}")
+    drift = links_for(_results(root)["check_drift"])
     assert set(drift) == {"report", "evidently"}  # no "GX Data Docs" button on a drift check
     docs = root / "uc/validation/dt=2025-01-09/abc"
     docs.mkdir(parents=True)
@@ -87,10 +123,9 @@ def test_each_link_is_labelled_by_what_it_opens(root):
     assert failed == {"data_docs": "/pavedml/reports/uc/validation/dt%3D2025-01-09/abc/index.html"}
     (root / "uc/training/run1/decision.md").write_text("# Promotion decision: **promote**\n")
     (root / "uc/registry/ledger.jsonl").write_text("{}\n")
-    promoted = links_for({"record": str(root / "uc/training/run1/decision.json"),
-                          "ledger": str(root / "uc/registry/ledger.jsonl")})
-    assert promoted == {"decision": "/pavedml/reports/uc/training/run1/decision.md",
-                        "ledger": "/pavedml/reports/uc/registry/ledger.jsonl"}
+    decided = links_for(_results(root)["evaluate_challenger"])
+    assert decided["decision"] == "/pavedml/reports/uc/training/run1/decision.md"  # the readable page
+    assert links_for(_results(root)["promote_challenger"])["ledger"] == "/pavedml/reports/uc/registry/ledger.jsonl"
 
 
 def _client(root):

@@ -1,4 +1,6 @@
-"""MLflow glue: one parent run per DAG run, metrics, plots, lineage, model, registration.
+"""MLflow glue: one run per DAG run (params, metrics, plots, lineage, drift reference, model) and
+its registration. Metrics are computed by :mod:`pavedml.metrics`, the drift reference by
+:mod:`pavedml.drift`; this module only logs and registers them.
 
 Idempotent per DAG run: the run and the model version carry the tag ``pavedml.dag_run`` and a
 retry of the same DAG run finds and reuses them instead of creating a second version.
@@ -17,6 +19,7 @@ from pathlib import Path
 
 from pavedml.context import StepContext
 from pavedml.errors import RegistryError, TrackingUnavailableError
+from pavedml.layout import DATASET_FILE
 from pavedml.redact import clip, redact_urls
 from pavedml.results import TrainResult
 from pavedml.settings import Settings
@@ -25,6 +28,11 @@ log = logging.getLogger(__name__)
 DAG_RUN_TAG = "pavedml.dag_run"
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous_champion"
 PLOT_NAMES = ("roc_curve", "pr_curve", "confusion_matrix", "calibration", "feature_importance")
+#: Where a run keeps the drift reference (the registered version's ``drift_reference`` tag points at
+#: it) and the sample of training features beside it (for the Evidently report).
+DRIFT_ARTIFACTS = "drift"
+DRIFT_REFERENCE = f"{DRIFT_ARTIFACTS}/reference.json"
+REFERENCE_SAMPLE = "reference_sample.parquet"
 
 
 def setup(ctx: StepContext):
@@ -83,23 +91,6 @@ def git_commit() -> str:
                               timeout=5).stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def classification_metrics(y, proba, threshold: float = 0.5) -> dict[str, float]:
-    import numpy as np
-    from sklearn import metrics as m
-
-    y = np.asarray(y)
-    pred = (proba >= threshold).astype(int)
-    return {
-        "roc_auc": float(m.roc_auc_score(y, proba)),
-        "pr_auc": float(m.average_precision_score(y, proba)),
-        "f1": float(m.f1_score(y, pred, zero_division=0)),
-        "precision": float(m.precision_score(y, pred, zero_division=0)),
-        "recall": float(m.recall_score(y, pred, zero_division=0)),
-        "log_loss": float(m.log_loss(y, np.clip(proba, 1e-15, 1 - 1e-15), labels=[0, 1])),
-        "brier": float(m.brier_score_loss(y, proba)),
-    }
 
 
 def _plots(pipeline, features, y, proba, outdir: Path) -> list[Path]:
@@ -165,87 +156,113 @@ def _pip_requirements() -> list[str]:
     return [f"{p}=={version(p)}" for p in ("mlflow", "scikit-learn", "skops", "pandas", "numpy")]
 
 
-def log_and_register(ctx: StepContext, pipeline, params: dict, manifest: dict, train, validation, holdout,
-                     fit_seconds: float) -> TrainResult:
-    import mlflow
-    from mlflow.models import infer_signature
-
-    from pavedml.drift import build_reference
-
+def reuse_registered(ctx: StepContext, client) -> TrainResult | None:
+    """The version this DAG run already registered (a retry), made the challenger again; else None."""
     uc = ctx.use_case
     name = uc.model.registered_name
     key = ctx.dag_run_key
-    t0 = time.perf_counter()
-    client, exp_id = setup(ctx)
     with unavailable_as_error(ctx.settings.mlflow_tracking_uri):
         existing = find_version_for_dag_run(client, name, key)
-        if existing is not None:
-            log.info("DAG run %s already registered %s v%s: reusing it", key, name, existing.version)
-            client.set_registered_model_alias(name, CHALLENGER, existing.version)
-            run = client.get_run(existing.run_id)
-            return TrainResult(step="train_challenger", use_case=uc.name, ds=ctx.ds_iso, model_name=name,
-                               version=str(existing.version), run_id=existing.run_id,
-                               metrics={k: v for k, v in run.data.metrics.items() if k.startswith("holdout_")},
-                               reused=True)
-        X = uc.feature_columns
-        metrics = {}
-        for split_name, df in (("validation", validation), ("holdout", holdout)):
-            proba = pipeline.predict_proba(df[X])[:, 1]
-            metrics.update({f"{split_name}_{k}": v for k, v in classification_metrics(df["label"], proba).items()})
-        eval_seconds = time.perf_counter() - t0
-        t_log = time.perf_counter()
-        tags = {DAG_RUN_TAG: key, "airflow.dag_id": ctx.dag_id, "airflow.run_id": ctx.run_id,
-                "airflow.logical_date": ctx.ds_iso, "airflow.try_number": str(ctx.try_number),
-                "git_commit": git_commit(), "use_case": uc.name, "mlflow.runName": f"{uc.name}-{ctx.ds_iso}",
-                "reason": ctx.reason}
-        runs = mlflow.search_runs([exp_id], filter_string=f"tags.`{DAG_RUN_TAG}` = '{key}'", output_format="list")
-        resume = runs[0].info.run_id if runs else None
-        with mlflow.start_run(run_id=resume, experiment_id=None if resume else exp_id, tags=tags) as run:
-            mlflow.log_params({"model_family": uc.model.family, **{f"model.{k}": v for k, v in params.items()},
-                               "features.numeric": ",".join(uc.numeric_features),
-                               "features.categorical": ",".join(uc.categorical_features),
-                               "training_window_days": manifest["window_days"],
-                               **{f"rows.{k}": v for k, v in manifest["rows"].items()}})
-            mlflow.log_metrics(metrics)
-            mlflow.log_metric("fit_seconds", fit_seconds)
-            mlflow.set_tags({f"dataset.{k}.digest": v for k, v in manifest["digests"].items()})
-            mlflow.set_tag("raw_snapshot_hashes", json.dumps(manifest["feature_snapshots"], sort_keys=True)[:5000])
-            for split_name, df in (("train", train), ("validation", validation), ("holdout", holdout)):
-                ds = _dataset(df, source=str(ctx.layout.training_split(ctx.run_key, split_name)),
-                              name=f"{uc.name}-{split_name}", digest=manifest["digests"][split_name][:32])
-                mlflow.log_input(ds, context=split_name)
-            mlflow.log_dict(manifest, "dataset/dataset.json")
-            reference = build_reference(train, uc.numeric_features, uc.categorical_features, bins=uc.drift.bins)
-            mlflow.log_dict(reference, "drift/reference.json")
-            with tempfile.TemporaryDirectory() as tmp:  # a sample of the training features for people's reports
-                sample = train[X].sample(min(len(train), uc.drift.report_sample_rows), random_state=0)
-                sample.to_parquet(Path(tmp) / "reference_sample.parquet", index=False)
-                mlflow.log_artifact(str(Path(tmp) / "reference_sample.parquet"), "drift")
-            with tempfile.TemporaryDirectory() as tmp:
-                plot_seconds = time.perf_counter()
-                for path in _plots(pipeline, validation[X], validation["label"].to_numpy(),
-                                   pipeline.predict_proba(validation[X])[:, 1], Path(tmp)):
-                    mlflow.log_artifact(str(path), "plots")
-                plot_seconds = time.perf_counter() - plot_seconds
-            example = train[X].head(5)
-            signature = infer_signature(example, pipeline.predict_proba(example)[:, 1])
-            info = mlflow.sklearn.log_model(pipeline, name="model", signature=signature, input_example=example,
-                                            pip_requirements=_pip_requirements(),
-                                            skops_trusted_types=_skops_trusted(pipeline))
-            run_id = run.info.run_id
-        mv = mlflow.register_model(info.model_uri, name, tags={DAG_RUN_TAG: key, "use_case": uc.name,
-                                                                "drift_reference": f"runs:/{run_id}/drift/reference.json",
-                                                                **{k: f"{v:.6f}" for k, v in metrics.items()
-                                                                   if k.startswith("holdout_")}})
-        _wait_ready(client, name, mv.version)
-        client.set_registered_model_alias(name, CHALLENGER, mv.version)
+        if existing is None:
+            return None
+        log.info("DAG run %s already registered %s v%s: reusing it", key, name, existing.version)
+        client.set_registered_model_alias(name, CHALLENGER, existing.version)
+        run = client.get_run(existing.run_id)
+    return TrainResult(step="train_challenger", use_case=uc.name, ds=ctx.ds_iso, model_name=name,
+                       model_version=str(existing.version), run_id=existing.run_id,
+                       metrics={k: v for k, v in run.data.metrics.items() if k.startswith("holdout_")},
+                       reused=True)
+
+
+def log_and_register(ctx: StepContext, pipeline, params: dict, manifest: dict, splits: dict, metrics: dict,
+                     reference: dict, reference_sample, seconds: dict[str, float]) -> TrainResult:
+    """Log the fitted pipeline of this DAG run to MLflow and register it as the challenger.
+
+    One MLflow run per DAG run (a retry resumes the run tagged with the DAG run): params, the
+    metrics given (computed by :mod:`pavedml.metrics`), dataset lineage, the drift reference and
+    its sample (built by the training step), plots and the model; then a registered version tagged
+    with the DAG run, its drift reference and the holdout metrics, alias ``challenger``.
+    ``seconds`` (``fit``, ``evaluate``) is reported with the plots' and the logging's own time.
+    """
+    uc = ctx.use_case
+    name = uc.model.registered_name
+    _, exp_id = setup(ctx)
+    t_log = time.perf_counter()
+    with unavailable_as_error(ctx.settings.mlflow_tracking_uri):
+        run_id, model_uri, plot_seconds = _log_run(ctx, exp_id, pipeline, params, manifest, splits, metrics,
+                                                   reference, reference_sample, seconds["fit"])
+        version = _register(ctx, model_uri, run_id, metrics)
     log_seconds = time.perf_counter() - t_log
-    log.info("registered %s v%s (run %s) as %s", name, mv.version, run_id, CHALLENGER)
-    return TrainResult(step="train_challenger", use_case=uc.name, ds=ctx.ds_iso, model_name=name, version=str(mv.version),
+    log.info("registered %s v%s (run %s) as %s", name, version, run_id, CHALLENGER)
+    return TrainResult(step="train_challenger", use_case=uc.name, ds=ctx.ds_iso, model_name=name, model_version=version,
                        run_id=run_id, metrics={k: round(v, 6) for k, v in metrics.items() if k.startswith("holdout_")},
-                       reused=False, seconds={"fit": round(fit_seconds, 3), "evaluate": round(eval_seconds, 3),
+                       reused=False, seconds={"fit": round(seconds["fit"], 3), "evaluate": round(seconds["evaluate"], 3),
                                               "plots": round(plot_seconds, 3),
                                               "mlflow_logging_and_registration": round(log_seconds - plot_seconds, 3)})
+
+
+def _log_run(ctx: StepContext, exp_id: str, pipeline, params: dict, manifest: dict, splits: dict, metrics: dict,
+             reference: dict, reference_sample, fit_seconds: float) -> tuple[str, str, float]:
+    """The DAG run's MLflow run (resumed on a retry): (run id, model URI, seconds spent on plots)."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    uc = ctx.use_case
+    key = ctx.dag_run_key
+    X = uc.feature_columns
+    train, validation = splits["train"], splits["validation"]
+    tags = {DAG_RUN_TAG: key, "airflow.dag_id": ctx.dag_id, "airflow.run_id": ctx.run_id,
+            "airflow.logical_date": ctx.ds_iso, "airflow.try_number": str(ctx.try_number),
+            "git_commit": git_commit(), "use_case": uc.name, "mlflow.runName": f"{uc.name}-{ctx.ds_iso}",
+            "reason": ctx.reason}
+    runs = mlflow.search_runs([exp_id], filter_string=f"tags.`{DAG_RUN_TAG}` = '{key}'", output_format="list")
+    resume = runs[0].info.run_id if runs else None
+    with mlflow.start_run(run_id=resume, experiment_id=None if resume else exp_id, tags=tags) as run:
+        mlflow.log_params({"model_family": uc.model.family, **{f"model.{k}": v for k, v in params.items()},
+                           "features.numeric": ",".join(uc.numeric_features),
+                           "features.categorical": ",".join(uc.categorical_features),
+                           "training_window_days": manifest["window_days"],
+                           **{f"rows.{k}": v for k, v in manifest["rows"].items()}})
+        mlflow.log_metrics(metrics)
+        mlflow.log_metric("fit_seconds", fit_seconds)
+        mlflow.set_tags({f"dataset.{k}.digest": v for k, v in manifest["digests"].items()})
+        mlflow.set_tag("raw_snapshot_hashes", json.dumps(manifest["feature_snapshots"], sort_keys=True)[:5000])
+        for split_name in ("train", "validation", "holdout"):
+            dataset = _dataset(splits[split_name], source=str(ctx.layout.training_split(ctx.run_key, split_name)),
+                               name=f"{uc.name}-{split_name}", digest=manifest["digests"][split_name][:32])
+            mlflow.log_input(dataset, context=split_name)
+        mlflow.log_dict(manifest, f"dataset/{DATASET_FILE}")
+        mlflow.log_dict(reference, DRIFT_REFERENCE)
+        with tempfile.TemporaryDirectory() as tmp:  # a sample of the training features for people's reports
+            reference_sample.to_parquet(Path(tmp) / REFERENCE_SAMPLE, index=False)
+            mlflow.log_artifact(str(Path(tmp) / REFERENCE_SAMPLE), DRIFT_ARTIFACTS)
+        with tempfile.TemporaryDirectory() as tmp:
+            plot_seconds = time.perf_counter()
+            for path in _plots(pipeline, validation[X], validation["label"].to_numpy(),
+                               pipeline.predict_proba(validation[X])[:, 1], Path(tmp)):
+                mlflow.log_artifact(str(path), "plots")
+            plot_seconds = time.perf_counter() - plot_seconds
+        example = train[X].head(5)
+        signature = infer_signature(example, pipeline.predict_proba(example)[:, 1])
+        info = mlflow.sklearn.log_model(pipeline, name="model", signature=signature, input_example=example,
+                                        pip_requirements=_pip_requirements(),
+                                        skops_trusted_types=_skops_trusted(pipeline))
+        return run.info.run_id, info.model_uri, plot_seconds
+
+
+def _register(ctx: StepContext, model_uri: str, run_id: str, metrics: dict) -> str:
+    """Register the run's model (tagged with the DAG run), wait until READY, alias it ``challenger``."""
+    import mlflow
+
+    name = ctx.use_case.model.registered_name
+    client = mlflow.MlflowClient()
+    mv = mlflow.register_model(model_uri, name, tags={DAG_RUN_TAG: ctx.dag_run_key, "use_case": ctx.use_case.name,
+                                                      "drift_reference": f"runs:/{run_id}/{DRIFT_REFERENCE}",
+                                                      **{k: f"{v:.6f}" for k, v in metrics.items()
+                                                         if k.startswith("holdout_")}})
+    _wait_ready(client, name, mv.version)
+    client.set_registered_model_alias(name, CHALLENGER, mv.version)
+    return str(mv.version)
 
 
 def _dataset(df, source: str, name: str, digest: str):

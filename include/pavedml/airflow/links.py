@@ -48,9 +48,14 @@ def report_url(path: str, data_root: Path) -> str:
     return f"{REPORTS_PREFIX}/reports/{quote(rel.as_posix())}"
 
 
+#: The version a result's MLflow link opens, by the result's naming (:mod:`pavedml.results`): the one
+#: it is about, else the challenger a decision judged, else the champion a promotion or rollback left.
+VERSION_FIELDS = ("model_version", "challenger_version", "to_version")
+
+
 def mlflow_url(result: dict, ui_url: str) -> str:
-    name, version = result.get("model_name"), result.get("version") or result.get("challenger_version") \
-        or result.get("model_version") or result.get("to_version")
+    name = result.get("model_name")
+    version = next((result[f] for f in VERSION_FIELDS if result.get(f)), None)
     if name and version:
         return f"{ui_url.rstrip('/')}/#/models/{quote(str(name))}/versions/{quote(str(version))}"
     return ""

@@ -80,7 +80,7 @@ def decide(challenger: dict[str, float], champion: dict[str, float] | None, poli
 
 
 def slice_metrics(df, proba, slices: list[str]) -> dict[str, dict[str, float]]:
-    from pavedml.adapters.tracking import classification_metrics
+    from pavedml.metrics import classification_metrics
 
     out = {}
     for col in slices:
@@ -113,12 +113,12 @@ def evaluate_challenger(ctx: StepContext) -> PromotionDecision:
     from pavedml.adapters.tracking import (
         CHAMPION,
         alias_version,
-        classification_metrics,
         find_version_for_dag_run,
         setup,
         unavailable_as_error,
     )
     from pavedml.errors import RegistryError
+    from pavedml.metrics import classification_metrics
     from pavedml.steps.training import load_split
 
     uc = ctx.use_case
@@ -163,7 +163,7 @@ def evaluate_challenger(ctx: StepContext) -> PromotionDecision:
                                          "lost" if verdict.promote else "kept")
     log.info("decision for %s v%s: %s (%s)", name, challenger.version, verdict.outcome, "; ".join(verdict.reasons))
     return PromotionDecision(step="evaluate_challenger", use_case=uc.name, ds=ctx.ds_iso, outcome=verdict.outcome,
-                             promote=verdict.promote, reasons=verdict.reasons,
+                             promote=verdict.promote, reasons=verdict.reasons, model_name=name,
                              challenger_version=str(challenger.version),
                              champion_version=str(champion.version) if champion else None,
                              metrics={role: v["metrics"] for role, v in scored.items()},

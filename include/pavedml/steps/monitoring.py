@@ -48,7 +48,7 @@ def load_reference(ctx: StepContext, version: str) -> tuple[dict, str | None]:
     """(reference dict, local path of the reference sample parquet or None) of a model version."""
     import mlflow
 
-    from pavedml.adapters.tracking import setup, unavailable_as_error
+    from pavedml.adapters.tracking import REFERENCE_SAMPLE, setup, unavailable_as_error
 
     client, _ = setup(ctx)
     name = ctx.use_case.model.registered_name
@@ -61,7 +61,7 @@ def load_reference(ctx: StepContext, version: str) -> tuple[dict, str | None]:
         local = mlflow.artifacts.download_artifacts(uri)
         sample = None
         try:
-            sample = mlflow.artifacts.download_artifacts(uri.replace("reference.json", "reference_sample.parquet"))
+            sample = mlflow.artifacts.download_artifacts(f"{uri.rsplit('/', 1)[0]}/{REFERENCE_SAMPLE}")
         except Exception:  # older versions carry no sample: the Evidently report is skipped
             log.warning("no reference sample for %s v%s: the Evidently report is skipped", name, version)
     return json.loads(Path(local).read_text()), sample

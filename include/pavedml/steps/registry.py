@@ -11,20 +11,12 @@ advisory lock keyed by the registered model name, held on a connection of its ow
 waits on the same lock, and a killed holder releases it with its session. Without it, an
 ``flock`` in the data root: safe for the processes of one host only.
 
-The ledger is one immutable file per entry (``registry/ledger/<time>-<digest>.json``, the digest
-of the entry's content), so working copies synced through the lake only ever add files to each
-other and no host's entry can overwrite another's. ``registry/ledger.jsonl`` is the view people
-and the report app read: every entry known to this working copy, oldest first, rebuilt after each
-append and after a lake pull brought entries. A line found in that view but in no entry file (a
-ledger written before entry files, or by another host) becomes an entry file first, so the view
-can be overwritten by a stale copy without losing anything.
+The ledger (one immutable file per entry, and a readable view) is :mod:`pavedml.ledger`.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import json
 import logging
 import re
 from contextlib import contextmanager
@@ -34,6 +26,7 @@ from pathlib import Path
 from pavedml import storage
 from pavedml.context import StepContext
 from pavedml.errors import ConfigError, RegistryError
+from pavedml.ledger import append_ledger, flocked
 from pavedml.results import PromotionResult
 
 log = logging.getLogger(__name__)
@@ -41,7 +34,6 @@ MAX_REEVALUATIONS = 3
 #: How long a promotion waits for the shared lock before it fails (retryable).
 LOCK_WAIT_SECONDS = 300
 LOCK_CONNECT_SECONDS = 10
-LEDGER_ENTRIES = "ledger"  # folder of entry files, beside ledger.jsonl
 
 
 class ChampionChanged(RegistryError):
@@ -117,20 +109,9 @@ def advisory_lock(url: str, name: str, wait_seconds: float = LOCK_WAIT_SECONDS):
         conn.close()  # also releases the lock if the unlock above failed
 
 
-@contextmanager
-def _flocked(lock_file: Path):
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_file, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def registry_lock(path: Path):
     """The single-host lock: an ``flock`` beside the ledger."""
-    return _flocked(path.parent / ".champion.lock")
+    return flocked(path.parent / ".champion.lock")
 
 
 @contextmanager
@@ -142,87 +123,6 @@ def champion_lock(ctx: StepContext):
     else:
         with registry_lock(ctx.layout.ledger):
             yield
-
-
-# -- the ledger
-def _canonical(entry: dict) -> str:
-    return json.dumps(entry, sort_keys=True, default=str)
-
-
-def _entry_name(text: str, at: str) -> str:
-    stamp = re.sub(r"[^0-9]", "", at)[:20] or "0"
-    return f"{stamp}-{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
-
-
-def _ledger_locked(path: Path):
-    """Serializes the writers of one working copy's ledger view (entry files need no lock)."""
-    return _flocked(path.parent / ".ledger.lock")
-
-
-def _write_entry(folder: Path, text: str, at: str) -> None:
-    target = folder / _entry_name(text, at)
-    if target.exists():
-        return
-    folder.mkdir(parents=True, exist_ok=True)
-    with storage.atomic_path(target) as tmp:
-        tmp.write_text(text + "\n")
-
-
-def _read_entries(path: Path) -> list[dict]:
-    """Every entry of the working copy: the entry files plus lines of the view no file holds yet."""
-    folder = path.parent / LEDGER_ENTRIES
-    seen: dict[str, dict] = {}
-    if folder.is_dir():
-        for file in sorted(folder.glob("*.json")):
-            if file.name.startswith("."):  # a write in progress
-                continue
-            try:
-                entry = json.loads(file.read_text())
-            except (OSError, ValueError):
-                log.warning("ledger entry %s is unreadable; skipped", file)
-                continue
-            seen.setdefault(_canonical(entry), entry)
-    if path.exists():
-        for line in path.read_text(errors="replace").splitlines():
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                entry = {"action": "unreadable", "line": line}
-            seen.setdefault(_canonical(entry), entry)
-    return sorted(seen.values(), key=lambda e: (str(e.get("at", "")), _canonical(e)))
-
-
-def rebuild_ledger(path: Path) -> int:
-    """Give every entry of the view at ``path`` its file, then rewrite the view from all entry
-    files (oldest first). Returns the number of entries."""
-    path = Path(path)
-    with _ledger_locked(path):
-        entries = _read_entries(path)
-        folder = path.parent / LEDGER_ENTRIES
-        for entry in entries:
-            _write_entry(folder, _canonical(entry), str(entry.get("at", "")))
-        if entries or path.exists():
-            with storage.atomic_path(path) as tmp:
-                tmp.write_text("".join(_canonical(e) + "\n" for e in entries))
-    return len(entries)
-
-
-def append_ledger(ctx: StepContext, entry: dict) -> None:
-    path = ctx.layout.ledger
-    entry = {"at": datetime.now(UTC).isoformat(), "use_case": ctx.use_case.name, "dag_id": ctx.dag_id,
-             "run_id": ctx.run_id, **entry}
-    entry = json.loads(_canonical(entry))  # the form it is read back in
-    with _ledger_locked(path):
-        _write_entry(path.parent / LEDGER_ENTRIES, _canonical(entry), entry["at"])
-    rebuild_ledger(path)
-
-
-def read_ledger(ctx_or_path) -> list[dict]:
-    """Every ledger entry this working copy knows, oldest first."""
-    path = ctx_or_path.layout.ledger if isinstance(ctx_or_path, StepContext) else Path(ctx_or_path)
-    return _read_entries(path)
 
 
 def move_champion(ctx: StepContext, client, to_version: str, expected_current: str | None, action: str,

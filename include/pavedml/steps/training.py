@@ -21,12 +21,12 @@ from pavedml.config import MODEL_FAMILIES, UseCase
 from pavedml.context import StepContext
 from pavedml.errors import ConfigError, TrainingDataError
 from pavedml.layout import DATASET_FILE, Layout, split_file
+from pavedml.metrics import LABEL
 from pavedml.results import StepResult
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "holdout")
 LABEL_TS = "event_timestamp"
-LABEL = "label"
 
 
 def frame_digest(df) -> str:
@@ -255,10 +255,24 @@ def make_pipeline(uc: UseCase, overrides: dict | None = None):
     return Pipeline([("preprocess", pre), ("model", estimator)]), params
 
 
-def train_challenger(ctx: StepContext):
-    from pavedml.adapters.tracking import log_and_register, setup
+def drift_reference(uc: UseCase, train) -> tuple[dict, object]:
+    """The champion-to-be's drift reference (quantile bins and proportions of the training data, see
+    :func:`pavedml.drift.build_reference`) and a sample of its training features for people's reports."""
+    from pavedml.drift import build_reference
 
-    setup(ctx)  # fail fast (TrackingUnavailableError, exit 1) before minutes of fitting, not after
+    reference = build_reference(train, uc.numeric_features, uc.categorical_features, bins=uc.drift.bins)
+    sample = train[uc.feature_columns].sample(min(len(train), uc.drift.report_sample_rows), random_state=0)
+    return reference, sample
+
+
+def train_challenger(ctx: StepContext):
+    """Fit the configured pipeline on the run's training split, compute its validation and holdout
+    metrics and drift reference, and log and register it in MLflow as the challenger (a retry of
+    the same DAG run reuses the version it registered)."""
+    from pavedml.adapters import tracking
+    from pavedml.metrics import split_metrics
+
+    client, _ = tracking.setup(ctx)  # fail fast (TrackingUnavailableError, exit 1) before minutes of fitting
     uc = ctx.use_case
     overrides = ctx.params.hyperparameters
     make_pipeline(uc, overrides)  # checks the hyper-parameters before the data is read
@@ -269,4 +283,13 @@ def train_challenger(ctx: StepContext):
     pipeline.fit(train[uc.feature_columns], train[LABEL])
     fit_seconds = time.perf_counter() - started
     log.info("fitted %s on %d rows in %.1fs", uc.model.family, len(train), fit_seconds)
-    return log_and_register(ctx, pipeline, params, manifest, train, validation, holdout, fit_seconds)
+    started = time.perf_counter()
+    reused = tracking.reuse_registered(ctx, client)
+    if reused is not None:
+        return reused
+    metrics = split_metrics(pipeline, {"validation": validation, "holdout": holdout}, uc.feature_columns)
+    evaluate_seconds = time.perf_counter() - started
+    reference, sample = drift_reference(uc, train)
+    return tracking.log_and_register(ctx, pipeline, params, manifest,
+                                     {"train": train, "validation": validation, "holdout": holdout}, metrics,
+                                     reference, sample, {"fit": fit_seconds, "evaluate": evaluate_seconds})
