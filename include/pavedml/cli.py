@@ -130,7 +130,7 @@ class RedactingFormatter(logging.Formatter):
         return redact_urls(super().format(record))
 
 
-def _storage_failure(exc: BaseException) -> PavedMLError | None:
+def _storage_failure(exc: BaseException | None) -> PavedMLError | None:
     """A full, read-only or forbidden path anywhere in ``exc``'s chain, as a StorageError."""
     seen = set()
     while exc is not None and id(exc) not in seen:

@@ -305,7 +305,7 @@ class PsiAccumulator:
         return {name: c.tolist() for name, c in self._counts.items()}
 
     def result(self, *, warn: float = PSI_WARN, alert: float = PSI_ALERT,
-               per_feature: Mapping[str, Mapping[str, float]] | None = None,
+               per_feature: Mapping[str, Mapping[Any, float]] | None = None,
                min_samples: int = PSI_MIN_SAMPLES) -> DriftReport:
         """PSI per feature with status ``ok``/``warn``/``alert`` (PSI >= threshold).
 
@@ -350,7 +350,7 @@ class PsiAccumulator:
 
 
 def compute_psi(reference: Mapping[str, Any], df, *, warn: float = PSI_WARN, alert: float = PSI_ALERT,
-                per_feature: Mapping[str, Mapping[str, float]] | None = None, min_samples: int = PSI_MIN_SAMPLES,
+                per_feature: Mapping[str, Mapping[Any, float]] | None = None, min_samples: int = PSI_MIN_SAMPLES,
                 chunk_rows: int = 1_000_000) -> DriftReport:
     """PSI of an in-memory DataFrame against a reference, counted in chunks of ``chunk_rows`` rows.
 
@@ -477,7 +477,7 @@ def _validated_features(reference: Mapping[str, Any]) -> dict[str, dict[str, Any
 
 
 def _thresholds(names: list[str], warn: float, alert: float,
-                per_feature: Mapping[str, Mapping[str, float]] | None) -> dict[str, tuple[float, float]]:
+                per_feature: Mapping[str, Mapping[Any, float]] | None) -> dict[str, tuple[float, float]]:
     per_feature = per_feature or {}
     unknown = sorted(set(per_feature) - set(names))
     if unknown:

@@ -123,8 +123,8 @@ _STORAGE_ERRNOS = {
 def storage_error(exc: OSError, default_path: str = "the data root") -> StorageError | None:
     """The :class:`StorageError` for a full, read-only or forbidden path, naming it (a failed
     ``write()`` names no file: then ``default_path``); else None."""
-    known = _STORAGE_ERRNOS.get(exc.errno)
-    if known is None:
+    known = _STORAGE_ERRNOS.get(exc.errno) if exc.errno is not None else None
+    if known is None or exc.errno is None:
         return None
     cls, message, next_ = known
     path = str(exc.filename or default_path)

@@ -171,8 +171,8 @@ class Lake:
                 stats.files.append(rel)
             for rel in [r for r in state if r not in remote]:  # deleted in the lake since the last sync
                 path = self.root / rel
-                st = path.stat() if path.exists() else None
-                if st is None or self._same(state[rel], st):
+                gone = path.stat() if path.exists() else None
+                if gone is None or self._same(state[rel], gone):
                     path.unlink(missing_ok=True)
                     del state[rel]
                     stats.deleted += 1

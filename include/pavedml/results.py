@@ -39,7 +39,7 @@ class ValidationSummary(StepResult):
     success: bool
     evaluated: int
     failed_errors: list[dict] = field(default_factory=list)
-    warnings: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     data_docs: str = ""
     result_json: str = ""
 

@@ -136,7 +136,7 @@ def is_stale_leftover(path: Path, prefix: str) -> bool:
 def sweep_leftovers(folder: str | os.PathLike, prefix: str) -> list[str]:
     """Remove entries of ``folder`` named ``<prefix>...`` that a killed writer left behind."""
     folder = Path(folder)
-    removed = []
+    removed: list[str] = []
     if not folder.is_dir():
         return removed
     for entry in folder.iterdir():

@@ -72,7 +72,8 @@ def entity_keys(join_key: str, values: Iterable[str]) -> list[bytes]:
 
 def double_values(values: list) -> tuple[list[bytes], list[str | None]]:
     """Serialized ``ValueProto(double_val=...)`` and Feast's ``value_text``; NaN/None -> empty value."""
-    blobs, texts = [], []
+    blobs: list[bytes] = []
+    texts: list[str | None] = []
     for x in values:
         if x is None or (isinstance(x, float) and math.isnan(x)):
             blobs.append(b"")
@@ -141,7 +142,7 @@ def _plan(store, feature_view, join_key: str, timestamp_field: str) -> _Plan:
 
 
 def _encode(plan: _Plan, batch) -> list[list]:
-    columns = [entity_keys(plan.join_key, batch.column(plan.join_key).to_pylist()),
+    columns: list[list] = [entity_keys(plan.join_key, batch.column(plan.join_key).to_pylist()),
                epoch_seconds(batch.column(plan.timestamp_field))]
     for name, encode in plan.encoders:
         columns += encode(batch.column(name).to_pylist())

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from pavedml import storage
 from pavedml.config import LOWER_IS_BETTER, Evaluation
@@ -132,7 +133,7 @@ def evaluate_challenger(ctx: StepContext) -> PromotionDecision:
                                 details={"next": "run train_challenger first"})
         champion = alias_version(client, name, CHAMPION)
         X = uc.feature_columns
-        scored = {}
+        scored: dict[str, dict[str, Any]] = {}
         for role, mv in (("challenger", challenger), ("champion", champion)):
             if mv is None:
                 continue

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import timedelta
+from typing import Any
 
 from pavedml import storage
 from pavedml.config import UseCase
@@ -36,7 +37,7 @@ def repo_config(uc: UseCase, settings: Settings | None = None, layout: Layout | 
     if s.feast_registry:
         from feast.infra.registry.sql import SqlRegistryConfig
 
-        registry = SqlRegistryConfig(registry_type="sql", path=s.feast_registry, cache_ttl_seconds=60,
+        registry: RegistryConfig = SqlRegistryConfig(registry_type="sql", path=s.feast_registry, cache_ttl_seconds=60,
                                      sqlalchemy_config_kwargs={"pool_pre_ping": True})
     else:
         registry = RegistryConfig(registry_type="file", path=str(state / "registry.db"), cache_ttl_seconds=60)
@@ -46,7 +47,7 @@ def repo_config(uc: UseCase, settings: Settings | None = None, layout: Layout | 
 
         hostport, _, db = online.removeprefix("redis://").partition("/")
         conn = hostport + (f",db={db}" if db else "")
-        online_cfg = RedisOnlineStoreConfig(connection_string=conn)
+        online_cfg: Any = RedisOnlineStoreConfig(connection_string=conn)
     elif not online or online.startswith("sqlite:"):
         from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
 

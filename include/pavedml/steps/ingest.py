@@ -17,6 +17,7 @@ import shutil
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from pavedml import storage
 from pavedml.context import StepContext
@@ -166,14 +167,14 @@ def parse_batch(source: bytes | str | Path, uri: str):
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    is_bytes = isinstance(source, bytes | bytearray)
-    if (len(source) if is_bytes else os.path.getsize(source)) == 0:
+    data = source if isinstance(source, bytes | bytearray) else None
+    if (len(data) if data is not None else os.path.getsize(source)) == 0:
         raise BatchUnreadableError(f"batch {uri} is empty (0 bytes)", details={"evidence": ["file has no content"]})
-    stream = io.BytesIO(source) if is_bytes else str(source)
+    stream = io.BytesIO(data) if data is not None else str(source)
     try:
         if uri.endswith(".parquet"):
             return pd.read_parquet(stream)
-        with (io.BytesIO(source) if is_bytes else open(source, "rb")) as fh:
+        with (io.BytesIO(data) if data is not None else open(source, "rb")) as fh:
             first = b""
             while not first.strip() and (line := fh.readline(1 << 20)):
                 first = line  # the header is the first non-blank line (pyarrow skips blank ones)
@@ -203,7 +204,7 @@ def _as_text(col):
     return col if isinstance(col.dtype, pd.StringDtype) else col.astype("string")
 
 
-def normalize(df, schema) -> tuple[object, dict[str, dict]]:
+def normalize(df, schema) -> tuple[Any, dict[str, dict]]:
     """Cast columns to the schema's types. Values that do not parse keep the column as text and are
     reported (validation then names the column), so nothing from the delivery is lost."""
     import pandas as pd

@@ -111,8 +111,8 @@ def check_drift(ctx: StepContext) -> DriftCheckResult:
     with storage.atomic_dir(out) as tmp:
         storage.write_json(str(tmp / DRIFT_REPORT), record)
         (tmp / PSI_TABLE).write_text(table + "\n")
-        evidently = _evidently_report(ctx, sample_path, days, tmp / EVIDENTLY_REPORT)
-    evidently = str(out / EVIDENTLY_REPORT) if evidently else ""
+        wrote_evidently = _evidently_report(ctx, sample_path, days, tmp / EVIDENTLY_REPORT)
+    evidently = str(out / EVIDENTLY_REPORT) if wrote_evidently else ""
     _update_history(ctx, ds, report, warn=warn, alert=alert)
     log.info("PSI of %s v%s on window %s (%d rows): %s\n%s", uc.model.registered_name, version, days,
              report.n_rows, status, table)

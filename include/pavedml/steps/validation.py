@@ -100,7 +100,7 @@ def _context(docs_dir: Path):
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     ctx.update_data_docs_site(SITE, {
         "class_name": "SiteBuilder",
-        "show_how_to_buttons": False,
+        "show_how_to_buttons": False,  # type: ignore[typeddict-unknown-key]  # read by SiteBuilder, not typed by GX
         "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir.resolve())},
         "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
     })
@@ -136,7 +136,7 @@ def run_suite(df, specs: list[dict], docs_dir: Path, run_name: str) -> dict:
     for spec in specs:
         suite.add_expectation(ExpectationConfiguration(
             type=spec["type"], kwargs=dict(spec["kwargs"]), meta={"severity": spec["severity"]},
-            severity=SEVERITY_TO_GX[spec["severity"]]).to_domain_obj())
+            severity=SEVERITY_TO_GX[spec["severity"]]).to_domain_obj())  # type: ignore[arg-type]  # GX coerces the name
     suite = ctx.suites.add(suite)
     vdef = ctx.validation_definitions.add(gx.ValidationDefinition(name="raw_batch", data=batch_def, suite=suite))
     import pandas as pd
@@ -271,7 +271,7 @@ def _merge(spec: dict, parts: list[dict]) -> dict:
     out = dict(parts[0])
     counts = [p["unexpected_count"] for p in parts if p["unexpected_count"] is not None]
     out["exception"] = next((p["exception"] for p in parts if p["exception"]), None)
-    values = []
+    values: list = []
     for p in parts:
         for v in p["unexpected_values"]:
             if v not in values and len(values) < MAX_VALUES:

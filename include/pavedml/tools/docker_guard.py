@@ -289,6 +289,8 @@ class Engine:
 
     def __init__(self, url: str):
         self.url = url
+        self.unix: str | None = None
+        self.address: tuple[str, int] | None = None
         if url.startswith("unix://"):
             self.unix = "/" + url.removeprefix("unix://").lstrip("/")
         elif url.startswith("tcp://"):
@@ -303,6 +305,7 @@ class Engine:
             sock.settimeout(timeout)
             sock.connect(self.unix)
             return sock
+        assert self.address is not None  # set by __init__ for tcp://
         return socket.create_connection(self.address, timeout=timeout)
 
     def inspect(self, version: str, container: str) -> tuple[int, bytes]:

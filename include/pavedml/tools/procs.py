@@ -163,6 +163,7 @@ class Guard:
                           stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
 
     def _send(self, line: str) -> None:
+        assert self.proc.stdin is not None  # started with stdin=PIPE
         try:
             self.proc.stdin.write(line + "\n")
             self.proc.stdin.flush()
@@ -178,7 +179,8 @@ class Guard:
     def close(self) -> None:
         """Let the guard exit (it stops whatever is still watched)."""
         try:
-            self.proc.stdin.close()
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
         except OSError:
             pass
         try:

@@ -107,7 +107,8 @@ def simulate(use_case: str, start: date, days: int, rows_per_day: int = 2000, dr
     sample = load_sample()
     label_col = uc.label.column
     bad = bad or {}
-    written, injected = [], {}
+    written: list[str] = []
+    injected: dict[str, str | list[str]] = {}
     rows_per_day = min(rows_per_day, len(sample))
     for i in range(days):
         day = start + timedelta(days=i)
@@ -116,7 +117,9 @@ def simulate(use_case: str, start: date, days: int, rows_per_day: int = 2000, dr
         batch = sample.iloc[np.sort(rng.choice(len(sample), rows_per_day, replace=False))]
         if drift_from and day >= drift_from:
             batch = apply_drift(batch, list(drift_columns), rng)
-            injected.setdefault("drift", []).append(ds)
+            drifted = injected.setdefault("drift", [])
+            assert isinstance(drifted, list)
+            drifted.append(ds)
         features = batch.drop(columns=[label_col])
         if ds in bad:
             payload, what = corrupt(features, bad[ds], rng)
