@@ -21,6 +21,7 @@ import logging
 import sys
 import time
 import traceback
+from contextlib import nullcontext
 
 from pavedml.errors import EXIT_RETRY, EXIT_SKIP, PavedMLError, storage_error
 from pavedml.redact import redact_urls
@@ -56,6 +57,8 @@ STEPS: dict[str, tuple[str, str]] = {
     "request_retraining": ("pavedml.steps.monitoring:request_retraining",
                            "Emit one retrain request per drifted window (cooldown honoured); else skip."),
 }
+#: Steps that read only the landing zone (``PAVEDML_LANDING_URI``), never the working copy: no lake sync.
+LANDING_ONLY = frozenset({"check_landing_batch"})
 #: Commands that are not pipeline steps (no --ds contract).
 COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("pavedml.tools.simulate:simulate_command",
@@ -163,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
 
             ctx = StepContext.build(args.use_case, args.ds, dag_id=args.dag_id, run_id=args.run_id,
                                     try_number=args.try_number, params=args.params)
-            with synced(args.use_case):  # production: the data root is a working copy of the lake
+            # production: the data root is a working copy of the lake, pulled before and pushed after a
+            # step; a step that reads only the landing zone (a sensor's poke, every few seconds) skips it
+            with nullcontext() if args.command in LANDING_ONLY else synced(args.use_case):
                 result = _resolve(STEPS[args.command][0])(ctx)
         else:
             result = _resolve(COMMANDS[args.command][0])(args)

@@ -83,6 +83,13 @@ class LakeUnavailableError(PavedMLError):
     exit_code = EXIT_RETRY
 
 
+class LandingUnavailableError(PavedMLError):
+    """The landing zone (``PAVEDML_LANDING_URI``, object storage) could not be read; a retry may succeed."""
+
+    reason = "landing_unavailable"
+    exit_code = EXIT_RETRY
+
+
 class StorageError(PavedMLError):
     """The data root (or another local path) could not be written: the disk is full, the quota is
     used up, the mount is read-only or the worker's user may not write there."""

@@ -129,6 +129,21 @@ def test_steps_run_on_a_working_copy_of_the_lake(lake_env, tmp_path, monkeypatch
     assert down.returncode == 1
     assert "FAILED validate_raw_batch [lake_unavailable]" in down.stderr
     assert "s3://lake/pavedml/telco_churn" in down.stderr
+    # the landing sensor's poke reads only the landing zone: it never pulls or pushes the lake
+    no_lake = {**host_b, "PAVEDML_LAKE_URI": "s3://no-such-bucket/pavedml"}
+    down = run_cli("validate_raw_batch", "--use-case", "telco_churn", "--ds", "2025-05-01", env=no_lake)
+    assert "FAILED validate_raw_batch [lake_unavailable]" in down.stderr, down.stderr[-2000:]
+    poke = run_cli("check_landing_batch", "--use-case", "telco_churn", "--ds", "2025-05-01", env=no_lake)
+    assert poke.returncode == 0, poke.stderr[-2000:]
+    assert json.loads(poke.stdout.splitlines()[-1])["status"] == "ready"
+    assert "no-such-bucket" not in poke.stderr
+    # an unreachable landing store is named, one screen, and retried (exit 1), never a traceback
+    dead = {**host_b, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
+    poke = run_cli("check_landing_batch", "--use-case", "telco_churn", "--ds", "2025-05-01", env=dead)
+    assert poke.returncode == 1
+    assert "FAILED check_landing_batch [landing_unavailable]" in poke.stderr, poke.stderr[-2000:]
+    assert "s3://lake/landing/telco_churn/customers/dt=2025-05-01/customers.csv" in poke.stderr
+    assert "Traceback" not in poke.stderr
 
 
 def test_ledger_entries_of_two_working_copies_are_never_lost(lake_env, tmp_path, monkeypatch):

@@ -21,7 +21,7 @@ from typing import Any
 
 from pavedml import storage
 from pavedml.context import StepContext
-from pavedml.errors import BatchMissingError, BatchUnreadableError
+from pavedml.errors import BatchMissingError, BatchUnreadableError, LandingUnavailableError
 from pavedml.layout import QUARANTINE_REASON
 from pavedml.results import SnapshotResult
 
@@ -76,12 +76,27 @@ def landing_candidates(ctx: StepContext, dataset: str | None = None) -> list[str
     return [ctx.layout.landing_file(dataset, ctx.ds_iso, fmt) for fmt in formats]
 
 
+def _landed(uri: str) -> bool:
+    """Whether ``uri`` exists; an unreachable landing store is ``landing_unavailable`` (retried), named."""
+    if not uri.startswith("s3://"):
+        return storage.exists(uri)
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        return storage.exists(uri)
+    except (BotoCoreError, ClientError) as exc:
+        raise LandingUnavailableError(
+            f"landing zone unreachable while looking for {uri}: {type(exc).__name__}: {exc}",
+            details={"next": "check the S3 endpoint and credentials (AWS_*) of PAVEDML_LANDING_URI; the "
+                             "task retries by itself"}) from exc
+
+
 def find_batch(ctx: StepContext, dataset: str | None = None) -> str:
     """The landing URI of the interval's batch, looked for once (never waits: the feature
     pipeline's ``wait_for_batch`` sensor waits for it, see :func:`check_landing_batch`)."""
     candidates = landing_candidates(ctx, dataset)
     for uri in candidates:
-        if storage.exists(uri):
+        if _landed(uri):
             return uri
     raise BatchMissingError(
         f"no batch for {ctx.ds_iso} at {candidates[0]}",
