@@ -67,8 +67,9 @@ test: install deps lint  ## lint, then the full test suite (what CI runs; sets u
 test-fast: install  ## DAG integrity and unit tests only
 	$(PY) -m pytest -m "dags or unit"
 
-lint: install  ## ruff (with Airflow AIR rules)
+lint: install  ## ruff (with Airflow AIR rules) on everything, mypy on the package
 	$(VENV)/bin/ruff check dags plugins include tests benchmarks feature_repo deploy
+	$(VENV)/bin/mypy
 
 bench: install  ## benchmarks that take minutes (see benchmarks/README.md for the 1M/5M runs)
 	$(PY) benchmarks/bench_dag_parse.py

@@ -39,7 +39,7 @@ def email_alert(record: dict, context) -> None:
             smtp_conn_id=s.alert_smtp_conn_id,
         )
         # notify(), not __call__: no Jinja rendering of a summary that quotes data values
-        notifier.notify(context or {})
+        notifier.notify(context or {})  # type: ignore[arg-type]  # a plain dict outside a task (deadline alerts)
     except Exception as err:  # noqa: BLE001 - alerting must never mask the task's own failure
         log.warning("could not e-mail the alert through %s: %s", s.alert_smtp_conn_id, err)
 

@@ -18,6 +18,8 @@ registry login: nothing is pulled) at ``PAVEDML_DOCKER_URL``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pavedml.airflow.runners import StepLog, StepRun, StepRunner
 
 #: Label of every step container (value: the step name); `docker ps -a --filter label=...` finds them.
@@ -75,7 +77,7 @@ class DockerRunner(StepRunner):
             settings = get_settings()
         self.settings = settings
         self._client = client
-        self._container: tuple[object, str] | None = None
+        self._container: tuple[Any, str] | None = None
         self.log = None
 
     @property
