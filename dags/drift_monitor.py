@@ -4,7 +4,7 @@
 **What it does.** `wait_for_drift` (a PSI sensor, reschedule mode) waits until the scoring window
 (the last `drift.window_days` days ending at `ds`) is scored, then compares it with the champion's
 drift reference (quantile bins and proportions frozen from its training data): PSI per feature,
-warn/alert thresholds from the use case (defaults 0.1 / 0.25), a minimum sample size below which it
+warn/alert thresholds from the use case (`drift.warn`, `drift.alert`; the form can change the alert threshold), a minimum sample size below which it
 refuses to judge. It writes `drift/dt=<ds>/` (report JSON, PSI table, an Evidently HTML report) and
 the PSI history (`drift/psi_history.csv` and `.png`). When at least `drift.min_alert_features`
 features alert, `request_retraining` emits the `<use case>.retrain_request` Asset (extra: PSI table,

@@ -36,6 +36,8 @@ LEDGER_VIEW = "registry/ledger.jsonl"
 LEDGER_ENTRIES = "registry/ledger"
 #: A drift check's files, in ``drift/dt=<ds>/``.
 DRIFT_REPORT, PSI_TABLE, EVIDENTLY_REPORT = "report.json", "psi_table.txt", "evidently.html"
+#: The PSI history of every drift check (``drift/``) and its plot.
+PSI_HISTORY, PSI_HISTORY_PLOT = "psi_history.csv", "psi_history.png"
 
 
 def split_file(split: str) -> str:
@@ -154,11 +156,11 @@ class Layout:
 
     @property
     def drift_history_plot(self) -> Path:
-        return self.drift_history.with_suffix(".png")
+        return self.drift_history.with_name(PSI_HISTORY_PLOT)
 
     @property
     def drift_history(self) -> Path:
-        return self.root / "drift" / "psi_history.csv"
+        return self.root / "drift" / PSI_HISTORY
 
     @property
     def retrain_requests(self) -> Path:

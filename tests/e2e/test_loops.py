@@ -158,7 +158,7 @@ def test_drift_triggers_a_retraining_run_that_succeeds_and_failures_alert(stack,
     assert len(retrain) == 1 and retrain[0]["logical_date"] is None
     retrain = stack.wait_for_run(training, retrain[0]["dag_run_id"], 600)
     assert retrain["state"] == "success", tasks(stack, training, retrain["dag_run_id"])
-    key = re.sub(r"[^A-Za-z0-9_.=-]", "_", retrain["dag_run_id"])  # pavedml.steps.training.run_key
+    key = re.sub(r"[^A-Za-z0-9_.=-]", "_", retrain["dag_run_id"])  # pavedml.context.run_key_of
     decision = json.loads((root / uc / "training" / key / "decision.json").read_text())
     assert decision["outcome"] and decision["reasons"], decision
     ledger = [json.loads(line) for line in (root / uc / "registry/ledger.jsonl").read_text().splitlines()]

@@ -20,6 +20,16 @@ import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from pavedml.layout import (
+    DECISION_FILE,
+    DECISION_PAGE,
+    DRIFT_REPORT,
+    EVIDENTLY_REPORT,
+    LEDGER_VIEW,
+    PSI_HISTORY_PLOT,
+    PSI_TABLE,
+)
+
 STATIC_PREFIX = "/pavedml/static"
 #: static package name in URLs -> the xstatic module holding it
 STATIC_PACKAGES = {"bootstrap": "xstatic.pkg.bootstrap", "jquery": "xstatic.pkg.jquery",
@@ -143,7 +153,7 @@ USE_CASE_NAME = re.compile(r"^[a-z][a-z0-9_]{1,40}$")
 DATA_DOCS_SUFFIXES = (".html", ".json", ".css", ".js", ".png", ".svg", ".ico", ".gif", ".woff", ".woff2", ".ttf",
                       ".otf")
 #: Drift reports in ``drift/dt=<ds>/`` (the PSI history CSV and retrain requests beside them are data).
-DRIFT_FILES = ("report.json", "evidently.html", "psi_table.txt")
+DRIFT_FILES = (DRIFT_REPORT, EVIDENTLY_REPORT, PSI_TABLE)
 #: Readers of one of these pipelines' DAGs (``<use case>_<pipeline>``) may open the area's reports.
 AREA_PIPELINES = {
     "validation": ("feature_pipeline",),
@@ -202,11 +212,11 @@ def find_report(path: str) -> Report | None:
         view = "html" if suffix == ".html" else "file"
     elif area == "drift" and len(rest) == 2 and rest[0].startswith("dt=") and name in DRIFT_FILES:
         view = "html" if suffix == ".html" else "file"
-    elif area == "drift" and rest == ["psi_history.png"]:
+    elif area == "drift" and rest == [PSI_HISTORY_PLOT]:
         view = "file"
-    elif area == "training" and len(rest) == 2 and name in ("decision.json", "decision.md"):
+    elif area == "training" and len(rest) == 2 and name in (DECISION_FILE, DECISION_PAGE):
         view = "markdown" if suffix == ".md" else "file"
-    elif area == "registry" and rest == ["ledger.jsonl"]:
+    elif area == "registry" and "/".join([area, *rest]) == LEDGER_VIEW:
         view = "ledger"
     if view is not None and area == "validation" and rest[0] == "labels":
         area = "labels"
