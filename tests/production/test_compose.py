@@ -350,7 +350,7 @@ def test_the_docker_guard_allows_only_the_step_containers_of_the_worker(resolved
                                  host_config=host_config)
         return parse_body(json.dumps(config).encode())
 
-    check_create(body(), policy)  # what DockerStepOperator creates with the worker's settings
+    check_create(body(), policy)  # what the docker step runner creates with the worker's settings
     for bad in (body(privileged=True), body(binds=["/:/host"]), body(image="postgres:16.13"),
                 body(network_mode="host"), body(pid_mode="host"), body(cap_add=["SYS_ADMIN"])):
         with pytest.raises(ContainerRefused):

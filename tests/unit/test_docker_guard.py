@@ -19,7 +19,7 @@ POLICY = Policy(images=(IMAGE,), networks=("pavedml",), mounts=(("pavedml-data",
 
 
 def step_body(**host) -> dict:
-    """The create body DockerStepOperator sends (docker-py's own encoding), round-tripped as JSON."""
+    """The create body the docker step runner (pavedml.airflow.docker_step) sends (docker-py's own encoding), round-tripped as JSON."""
     client = APIClient(base_url="unix://var/run/docker.sock", version="1.41")
     mounts = [Mount(target="/var/lib/pavedml", source="pavedml-data", type="volume")]
     host_config = client.create_host_config(**{"network_mode": "pavedml", "mounts": mounts, "privileged": False,
