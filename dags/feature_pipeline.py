@@ -17,7 +17,8 @@ that interval into Feast's online store. Emits the `<use case>.features` Asset (
 **Failures and what to do.**
 - `batch_missing` — *no batch for <ds> at <uri>*: the file did not arrive within the wait
   timeout (`batches.wait_timeout_seconds`; `wait_for_batch` looks every
-  `batches.poke_interval_seconds` in reschedule mode, then fails without retry). Deliver it, then
+  `batches.poke_interval_seconds` in reschedule mode, then fails; each of its retries looks once
+  more, after the retry delay). Deliver it, then
   **Clear** `wait_for_batch` (downstream reruns too).
 - `batch_unreadable` — empty or unparseable file. It is copied to `quarantine/dt=<ds>/<sha>/`.
   Replace the landing file, then clear the task.
@@ -50,7 +51,7 @@ for uc in use_cases():
     ) as dag:
         wait = step_sensor("check_landing_batch", uc, task_id="wait_for_batch",
                            poke_interval=uc.batches.poke_interval_seconds,
-                           timeout=uc.batches.wait_timeout_seconds)
+                           timeout=uc.batches.wait_timeout_seconds, retry_on_timeout=True)
         ingest = step_task("ingest_raw_batch", uc)
         validate = step_task("validate_raw_batch", uc)
         build = step_task("build_features", uc)

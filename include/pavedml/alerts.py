@@ -1,11 +1,13 @@
 """Sending alerts (no Airflow at import): :func:`send` records one and e-mails it. The Airflow
 callbacks that decide when a task failure or a missed deadline alerts live in
-:mod:`pavedml.airflow.callbacks`; steps (the drift monitor) call :func:`send` directly.
+:mod:`pavedml.airflow.callbacks`; a step's own alert (the drift monitor's) is part of its result and
+sent by its task (:func:`pavedml.airflow.operators.finish_step`).
 
 Every alert is appended to the local JSON-lines alerts file (``PAVEDML_ALERTS_FILE``), the record
 an on-call engineer can always grep. The Airflow callbacks also e-mail it when
 ``PAVEDML_ALERT_EMAIL_TO`` is set, through Airflow's ``SmtpNotifier`` over the SMTP connection
-``PAVEDML_ALERT_SMTP_CONN_ID`` (default ``smtp_default``): a step never holds that connection.
+``PAVEDML_ALERT_SMTP_CONN_ID`` (default ``smtp_default``), on the worker: a step never holds that
+connection.
 The alert's first line names the cause (the step's summary first).
 
 Every record is redacted before it goes anywhere (:func:`pavedml.redact.redact`: no password of a
@@ -50,7 +52,7 @@ def subject(record: dict) -> str:
 
 def send(record: dict, context=None, mailer: Callable[[dict, object], None] | None = None) -> dict:
     """Record the alert in the alerts file, redacted; hand it to ``mailer(record, context)`` too
-    when given (the Airflow callbacks pass :func:`pavedml.airflow.callbacks.email_alert`)."""
+    when given (the Airflow side passes :func:`pavedml.airflow.callbacks.email_alert`)."""
     record = redact({"at": datetime.now(UTC).isoformat(), **record})
     _write_file(record)
     if mailer is not None:

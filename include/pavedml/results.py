@@ -143,3 +143,6 @@ class RetrainRequestResult(StepResult):
     reason: str
     window: list
     asset_extra: dict = field(default_factory=dict)
+    #: the ``drift_detected`` alert; the task that ran the step records and e-mails it
+    #: (:func:`pavedml.airflow.operators.finish_step`): a step never holds the SMTP connection
+    alert: dict = field(default_factory=dict)

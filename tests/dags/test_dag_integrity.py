@@ -192,18 +192,20 @@ def test_task_graph(bag, ucs, dag_id):
 @pytest.mark.parametrize("use_case", USE_CASES)
 def test_sensors_wait_as_their_use_case_says(bag, ucs, use_case):
     """Both waits free their worker slot between pokes (reschedule) and take poke interval and
-    timeout from their use case; a missing batch fails (and alerts), a missing scoring window skips."""
+    timeout from their use case; a missing batch fails (retried: each retry looks once more; the final
+    failure alerts), a missing scoring window skips."""
     from pavedml.airflow.sensors import PsiDriftSensor, StepSensor
 
     uc = ucs[use_case]
     batch = bag.dags[uc.dag_id("feature_pipeline")].get_task("wait_for_batch")
     drift = bag.dags[uc.dag_id("drift_monitor")].get_task("wait_for_drift")
     assert isinstance(batch, StepSensor) and batch.step == "check_landing_batch"
-    assert (batch.mode, batch.poke_interval, batch.timeout, batch.soft_fail) == (
-        "reschedule", uc.batches.poke_interval_seconds, uc.batches.wait_timeout_seconds, False)
+    assert (batch.mode, batch.poke_interval, batch.timeout, batch.soft_fail, batch.retry_on_timeout) == (
+        "reschedule", uc.batches.poke_interval_seconds, uc.batches.wait_timeout_seconds, False, True)
+    assert batch.retries == 2
     assert isinstance(drift, PsiDriftSensor) and drift.step == "check_drift"
-    assert (drift.mode, drift.poke_interval, drift.timeout, drift.soft_fail) == (
-        "reschedule", uc.drift.poke_interval_seconds, uc.drift.sensor_timeout_minutes * 60, True)
+    assert (drift.mode, drift.poke_interval, drift.timeout, drift.soft_fail, drift.retry_on_timeout) == (
+        "reschedule", uc.drift.poke_interval_seconds, uc.drift.sensor_timeout_minutes * 60, True, False)
 
 
 def test_dag_files_do_not_import_heavy_libraries():

@@ -5,7 +5,7 @@ batch rerun succeeds."""
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import date, timedelta
 
 import pandas as pd
 import pytest
@@ -141,8 +141,10 @@ def test_wait_for_batch_frees_its_slot_until_the_batch_lands(root, monkeypatch):
 
 
 def test_a_batch_that_never_lands_fails_the_wait_and_alerts_naming_its_path(root, monkeypatch):
-    """After the use case's wait timeout (here shortened), wait_for_batch fails at once (no retry),
-    nothing downstream runs, and one alert names the missing batch as batch_missing."""
+    """After the use case's wait timeout (here shortened), wait_for_batch fails and is retried like a
+    step's exit 1 (each retry looks once more: a batch a few minutes late still gets in); after the
+    last retry nothing downstream runs, and one alert names the missing batch as batch_missing."""
+    from pavedml.airflow.sensors import StepSensor
     from tests.conftest import REPO
     from tests.helpers.dagrun import dagbag
 
@@ -150,16 +152,27 @@ def test_a_batch_that_never_lands_fails_the_wait_and_alerts_naming_its_path(root
     sensor = dagbag(str(REPO / "dags")).dags[DAG_ID].get_task("wait_for_batch")
     assert sensor.timeout == 60  # telco_churn.yaml: batches.wait_timeout_seconds
     monkeypatch.setattr(sensor, "timeout", 3)
+    monkeypatch.setattr(sensor, "retry_delay", timedelta(seconds=1))
+    monkeypatch.setattr(sensor, "retry_exponential_backoff", False)
+    pokes: list[int] = []
+    poke = StepSensor.poke
+
+    def counted(self, context):
+        pokes.append(context["ti"].try_number)
+        return poke(self, context)
+
+    monkeypatch.setattr(StepSensor, "poke", counted)
     alerts = root / "alerts.jsonl"
     alerts_before = alerts.read_text().count("\n") if alerts.exists() else 0
-    state, tasks, _ = run_dag(DAG_ID, ds, retries=None)  # the DAG's own retries (2): none is used
+    state, tasks, _ = run_dag(DAG_ID, ds, retries=None)  # the DAG's own retries (2)
     assert state == "failed"
+    assert pokes[-1] == 3 and {1, 2, 3} == set(pokes), pokes  # the wait, then one look per retry
     assert tasks["wait_for_batch"] == "failed" and tasks["ingest_raw_batch"] == "upstream_failed"
     assert not (root / "telco_churn/raw" / f"dt={ds}").exists()
     alert = alerts.read_text().splitlines()[alerts_before:]
     assert len(alert) == 1
     record = json.loads(alert[0])
-    assert record["task_id"] == "wait_for_batch"
+    assert record["task_id"] == "wait_for_batch" and record["try_number"] == 3  # the final failure only
     summary = record["summary"].splitlines()
     folder = root / "landing/telco_churn/customers" / f"dt={ds}"
     assert summary[0] == f"FAILED wait_for_batch [batch_missing] use case=telco_churn interval={ds}"

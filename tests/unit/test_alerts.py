@@ -165,3 +165,29 @@ def test_every_alert_field_is_redacted_in_the_file_and_the_mail(tmp_path, monkey
     mail = sink.messages[0]["message"]
     assert "postgresql://airflow:***@db/airflow" in text and "postgresql://airflow:***@db/airflow" in mail["Subject"]
     assert "PLANTED" not in text + mail["Subject"] + mail.get_body(("html",)).get_content()
+
+
+def test_a_steps_alert_is_recorded_and_emailed_by_its_task(tmp_path, monkeypatch):
+    """The drift monitor's alert rides in request_retraining's result; the task (on the worker, which
+    holds the SMTP connection; the step never does) records it and e-mails it, once."""
+    from pavedml.airflow.operators import finish_step
+    from tests.helpers.smtp_sink import SmtpSink
+
+    monkeypatch.setenv("PAVEDML_ALERTS_FILE", str(tmp_path / "alerts.jsonl"))
+    monkeypatch.setenv("PAVEDML_ALERT_EMAIL_TO", "oncall@example.org")
+    alert = {"kind": "drift_detected", "dag_id": "acme_drift_monitor", "task_id": "request_retraining",
+             "run_id": "r", "summary": "DRIFT DETECTED [acme] window 2025-01-03: PSI alert on tenure"}
+    result = {"step": "request_retraining", "use_case": "acme", "ds": "2025-01-03", "requested": True,
+              "asset_extra": {}, "alert": alert}
+    operator = SimpleNamespace(links=None, outlets=[])
+    with SmtpSink() as sink:
+        _smtp_conn(monkeypatch, sink.port)
+        assert finish_step(operator, {}, ["python", "-m", "pavedml", "request_retraining"], 0,
+                           json.dumps(result) + "\n", []) == result
+        finish_step(operator, {}, ["python", "-m", "pavedml", "request_retraining"], 0,
+                    json.dumps({**result, "alert": {}}) + "\n", [])  # no alert: nothing sent
+    records = [json.loads(x) for x in (tmp_path / "alerts.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in records] == ["drift_detected"] and records[0]["summary"] == alert["summary"]
+    assert len(sink.messages) == 1
+    assert sink.messages[0]["message"]["Subject"].startswith(
+        "[pavedml] drift_detected: acme_drift_monitor.request_retraining: DRIFT DETECTED [acme]")

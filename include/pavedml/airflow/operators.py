@@ -124,7 +124,8 @@ class StepOperator(RunsStep, BaseOperator):
 
 def finish_step(operator, context, argv: list[str], returncode: int, stdout: str, tail: list[str]) -> Any:
     """What every runtime does with a finished step: links to its evidence, the exit code mapped
-    onto Airflow, the result line parsed (the XCom), the Asset event's extra set."""
+    onto Airflow, the result line parsed (the XCom), the Asset event's extra set, the step's alert
+    (``result["alert"]``) sent."""
     from pavedml.airflow.links import links_for
 
     if returncode not in (0, EXIT_SKIP):  # links to the evidence of a failure (e.g. Data Docs)
@@ -136,6 +137,12 @@ def finish_step(operator, context, argv: list[str], returncode: int, stdout: str
     if extra and operator.outlets:
         for outlet in operator.outlets:
             context["outlet_events"][outlet].extra = dict(extra)
+    alert = result.get("alert") if isinstance(result, dict) else None
+    if alert:  # a step's alert (drift detected): recorded and e-mailed here, where the SMTP connection is
+        from pavedml.airflow.callbacks import email_alert
+        from pavedml.alerts import send
+
+        send(dict(alert), context, mailer=email_alert)
     return result
 
 

@@ -11,11 +11,14 @@ imports numpy, MLflow or Evidently itself:
 * any other status: the sensor succeeds and its XCom is the step's result;
 * a step that exits non-zero fails the sensor like any task (3: at once; else with retries).
 
-**Timeout.** If the step still waits after ``timeout`` seconds (counted from the first poke), the
-sensor stops: with ``soft_fail=True`` it ends as *skipped*; otherwise it fails without retry
-(``AirflowSensorTimeout``) and the alert's text is a one-screen summary built from the last
+**Timeout.** If the step still waits after ``timeout`` seconds (counted from the first poke of the
+first try), the sensor stops: with ``soft_fail=True`` it ends as *skipped*; otherwise it fails, and
+the error (the alert's text, on the final failure) is a one-screen summary built from the last
 waiting result: ``FAILED <task> [<result's on_timeout>] ...``, its ``reason``, ``evidence`` and
-``next`` (the landing check names the missing batch's path as ``batch_missing``).
+``next`` (the landing check names the missing batch's path as ``batch_missing``). The failure is
+retried like a step's exit 1 when ``retry_on_timeout`` (``wait_for_batch``: each retry, after the
+DAG's retry delay, looks once more, so a batch late by a few minutes still gets in, as when the
+ingest step waited itself), else it is final (``AirflowSensorTimeout``).
 
 **Drift.** ``wait_for_drift`` waits until the scoring window is scored, then its ``check_drift``
 result (``no_drift``, ``drift``, ``insufficient_data``: PSI per feature, alerts, window, data
@@ -33,7 +36,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from pavedml.airflow.links import STEP_LINKS, links_for
-from pavedml.airflow.operators import RunsStep, check_exit, parse_result
+from pavedml.airflow.operators import RunsStep, StepFailed, check_exit, parse_result
 
 
 class StepSensorTimeout(AirflowSensorTimeout):
@@ -50,6 +53,7 @@ class StepSensor(RunsStep, BaseSensorOperator):
         runtime: ``local`` or ``docker`` (default: ``PAVEDML_RUNTIME`` when the DAG file is parsed).
         mode, poke_interval, timeout, soft_fail: as for any sensor (default: reschedule, 10 min,
             6 hours, fail on timeout).
+        retry_on_timeout: a timeout is a retryable failure (the task's retries apply), not a final one.
     """
 
     template_fields = ("argv",)
@@ -59,8 +63,10 @@ class StepSensor(RunsStep, BaseSensorOperator):
 
     def __init__(self, *, argv: list[str], step: str, use_case: str, runtime: str | None = None,
                  mode: str = "reschedule", poke_interval: float = 600,
-                 timeout: float = timedelta(hours=6).total_seconds(), soft_fail: bool = False, **kwargs: Any) -> None:
+                 timeout: float = timedelta(hours=6).total_seconds(), soft_fail: bool = False,
+                 retry_on_timeout: bool = False, **kwargs: Any) -> None:
         super().__init__(mode=mode, poke_interval=poke_interval, timeout=timeout, soft_fail=soft_fail, **kwargs)
+        self.retry_on_timeout = retry_on_timeout
         self._init_step(argv, step=step, use_case=use_case, runtime=runtime, env=None, private_env=None)
         self._waiting: dict | None = None
 
@@ -83,7 +89,9 @@ class StepSensor(RunsStep, BaseSensorOperator):
                 raise
             summary = self.timeout_summary(self._waiting)
             self.log.error("%s", summary)
-            error = StepSensorTimeout(f"{summary.splitlines()[0]} (waited {self.timeout:g}s: {exc})")
+            message = f"{summary.splitlines()[0]} (waited {self.timeout:g}s: {exc})"
+            error: StepSensorTimeout | StepFailed = StepFailed(message) if self.retry_on_timeout \
+                else StepSensorTimeout(message)
             error.summary = summary + f"\n({self.task_id} timed out after {self.timeout:g}s)"
             raise error from None
 

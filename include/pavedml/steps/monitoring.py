@@ -212,16 +212,13 @@ def request_retraining(ctx: StepContext) -> RetrainRequestResult:
                  "report": str(report_path)}
         fh.write(json.dumps({"at": datetime.now(UTC).isoformat(), **extra}, sort_keys=True) + "\n")
     log.info("retrain requested for %s (alerts: %s)", record["window"], ", ".join(extra["alerts"]))
-    _alert_drift(uc.name, ctx, record, psi, report_path)
     return RetrainRequestResult(step="request_retraining", use_case=uc.name, ds=ds, requested=True,
                                 reason=f"PSI alert on {', '.join(extra['alerts'])}", window=record["window"],
-                                asset_extra=extra)
+                                asset_extra=extra, alert=drift_alert(uc.name, ctx, record, psi, report_path))
 
 
-def _alert_drift(use_case: str, ctx: StepContext, record: dict, psi: dict, report_path) -> None:
-    """A ``drift_detected`` alert whose first line names the drifted features."""
-    from pavedml import alerts
-
+def drift_alert(use_case: str, ctx: StepContext, record: dict, psi: dict, report_path) -> dict:
+    """The ``drift_detected`` alert whose first line names the drifted features (sent by the task)."""
     alerting = record["report"]["alerts"]
     window = ", ".join(record["window"])
     lines = [f"DRIFT DETECTED [{use_case}] window {window}: PSI alert on {', '.join(alerting)}",
@@ -230,5 +227,5 @@ def _alert_drift(use_case: str, ctx: StepContext, record: dict, psi: dict, repor
     for name, value in sorted(psi.items(), key=lambda kv: -kv[1])[:8]:
         lines.append(f"  {name:<28} {value:8.4f}{'  ALERT' if name in alerting else ''}")
     lines.append(f"Report: {report_path}")
-    alerts.send({"kind": "drift_detected", "dag_id": ctx.dag_id, "task_id": "request_retraining",
-                 "run_id": ctx.run_id, "summary": "\n".join(lines)})
+    return {"kind": "drift_detected", "dag_id": ctx.dag_id, "task_id": "request_retraining",
+            "run_id": ctx.run_id, "summary": "\n".join(lines)}
