@@ -2,7 +2,7 @@
 # builder since Docker 23); no `# syntax=` line, so no frontend image is pulled.
 #
 # Final targets
-#   task     (default: the last stage) the step image. DockerOperator runs the full argv
+#   task     (default: the last stage) the step image. The docker step runner runs the full argv
 #            `python -m pavedml <step> --use-case NAME --ds YYYY-MM-DD ...` in it, so it has no
 #            ENTRYPOINT; its CMD only prints the help. Tag: pavedml-task:<git commit>.
 #   mlflow   the MLflow tracking server: the task image + Flask-WTF (mlflow[auth]) + the basic-auth
@@ -129,7 +129,7 @@ CMD ["mlflow", "server", "--help"]
 # ---------------------------------------------------------------------------------------------
 # Airflow (api-server, scheduler, dag-processor, triggerer, celery worker): the official image
 # extended the documented way. Steps never run here (PAVEDML_RUNTIME=docker): only what DAG
-# parsing and the DockerOperator need is added, pinned from requirements.txt, with
+# parsing and the docker step runner (DockerHook of the docker provider) need is added, pinned from requirements.txt, with
 # apache-airflow itself held at the image's version.
 FROM ${AIRFLOW_IMAGE} AS airflow
 ARG GIT_COMMIT
@@ -154,7 +154,7 @@ RUN --mount=type=bind,from=wheels,source=/wheelhouse,target=/wheelhouse \
     sh /usr/local/bin/pip-install.sh pip install "apache-airflow==${AIRFLOW_VERSION}" --requirement /tmp/requirements-airflow.txt; \
     sh /usr/local/bin/pip-install.sh pip install --no-deps /tmp/dist/pavedml-*.whl; \
     rm /tmp/requirements-airflow.txt; \
-    python -c "import pavedml.airflow.factory, airflow.providers.docker.operators.docker"
+    python -c "import pavedml.airflow.factory, pavedml.airflow.docker_step, airflow.providers.docker.hooks.docker"
 COPY dags/ /opt/airflow/dags/
 COPY plugins/ /opt/airflow/plugins/
 COPY include/ /opt/pavedml/include/

@@ -37,7 +37,7 @@ from tests.helpers.standalone import Standalone  # noqa: E402
 USE_CASE = "bench_churn"
 DAG_ID = f"{USE_CASE}_feature_pipeline"
 FIRST_DAY = date(2025, 3, 1)
-TASKS = ("ingest_raw_batch", "validate_raw_batch", "build_features", "materialize_features")
+TASKS = ("wait_for_batch", "ingest_raw_batch", "validate_raw_batch", "build_features", "materialize_features")
 
 
 def _seconds(a: str, b: str) -> float:

@@ -3,7 +3,7 @@
 1. Image: base-image and task-image build times, cold (no base image, no wheelhouse, empty build
    cache: `--cold` removes them first) and cached (a second `up` with nothing changed), and the
    task image's size. Uses deploy/docker_local.py (starts dockerd if none runs).
-2. One daily feature pipeline run (`dag.test()`, four steps) of the bench use case at `--rows`
+2. One daily feature pipeline run (`dag.test()`: the wait_for_batch sensor and four steps) of the bench use case at `--rows`
    rows, in the local runtime (a subprocess per step) and the docker runtime (a container per
    step), alternating, `--reps` times each, on identical copies of the landing batch.
 

@@ -27,6 +27,9 @@ overrides (JSON object), a reason, and *force promote* (off by default; recorded
   of the same run reuses the run and version it already made (never a second version).
 - `registry_error` in `promote_challenger` — the champion changed while this run evaluated (a
   race): clear `evaluate_challenger` to decide against the new champion.
+- `config_error` — a form value out of range or a malformed *Hyper-parameter overrides* object
+  (the summary names the parameter): every task checks the run's parameters before it reads data.
+  Trigger a new run with corrected values.
 - A `reject`/`keep_champion` outcome is not a failure: read the decision record.
 """
 

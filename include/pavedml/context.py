@@ -62,7 +62,7 @@ class RunParams(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     #: training: train on the labels known by ds from the last N days
-    training_window_days: int = Field(ge=1, le=3650)
+    training_window_days: int = Field(ge=7, le=3650)  # the bounds of model.training_window_days
     #: training: overrides of model.params (a JSON object or its text)
     hyperparameters: dict[str, Any] = {}
     #: why this run (ledger); empty: how the run started
@@ -87,6 +87,8 @@ class RunParams(BaseModel):
     @field_validator("reason", "target_version", mode="before")
     @classmethod
     def _stripped(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)  # {"target_version": 3} from the CLI
         return value.strip() if isinstance(value, str) else value
 
     @classmethod

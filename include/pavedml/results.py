@@ -135,6 +135,20 @@ class DriftCheckResult(StepResult):
     report: str = ""
     evidently_report: str = ""
     reason: str = ""
+    model_name: str = ""
+
+
+@dataclass(frozen=True)
+class LandingCheckResult(StepResult):
+    """One look for the interval's landing batch (a poke of ``wait_for_batch``)."""
+
+    status: str  # ready | waiting
+    uri: str
+    #: waiting only: why, where it looked, what to do, and the reason a timeout reports
+    reason: str = ""
+    evidence: list = field(default_factory=list)
+    next: str = ""
+    on_timeout: str = ""
 
 
 @dataclass(frozen=True)

@@ -134,8 +134,8 @@ def step_environment(env: Mapping[str, str] | None = None) -> tuple[dict[str, st
     """The environment contract of a step process, identical for every runtime.
 
     Returns ``(public, private)``: ``private`` holds the variables whose names mark a secret;
-    the docker runtime passes them as ``private_environment`` (never rendered in the UI), the
-    local runtime merges both. Airflow's own settings and secrets never cross.
+    neither is a template field, so the UI never renders them; every runner sets both in the step's
+    environment (:mod:`pavedml.airflow.runners`). Airflow's own settings and secrets never cross.
     """
     env = os.environ if env is None else env
     public: dict[str, str] = {}

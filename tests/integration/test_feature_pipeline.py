@@ -136,7 +136,8 @@ def test_wait_for_batch_frees_its_slot_until_the_batch_lands(root, monkeypatch):
     assert state == "success", tasks
     landing = root / "landing/telco_churn/customers" / f"dt={ds}" / "customers.csv"
     assert xcoms["wait_for_batch"] == {"step": "check_landing_batch", "use_case": "telco_churn", "ds": ds,
-                                       "status": "ready", "uri": str(landing)}
+                                       "status": "ready", "uri": str(landing), "reason": "", "evidence": [],
+                                       "next": "", "on_timeout": ""}
     assert xcoms["ingest_raw_batch"]["rows"] == 400 and xcoms["ingest_raw_batch"]["source_uri"] == str(landing)
 
 

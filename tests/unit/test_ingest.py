@@ -135,7 +135,7 @@ def test_the_landing_check_looks_once_and_says_waiting_or_ready(tmp_path, monkey
     assert ctx.use_case.batches.wait_timeout_seconds > 10  # the shipped wait: never spent inside a step
     folder = tmp_path / "landing/telco_churn/customers/dt=2025-03-04"
     started = time.monotonic()
-    waiting = check_landing_batch(ctx)
+    waiting = check_landing_batch(ctx).as_dict()
     assert time.monotonic() - started < 5
     assert waiting["status"] == "waiting" and waiting["on_timeout"] == "batch_missing"
     assert waiting["reason"] == f"no batch for 2025-03-04 at {folder}/customers.csv"
@@ -147,7 +147,8 @@ def test_the_landing_check_looks_once_and_says_waiting_or_ready(tmp_path, monkey
     assert time.monotonic() - started < 5
     folder.mkdir(parents=True)
     (folder / "customers.parquet").write_bytes(b"PAR1")  # the other format is found too
-    assert check_landing_batch(ctx) == {"step": "check_landing_batch", "use_case": "telco_churn",
-                                        "ds": "2025-03-04", "status": "ready", "uri": f"{folder}/customers.parquet"}
+    assert check_landing_batch(ctx).as_dict() == {
+        "step": "check_landing_batch", "use_case": "telco_churn", "ds": "2025-03-04", "status": "ready",
+        "uri": f"{folder}/customers.parquet", "reason": "", "evidence": [], "next": "", "on_timeout": ""}
     (folder / "customers.csv").write_text("customerID\n")
-    assert check_landing_batch(ctx)["uri"] == f"{folder}/customers.csv"  # the configured format first
+    assert check_landing_batch(ctx).uri == f"{folder}/customers.csv"  # the configured format first

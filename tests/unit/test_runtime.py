@@ -397,6 +397,14 @@ def test_failed_step_leads_with_its_summary_and_links_its_report(tmp_path, monke
     assert task.links == {"data_docs": "/pavedml/reports/telco_churn/validation/dt%3D2025-01-03/abc/index.html"}
     link = next(link for link in task.operator_extra_links if link.key == "data_docs")
     assert link.get_link(task, ti_key=None) == task.links["data_docs"]
+    # a sensor whose poke fails is finished the same way: the summary first, the report linked
+    from pavedml.airflow.sensors import StepSensor
+
+    sensor = StepSensor(task_id="wait_for_drift", argv=["python", "-c", script], step="check_drift",
+                        use_case="telco_churn", runtime="local")
+    with pytest.raises(StepRejectedInput, match=r"^FAILED validate_raw_batch \[validation_failed\]"):
+        sensor.poke({})
+    assert sensor.links == task.links
 
 
 class _Conn:

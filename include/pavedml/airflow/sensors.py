@@ -36,7 +36,8 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from pavedml.airflow.links import STEP_LINKS, links_for
-from pavedml.airflow.operators import RunsStep, StepFailed, check_exit, parse_result
+from pavedml.airflow.operators import RunsStep, StepFailed, check_exit, last_summary, parse_result
+from pavedml.errors import EXIT_SKIP
 
 
 class StepSensorTimeout(AirflowSensorTimeout):
@@ -72,6 +73,8 @@ class StepSensor(RunsStep, BaseSensorOperator):
 
     def poke(self, context) -> PokeReturnValue | bool:
         run = self.run_process()
+        if run.returncode not in (0, EXIT_SKIP):  # links to the evidence of a failure, as for a task
+            self.links = links_for(None, last_summary(run.stderr_tail))
         check_exit(self.argv, run.returncode, run.stderr_tail)
         result = parse_result(run.stdout)
         self.links = links_for(result)

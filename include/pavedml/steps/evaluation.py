@@ -20,6 +20,7 @@ from typing import Any
 from pavedml import storage
 from pavedml.config import LOWER_IS_BETTER, Evaluation
 from pavedml.context import StepContext
+from pavedml.layout import DECISION_FILE, DECISION_PAGE
 from pavedml.results import PromotionDecision
 
 log = logging.getLogger(__name__)
@@ -155,8 +156,8 @@ def evaluate_challenger(ctx: StepContext) -> PromotionDecision:
     storage.write_json(str(decision), record)
     storage.write_bytes(str(ctx.layout.decision_page(ctx.run_key)), decision_table(record).encode())
     with unavailable_as_error(ctx.settings.mlflow_tracking_uri):
-        client.log_dict(challenger.run_id, record, "evaluation/decision.json")
-        client.log_text(challenger.run_id, decision_table(record), "evaluation/decision.md")
+        client.log_dict(challenger.run_id, record, f"evaluation/{DECISION_FILE}")
+        client.log_text(challenger.run_id, decision_table(record), f"evaluation/{DECISION_PAGE}")
         client.set_model_version_tag(name, challenger.version, "evaluation.outcome", verdict.outcome)
         client.set_model_version_tag(name, challenger.version, "evaluation.reasons", "; ".join(verdict.reasons)[:4000])
         if champion is not None and not same:

@@ -23,7 +23,7 @@ from pavedml import storage
 from pavedml.context import StepContext
 from pavedml.errors import BatchMissingError, BatchUnreadableError, LandingUnavailableError
 from pavedml.layout import QUARANTINE_REASON
-from pavedml.results import SnapshotResult
+from pavedml.results import LandingCheckResult, SnapshotResult
 
 log = logging.getLogger(__name__)
 TEXT_TYPES = ("string", "category")
@@ -105,7 +105,7 @@ def find_batch(ctx: StepContext, dataset: str | None = None) -> str:
     )
 
 
-def check_landing_batch(ctx: StepContext) -> dict:
+def check_landing_batch(ctx: StepContext) -> LandingCheckResult:
     """One look for the interval's landing batch (a poke of the ``wait_for_batch`` sensor):
     ``status`` ``ready`` with its ``uri``, or ``waiting`` with the ``batch_missing`` reason, the
     paths looked at (``evidence``) and the next step, which the sensor's timeout alert quotes."""
@@ -114,10 +114,10 @@ def check_landing_batch(ctx: StepContext) -> dict:
         uri = find_batch(ctx)
     except BatchMissingError as exc:
         log.info("%s", exc.message)
-        return {**base, "status": "waiting", "reason": exc.message, "uri": landing_candidates(ctx)[0],
-                "evidence": exc.details["evidence"], "next": exc.details["next"], "on_timeout": exc.reason}
+        return LandingCheckResult(**base, status="waiting", reason=exc.message, uri=landing_candidates(ctx)[0],
+                                  evidence=exc.details["evidence"], next=exc.details["next"], on_timeout=exc.reason)
     log.info("batch for %s landed at %s", ctx.ds_iso, uri)
-    return {**base, "status": "ready", "uri": uri}
+    return LandingCheckResult(**base, status="ready", uri=uri)
 
 
 class BatchIncompleteError(BatchUnreadableError):

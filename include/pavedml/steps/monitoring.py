@@ -87,7 +87,8 @@ def check_drift(ctx: StepContext) -> DriftCheckResult:
         missing = sorted(set(days) - set(scored))
         log.info("scoring window %s not complete yet (missing %s)", days, missing)
         return DriftCheckResult(step="check_drift", use_case=uc.name, ds=ds, status="waiting", window=days,
-                                model_version=None, data_hash="", alerts=[], warnings=[], psi={},
+                                model_version=None, model_name=uc.model.registered_name, data_hash="",
+                                alerts=[], warnings=[], psi={},
                                 reason=f"no predictions yet for {', '.join(missing)}")
     versions = {storage.read_json(str(ctx.layout.predictions_scored(d)))["model_version"] for d in days}
     version = max(versions, key=int)  # the champion that scored the latest window
@@ -119,7 +120,8 @@ def check_drift(ctx: StepContext) -> DriftCheckResult:
     if evidently:
         log.info("Evidently report: %s", evidently)
     return DriftCheckResult(step="check_drift", use_case=uc.name, ds=ds, status=status, window=days,
-                            model_version=version, data_hash=data_hash, alerts=list(report.alerts),
+                            model_version=version, model_name=uc.model.registered_name, data_hash=data_hash,
+                            alerts=list(report.alerts),
                             warnings=list(report.warnings), psi={f.name: round(f.psi, 5) for f in report.features},
                             report=str(ctx.layout.drift_report(ds)), evidently_report=evidently,
                             reason=report.reason or "")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from pavedml import storage
 from pavedml.context import StepContext
-from pavedml.errors import ConfigError, RegistryError
+from pavedml.errors import EXIT_RETRY, ConfigError, RegistryError
 from pavedml.ledger import append_ledger, flocked
 from pavedml.results import PromotionResult
 
@@ -45,7 +45,7 @@ class LockUnavailableError(RegistryError):
     time; nothing was moved, a retry may succeed."""
 
     reason = "lock_unavailable"
-    exit_code = 1
+    exit_code = EXIT_RETRY
 
 
 # -- the lock

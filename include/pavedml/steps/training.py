@@ -88,7 +88,7 @@ def labels_found(ctx: StepContext) -> str:
     return f"labels known: {len(days)} day(s), oldest {days[0]}, newest {days[-1]}"
 
 
-def point_in_time_join(uc: UseCase, entity_df, layout: Layout):
+def point_in_time_join(uc: UseCase, entity_df, layout: Layout, settings=None):
     """Feast historical features for every label row (rows without a feature row at or before
     their timestamp are reported and dropped: they cannot be trained on)."""
     import numpy as np
@@ -97,7 +97,7 @@ def point_in_time_join(uc: UseCase, entity_df, layout: Layout):
     from pavedml.steps.featurestore import get_store
 
     key = uc.entity.key
-    store, defs = get_store(uc, layout=layout)
+    store, defs = get_store(uc, settings=settings, layout=layout)
     features_root = layout.features_root
     known = set()
     if features_root.exists():
@@ -150,7 +150,7 @@ def build_training_set(ctx: StepContext) -> StepResult:
         log.info("training set of this DAG run already built: %s", out_dir)
         return _dataset_result(ctx, storage.read_json(str(manifest_path)))
     labels, label_sources = load_labels(ctx, window)
-    joined, dropped = point_in_time_join(uc, labels, ctx.layout)
+    joined, dropped = point_in_time_join(uc, labels, ctx.layout, ctx.settings)
     if joined.empty:
         feature_days = sorted(p.name.removeprefix("dt=") for p in ctx.layout.features_root.glob("dt=*"))
         have = (f"features built for {len(feature_days)} day(s), {feature_days[0]} .. {feature_days[-1]}"
