@@ -14,7 +14,8 @@ def dagbag(folder: str):
 
 
 def run_dag(dag_id: str, ds: str, conf: dict | None = None, retries: int | None = 0):
-    """Run one DAG for ``ds`` (retries off by default: dag.test() waits retry delays in real time).
+    """Run one DAG for ``ds`` (retries off by default: dag.test() waits retry delays in real time;
+    ``retries=None``: the DAG's own).
 
     Returns ``(state, {task_id: state}, {task_id: xcom return value})``.
     """
@@ -27,9 +28,11 @@ def run_dag(dag_id: str, ds: str, conf: dict | None = None, retries: int | None 
     bag = dagbag(str(REPO / "dags"))
     assert not bag.import_errors, bag.import_errors
     dag = bag.dags[dag_id]
-    if retries is not None:
-        for task in dag.tasks:
-            task.retries = retries
+    # the DagBag is cached: remember each task's own retries, so that retries=None means the DAG's
+    # own (2), never what an earlier run_dag of the same DAG set
+    for task in dag.tasks:
+        own = task.__dict__.setdefault("_pavedml_own_retries", task.retries)
+        task.retries = own if retries is None else retries
     # Airflow 3.3.2's dag.test() crash on DAGs with deadline alerts is fixed for every process by
     # pavedml.airflow.compat (plugins/airflow_local_settings.py): the DAGs run as users run them.
     day = dt.date.fromisoformat(ds)
