@@ -109,15 +109,16 @@ def check_landing_batch(ctx: StepContext) -> LandingCheckResult:
     """One look for the interval's landing batch (a poke of the ``wait_for_batch`` sensor):
     ``status`` ``ready`` with its ``uri``, or ``waiting`` with the ``batch_missing`` reason, the
     paths looked at (``evidence``) and the next step, which the sensor's timeout alert quotes."""
-    base = {"step": "check_landing_batch", "use_case": ctx.use_case.name, "ds": ctx.ds_iso}
+    uc, ds = ctx.use_case.name, ctx.ds_iso
     try:
         uri = find_batch(ctx)
     except BatchMissingError as exc:
         log.info("%s", exc.message)
-        return LandingCheckResult(**base, status="waiting", reason=exc.message, uri=landing_candidates(ctx)[0],
+        return LandingCheckResult(step="check_landing_batch", use_case=uc, ds=ds, status="waiting",
+                                  reason=exc.message, uri=landing_candidates(ctx)[0],
                                   evidence=exc.details["evidence"], next=exc.details["next"], on_timeout=exc.reason)
-    log.info("batch for %s landed at %s", ctx.ds_iso, uri)
-    return LandingCheckResult(**base, status="ready", uri=uri)
+    log.info("batch for %s landed at %s", ds, uri)
+    return LandingCheckResult(step="check_landing_batch", use_case=uc, ds=ds, status="ready", uri=uri)
 
 
 class BatchIncompleteError(BatchUnreadableError):
