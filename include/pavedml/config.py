@@ -20,32 +20,63 @@ from pavedml.errors import ConfigError
 
 PIPELINES = ("feature_pipeline", "training_pipeline", "batch_scoring", "drift_monitor", "model_rollback")
 
-#: Hyper-parameters each model family accepts (the estimator's get_params names; a unit test keeps
-#: these lists equal to scikit-learn's so the DAG files never import sklearn to validate).
-MODEL_FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "hist_gradient_boosting": (
-        "sklearn.ensemble:HistGradientBoostingClassifier",
-        ("categorical_features", "class_weight", "early_stopping", "interaction_cst", "l2_regularization",
-         "learning_rate", "loss", "max_bins", "max_depth", "max_features", "max_iter", "max_leaf_nodes",
-         "min_samples_leaf", "monotonic_cst", "n_iter_no_change", "random_state", "scoring", "tol",
-         "validation_fraction", "verbose", "warm_start"),
-    ),
-    "random_forest": (
-        "sklearn.ensemble:RandomForestClassifier",
-        ("bootstrap", "ccp_alpha", "class_weight", "criterion", "max_depth", "max_features", "max_leaf_nodes",
-         "max_samples", "min_impurity_decrease", "min_samples_leaf", "min_samples_split",
-         "min_weight_fraction_leaf", "monotonic_cst", "n_estimators", "n_jobs", "oob_score", "random_state",
-         "verbose", "warm_start"),
-    ),
-    "logistic_regression": (
-        "sklearn.linear_model:LogisticRegression",
-        ("C", "class_weight", "dual", "fit_intercept", "intercept_scaling", "l1_ratio", "max_iter",
-         "n_jobs", "penalty", "random_state", "solver", "tol", "verbose", "warm_start"),
-    ),
+TASKS = ("binary_classification", "regression")
+
+#: Hyper-parameters each model family accepts, per task (the estimator's get_params names; a unit
+#: test keeps these lists equal to scikit-learn's so the DAG files never import sklearn to validate).
+FAMILIES_BY_TASK: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
+    "binary_classification": {
+        "hist_gradient_boosting": (
+            "sklearn.ensemble:HistGradientBoostingClassifier",
+            ("categorical_features", "class_weight", "early_stopping", "interaction_cst", "l2_regularization",
+             "learning_rate", "loss", "max_bins", "max_depth", "max_features", "max_iter", "max_leaf_nodes",
+             "min_samples_leaf", "monotonic_cst", "n_iter_no_change", "random_state", "scoring", "tol",
+             "validation_fraction", "verbose", "warm_start"),
+        ),
+        "random_forest": (
+            "sklearn.ensemble:RandomForestClassifier",
+            ("bootstrap", "ccp_alpha", "class_weight", "criterion", "max_depth", "max_features", "max_leaf_nodes",
+             "max_samples", "min_impurity_decrease", "min_samples_leaf", "min_samples_split",
+             "min_weight_fraction_leaf", "monotonic_cst", "n_estimators", "n_jobs", "oob_score", "random_state",
+             "verbose", "warm_start"),
+        ),
+        "logistic_regression": (
+            "sklearn.linear_model:LogisticRegression",
+            ("C", "class_weight", "dual", "fit_intercept", "intercept_scaling", "l1_ratio", "max_iter",
+             "n_jobs", "penalty", "random_state", "solver", "tol", "verbose", "warm_start"),
+        ),
+    },
+    "regression": {
+        "hist_gradient_boosting": (
+            "sklearn.ensemble:HistGradientBoostingRegressor",
+            ("categorical_features", "early_stopping", "interaction_cst", "l2_regularization", "learning_rate",
+             "loss", "max_bins", "max_depth", "max_features", "max_iter", "max_leaf_nodes", "min_samples_leaf",
+             "monotonic_cst", "n_iter_no_change", "quantile", "random_state", "scoring", "tol",
+             "validation_fraction", "verbose", "warm_start"),
+        ),
+        "random_forest": (
+            "sklearn.ensemble:RandomForestRegressor",
+            ("bootstrap", "ccp_alpha", "criterion", "max_depth", "max_features", "max_leaf_nodes", "max_samples",
+             "min_impurity_decrease", "min_samples_leaf", "min_samples_split", "min_weight_fraction_leaf",
+             "monotonic_cst", "n_estimators", "n_jobs", "oob_score", "random_state", "verbose", "warm_start"),
+        ),
+        "ridge": (
+            "sklearn.linear_model:Ridge",
+            ("alpha", "copy_X", "fit_intercept", "max_iter", "positive", "random_state", "solver", "tol"),
+        ),
+    },
 }
-METRICS = ("roc_auc", "pr_auc", "f1", "precision", "recall", "log_loss", "brier")
-#: Metrics where lower is better.
-LOWER_IS_BETTER = ("log_loss", "brier")
+#: The binary classifiers (kept under its old name: the classification task's families).
+MODEL_FAMILIES = FAMILIES_BY_TASK["binary_classification"]
+METRICS_BY_TASK: dict[str, tuple[str, ...]] = {
+    "binary_classification": ("roc_auc", "pr_auc", "f1", "precision", "recall", "log_loss", "brier"),
+    "regression": ("rmse", "mae", "r2"),
+}
+METRICS = METRICS_BY_TASK["binary_classification"]
+#: The primary metric a use case gets when its file names none.
+DEFAULT_PRIMARY_METRIC = {"binary_classification": "roc_auc", "regression": "rmse"}
+#: Metrics where lower is better (a floor on one is a ceiling; an uplift is a reduction).
+LOWER_IS_BETTER = ("log_loss", "brier", "rmse", "mae")
 #: The PSI thresholds a use case gets when its file names none (drift.warn, drift.alert): the one place.
 PSI_WARN, PSI_ALERT = 0.1, 0.25
 #: Rows below which a drift check refuses to judge (drift.min_samples).
@@ -92,10 +123,59 @@ class Entity(_Strict):
     key: str
 
 
+class TimestampColumn(_Strict):
+    """Each row's event time comes from this column of the batch (parsed as UTC when it carries no
+    zone); every row must fall inside the run's data interval."""
+
+    column: str
+
+
+SQL_PARAM_RE = re.compile(r"(?<![:\w]):(\w+)")
+SQL_PARAMS = ("interval_start", "interval_end", "ds")
+
+
+class SqlSource(_Strict):
+    """The daily batch is the result of a SQL query instead of a landed file. The query is a
+    template with bound parameters ``:interval_start``, ``:interval_end`` (UTC timestamps) and
+    ``:ds`` (the date), never string formatting. The database URL (SQLAlchemy) is either ``url``
+    (without a password: a local socket or trust auth) or read at run time from the environment
+    variable ``url_env`` (where a password belongs)."""
+
+    url: str | None = None
+    url_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+    query: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_url(self) -> SqlSource:
+        if (self.url is None) == (self.url_env is None):
+            raise ValueError("give exactly one of url (no password) or url_env (the environment variable "
+                             "holding the SQLAlchemy URL)")
+        if self.url is not None:
+            from urllib.parse import urlsplit
+
+            try:
+                password = urlsplit(self.url).password
+            except ValueError as exc:
+                raise ValueError(f"url is not a SQLAlchemy URL: {exc}") from None
+            if password:
+                raise ValueError("url holds a password: put the URL in an environment variable and name it "
+                                 "in url_env (no secrets in use-case files)")
+            if "://" not in self.url:
+                raise ValueError(f"url {self.url!r} is not a SQLAlchemy URL (dialect://...)")
+        unknown = sorted(set(SQL_PARAM_RE.findall(self.query)) - set(SQL_PARAMS))
+        if unknown:
+            raise ValueError(f"query uses unknown parameter(s) {', '.join(':' + u for u in unknown)}; "
+                             f"known: {', '.join(':' + p for p in SQL_PARAMS)}")
+        return self
+
+
 class Batches(_Strict):
     dataset: str = "batch"
     format: Literal["csv", "parquet"] = "csv"
-    timestamp: Literal["interval_start"] = "interval_start"
+    #: ``interval_start`` (every row of a daily snapshot at the interval's start) or ``{column: name}``.
+    timestamp: Literal["interval_start"] | TimestampColumn = "interval_start"
+    #: A SQL query per run instead of a landed file (see :class:`SqlSource`).
+    source: SqlSource | None = None
     wait_timeout_seconds: int = Field(default=0, ge=0)
     poke_interval_seconds: int = Field(default=5, ge=1)
     #: A CSV batch must end with a line break: a file cut mid-row (a partial upload) is refused.
@@ -104,19 +184,40 @@ class Batches(_Strict):
 
 
 class Label(_Strict):
+    """The target. Binary classification: ``positive`` and ``negative`` (a value or a list of
+    values each; any other value fails the labels suite and the file is quarantined, never a silent
+    negative), or ``threshold`` (a numeric label is positive when ``>= threshold``). Regression: the
+    column only (a numeric target)."""
+
     dataset: str = "labels"
     column: str
-    positive: Any
-    #: The other declared label value. A label that is neither is a validation failure (the labels
-    #: file is quarantined), never a silent negative.
-    negative: Any
+    positive: Any = None
+    negative: Any = None
+    threshold: float | None = None
     delay_days: int = Field(ge=0)
 
     @model_validator(mode="after")
     def _distinct(self):
-        if str(self.positive) == str(self.negative):
-            raise ValueError(f"label.positive and label.negative are both {self.positive!r}")
+        if self.threshold is not None:
+            if self.positive is not None or self.negative is not None:
+                raise ValueError("give either label.threshold or label.positive/negative, not both")
+            return self
+        if (self.positive is None) != (self.negative is None):
+            raise ValueError("label.positive and label.negative go together (the values of each class)")
+        overlap = {str(v) for v in self.positive_values} & {str(v) for v in self.negative_values}
+        if overlap:
+            raise ValueError(f"label.positive and label.negative share {sorted(overlap)}")
         return self
+
+    @property
+    def positive_values(self) -> list:
+        return list(self.positive) if isinstance(self.positive, list) else ([] if self.positive is None
+                                                                            else [self.positive])
+
+    @property
+    def negative_values(self) -> list:
+        return list(self.negative) if isinstance(self.negative, list) else ([] if self.negative is None
+                                                                            else [self.negative])
 
 
 class Features(_Strict):
@@ -149,24 +250,15 @@ class ModelSpec(_Strict):
     @field_validator("family")
     @classmethod
     def _family_known(cls, value: str) -> str:
-        if value not in MODEL_FAMILIES:
-            raise ValueError(f"unknown model family {value!r}; known: {', '.join(MODEL_FAMILIES)}")
+        known = sorted({f for families in FAMILIES_BY_TASK.values() for f in families})
+        if value not in known:
+            raise ValueError(f"unknown model family {value!r}; known: {', '.join(known)}")
         return value
-
-    @model_validator(mode="after")
-    def _params_known(self) -> ModelSpec:
-        allowed = MODEL_FAMILIES[self.family][1]
-        unknown = sorted(set(self.params) - set(allowed))
-        if unknown:
-            raise ValueError(
-                f"unknown hyper-parameter(s) {', '.join(unknown)} for model family {self.family!r}; "
-                f"allowed: {', '.join(allowed)}"
-            )
-        return self
 
 
 class Evaluation(_Strict):
-    primary_metric: Literal["roc_auc", "pr_auc", "f1", "precision", "recall"] = "roc_auc"
+    #: Default by task (roc_auc; rmse for regression). A lower-is-better metric's uplift is a reduction.
+    primary_metric: str = "roc_auc"
     min_uplift: float = Field(default=0.0, ge=0)
     floors: dict[str, float] = {}
     guardrails: dict[str, float] = {}
@@ -174,12 +266,12 @@ class Evaluation(_Strict):
     max_slice_regression: float = Field(default=0.05, ge=0)
     require_approval: bool = False
 
-    @field_validator("floors", "guardrails")
+    @field_validator("primary_metric")
     @classmethod
-    def _metrics_known(cls, value: dict[str, float]) -> dict[str, float]:
-        unknown = sorted(set(value) - set(METRICS))
-        if unknown:
-            raise ValueError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(METRICS)}")
+    def _primary_known(cls, value: str) -> str:
+        known = sorted({m for metrics in METRICS_BY_TASK.values() for m in metrics})
+        if value not in known:
+            raise ValueError(f"unknown metric {value!r}; known: {', '.join(known)}")
         return value
 
 
@@ -223,6 +315,7 @@ class UseCase(_Strict):
     name: str = Field(pattern=NAME_RE.pattern)
     description: str = ""
     owner: str = "ml-platform"
+    task: Literal["binary_classification", "regression"] = "binary_classification"
     entity: Entity
     batches: Batches = Batches()
     schema_: Schema = Field(alias="schema")
@@ -237,9 +330,55 @@ class UseCase(_Strict):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _task_defaults(cls, raw: Any) -> Any:
+        """The evaluation's primary metric defaults by task (roc_auc, rmse)."""
+        if isinstance(raw, dict) and raw.get("task") in DEFAULT_PRIMARY_METRIC:
+            evaluation = raw.get("evaluation")
+            if evaluation is None or (isinstance(evaluation, dict) and "primary_metric" not in evaluation):
+                raw = {**raw, "evaluation": {**(evaluation or {}),
+                                             "primary_metric": DEFAULT_PRIMARY_METRIC[raw["task"]]}}
+        return raw
+
     @model_validator(mode="after")
     def _cross_checks(self) -> UseCase:
         cols = self.schema_.columns
+        families = FAMILIES_BY_TASK[self.task]
+        if self.model.family not in families:
+            raise ValueError(f"model.family {self.model.family!r} is not a {self.task} family; "
+                             f"known for {self.task}: {', '.join(families)}")
+        allowed = families[self.model.family][1]
+        unknown = sorted(set(self.model.params) - set(allowed))
+        if unknown:
+            raise ValueError(f"model.params: unknown hyper-parameter(s) {', '.join(unknown)} for model family "
+                             f"{self.model.family!r} ({self.task}); allowed: {', '.join(allowed)}")
+        metrics = METRICS_BY_TASK[self.task]
+        ev = self.evaluation
+        for where, names in (("evaluation.primary_metric", [ev.primary_metric]),
+                             ("evaluation.floors", list(ev.floors)), ("evaluation.guardrails", list(ev.guardrails))):
+            wrong = [m for m in names if m not in metrics]
+            if wrong:
+                raise ValueError(f"{where}: {', '.join(map(repr, wrong))} is not a {self.task} metric; "
+                                 f"known: {', '.join(metrics)}")
+        if self.task == "regression":
+            label = self.label
+            if label.positive is not None or label.threshold is not None:
+                raise ValueError("label.positive/negative/threshold are for binary_classification; a "
+                                 "regression label is the numeric column itself")
+        elif self.label.positive is None and self.label.threshold is None:
+            raise ValueError("label: binary_classification needs label.positive and label.negative "
+                             "(a value or a list each) or label.threshold (positive when >= threshold)")
+        if self.label.column in cols:
+            raise ValueError(f"label.column {self.label.column!r} is also a batch column in schema.columns: labels "
+                             f"land separately (the {self.label.dataset} dataset), never in the daily batch")
+        ts = self.batches.timestamp
+        if not isinstance(ts, str):
+            if ts.column not in cols:
+                raise ValueError(f"batches.timestamp.column {ts.column!r} is not a column in schema.columns")
+            if cols[ts.column].type != "timestamp" or cols[ts.column].nullable:
+                raise ValueError(f"schema.columns.{ts.column}: the event-time column must be "
+                                 "{type: timestamp, nullable: false}")
         if self.entity.key not in cols:
             raise ValueError(f"entity.key {self.entity.key!r} is not a column in schema.columns")
         if cols[self.entity.key].nullable:
@@ -276,6 +415,20 @@ class UseCase(_Strict):
         return [*self.features.categorical, *(k for k, v in self.features.derived.items() if v == "categorical")]
 
     @property
+    def timestamp_column(self) -> str | None:
+        """The batch column holding each row's event time, or None (rows at the interval start)."""
+        ts = self.batches.timestamp
+        return None if isinstance(ts, str) else ts.column
+
+    @property
+    def is_regression(self) -> bool:
+        return self.task == "regression"
+
+    @property
+    def families(self) -> dict[str, tuple[str, tuple[str, ...]]]:
+        return FAMILIES_BY_TASK[self.task]
+
+    @property
     def feature_view(self) -> str:
         return f"{self.entity.name}_features"
 
@@ -293,6 +446,9 @@ def _format_errors(err: ValidationError, path: Path) -> str:
             msg = "unknown key (not allowed here; check the spelling)"
         elif e["type"] == "missing":
             msg = "required key is missing"
+        if loc == "(top level)" and re.match(r"^[\w.]+: ", msg):
+            lines.append(f"  - {msg}")  # a cross-check that names its own key path
+            continue
         lines.append(f"  - {loc}: {msg}")
     return f"invalid use-case file {path}:\n" + "\n".join(lines)
 

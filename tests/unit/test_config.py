@@ -64,7 +64,7 @@ def test_invalid_yaml(tmp_path):
 
 def test_unknown_hyper_parameter_is_named(tmp_path):
     path = _write(tmp_path, lambda r: r["model"]["params"].update(max_depthh=3))
-    with pytest.raises(ConfigError, match=r"model: unknown hyper-parameter\(s\) max_depthh for model family"):
+    with pytest.raises(ConfigError, match=r"model.params: unknown hyper-parameter\(s\) max_depthh for model family"):
         load_use_case(path)
 
 

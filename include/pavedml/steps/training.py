@@ -17,7 +17,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from pavedml import storage
-from pavedml.config import MODEL_FAMILIES, UseCase
+from pavedml.config import UseCase
 from pavedml.context import StepContext
 from pavedml.errors import ConfigError, TrainingDataError
 from pavedml.layout import DATASET_FILE, Layout, split_file
@@ -237,7 +237,7 @@ def make_pipeline(uc: UseCase, overrides: dict | None = None):
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-    target, allowed = MODEL_FAMILIES[uc.model.family]
+    target, allowed = uc.families[uc.model.family]
     params = {**uc.model.params, **(overrides or {})}
     unknown = sorted(set(params) - set(allowed))
     if unknown:
