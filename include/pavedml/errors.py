@@ -150,3 +150,18 @@ def _existing(path: str) -> str:
     while not here.exists() and here.parent != here:
         here = here.parent
     return str(here)
+
+
+class SourceUnavailableError(PavedMLError):
+    """The database of a SQL batch source (``batches.source``) could not be reached, or the
+    connection dropped mid-query; a retry may succeed. The message names the URL, redacted."""
+
+    reason = "source_unavailable"
+    exit_code = EXIT_RETRY
+
+
+class SourceQueryError(PavedMLError):
+    """The database refused the batch source's query (an unknown table or column, a syntax error,
+    a bad cast): retrying cannot help; the message names the query's first line and the error."""
+
+    reason = "source_query_failed"
