@@ -5,6 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DATA_ROOT ?= $(CURDIR)/var
 DAYS ?= 14
+USE_CASE ?= telco_churn
 # empty: the DAYS days ending today (UTC), so that unpausing a DAG after the demo finds data
 START ?=
 
@@ -45,8 +46,8 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 
 install: $(VENV)/.installed  ## create .venv and install the pinned stack (idempotent)
 
-demo: install  ## simulate DAYS (14) days ending today and run every DAG end to end on SQLite + local stores
-	$(PY) -m pavedml.tools.demo --days $(DAYS) $(if $(START),--start $(START))
+demo: install  ## run every DAG end to end on SQLite + local stores: Telco simulated for DAYS (14) days ending today, or USE_CASE=<name> on its imported history
+	$(PY) -m pavedml.tools.demo --use-case $(USE_CASE) --days $(DAYS) $(if $(START),--start $(START))
 
 run: install  ## run one DAG for one day: make run DAG=<dag_id> DATE=<YYYY-MM-DD> [CONF='{"reason": "..."}']
 	@test -n "$(DAG)" -a -n "$(DATE)" || { echo "usage: make run DAG=<dag_id> DATE=<YYYY-MM-DD> [CONF='<json>']"; exit 2; }

@@ -67,6 +67,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                "One screen for on-call: champion, last DAG runs, latest PSI table, open quarantines."),
     "generate_scale": ("pavedml.tools.simulate:generate_scale_command",
                        "Write a synthetic batch of the same schema at 100k-5M rows for benchmarks."),
+    "import-history": ("pavedml.tools.importer:import_command",
+                       "Land a table's history (file or SQL) as dated batches and delayed labels, checked first."),
     "lake": ("pavedml.lake:lake_command",
              "Pull or push a use case's working copy from/to the lake (PAVEDML_LAKE_URI) by hand."),
 }
@@ -115,10 +117,41 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--rows", type=int, required=True)
     scale.add_argument("--format", default="parquet", choices=["csv", "parquet"])
     scale.add_argument("--seed", type=int, default=11)
+    _import_arguments(sub.add_parser("import-history", help=COMMANDS["import-history"][1],
+                                     description=COMMANDS["import-history"][1]))
     lake = sub.add_parser("lake", help=COMMANDS["lake"][1], description=COMMANDS["lake"][1])
     lake.add_argument("direction", choices=["pull", "push"])
     lake.add_argument("--use-case", default="telco_churn")
     return parser
+
+
+def _import_arguments(parser) -> None:
+    parser.add_argument("--use-case", required=True, help="use-case name (include/use_cases/<name>.yaml)")
+    parser.add_argument("--from", dest="source", metavar="FILE|s3://...|URL",
+                        help="a CSV or Parquet file (local or s3://), or with --sql the database's SQLAlchemy URL "
+                             "(no password: use --db-url-env)")
+    parser.add_argument("--sql", help="read the table with this SQL query on the database given by --from or "
+                                      "--db-url-env")
+    parser.add_argument("--db-url-env", metavar="VAR", help="the environment variable holding the database URL "
+                                                            "(for a URL with a password)")
+    parser.add_argument("--date-column", help="split into daily batches by this column's date (default: the use "
+                                              "case's batches.timestamp.column)")
+    parser.add_argument("--days", type=int, help="no dates: split the rows, in table order, into N even daily "
+                                                 "slices")
+    parser.add_argument("--start", type=_iso_date, help="with --days: the first day (default: N days "
+                                                                 "ending today, UTC)")
+    parser.add_argument("--labels", metavar="FILE", help="labels in a separate file (entity key, label column, "
+                                                         "optionally the date column), matched by key")
+    parser.add_argument("--replace", action="store_true", help="overwrite landing files that hold different content")
+
+
+def _iso_date(text: str):
+    from datetime import date
+
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected YYYY-MM-DD, got {text!r}") from None
 
 
 def _emit(result: dict) -> None:
@@ -179,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_RETRY
         if exc.exit_code == EXIT_SKIP:  # nothing to do: not a failure
             sys.stderr.write(f"SKIPPED {args.command}: {exc.message}\n")
+            return exc.exit_code
+        if exc.reason == "import_refused":  # a refusal of the user's input: one line, nothing landed
+            sys.stderr.write(f"{args.command}: refused: {exc.message}\n")
             return exc.exit_code
         from pavedml.summary import failure_summary
 

@@ -34,7 +34,18 @@ DAG_FEATURE_DAYS = 3
 FEATURE_STEPS = ("ingest_raw_batch", "validate_raw_batch", "build_features", "materialize_features")
 
 
-def plan(uc, days: list[str]) -> list[tuple[str, str, dict | None]]:
+def imported_days(uc, layout) -> list[str]:
+    """The days whose batch has landed (by ``import-history`` or a delivery), oldest first."""
+    import re
+
+    from pavedml import storage
+
+    prefix = storage.join(layout.landing, uc.batches.dataset)
+    found = {m.group(1) for f in storage.list_prefix(prefix) if (m := re.search(r"/dt=(\d{4}-\d{2}-\d{2})/", f))}
+    return sorted(found)
+
+
+def plan(uc, days: list[str], simulated: bool = True) -> list[tuple[str, str, dict | None]]:
     """The demo's DAG runs in order: (pipeline, ds, conf)."""
     runs: list[tuple[str, str, dict | None]] = [("feature_pipeline", ds, None) for ds in days[-DAG_FEATURE_DAYS:]]
     runs += [
@@ -43,7 +54,8 @@ def plan(uc, days: list[str]) -> list[tuple[str, str, dict | None]]:
         ("drift_monitor", days[-2], None),
         ("batch_scoring", days[-1], None),
         ("drift_monitor", days[-1], None),
-        ("training_pipeline", days[-1], {"reason": "demo: retrain after drift"}),
+        ("training_pipeline", days[-1], {"reason": "demo: retrain after drift" if simulated
+                                         else "demo: retrain on the newest labels"}),
     ]
     return runs
 
@@ -95,9 +107,9 @@ def what_next(uc, s, layout, days: list[str]) -> list[str]:
         f"  task logs                    {airflow_home}/logs/",
         "",
         "Your own data",
-        "  copy include/use_cases/telco_churn.yaml to include/use_cases/<name>.yaml, edit the schema,",
-        f"  and land daily files at {s.landing_uri}/<name>/<dataset>/dt=<YYYY-MM-DD>/<dataset>.csv",
-        "  (README: \"A new use case is a config file\").",
+        "  write include/use_cases/<name>.yaml (examples: include/examples/*/), then land its history with",
+        "  python -m pavedml import-history --use-case <name> --from FILE (--date-column COLUMN | --days N)",
+        "  and run it with make demo USE_CASE=<name> (README: \"Bring your own data\").",
     ]
 
 
@@ -114,28 +126,63 @@ def main(argv: list[str] | None = None) -> int:
 
     from pavedml.airflow.devrun import ensure_airflow_db, quiet_airflow_environment, run_dag
     from pavedml.config import get_use_case
+    from pavedml.errors import ConfigError
     from pavedml.layout import Layout
     from pavedml.settings import get_settings
-    from pavedml.tools.simulate import simulate
+    from pavedml.tools.simulate import check_simulatable, simulate
 
     quiet_airflow_environment()
-    uc = get_use_case(args.use_case)
-    needed = minimum_days(uc)
-    if args.days < needed:
-        parser.error(f"DAYS must be at least {needed} for {uc.name} (labels arrive {uc.label.delay_days} days "
-                     f"late; the split needs {needed - uc.label.delay_days - 1} labelled days)")
     try:
-        start = (dt.date.fromisoformat(args.start) if args.start
-                 else dt.datetime.now(dt.UTC).date() - dt.timedelta(days=args.days - 1))
-    except ValueError:
-        parser.error(f"START must be YYYY-MM-DD, got {args.start!r}")
-    days = [(start + dt.timedelta(days=i)).isoformat() for i in range(args.days)]
-    drift_day = start + dt.timedelta(days=args.days - 1)
+        uc = get_use_case(args.use_case)
+    except ConfigError as exc:
+        print(f"demo: {exc.message}", file=sys.stderr)
+        return 2
+    needed = minimum_days(uc)
+    layout = Layout.for_use_case(uc.name, get_settings())
+    try:
+        check_simulatable(uc)
+        simulated = True
+    except ConfigError as exc:
+        simulated = False
+        landed = imported_days(uc, layout)
+        if not landed:
+            print(f"demo: no history has landed for {uc.name} under {layout.landing}, and {exc.message}",
+                  file=sys.stderr)
+            return 2
+    if simulated:
+        if args.days < needed:
+            parser.error(f"DAYS must be at least {needed} for {uc.name} (labels arrive {uc.label.delay_days} days "
+                         f"late; the split needs {needed - uc.label.delay_days - 1} labelled days)")
+        try:
+            start = (dt.date.fromisoformat(args.start) if args.start
+                     else dt.datetime.now(dt.UTC).date() - dt.timedelta(days=args.days - 1))
+        except ValueError:
+            parser.error(f"START must be YYYY-MM-DD, got {args.start!r}")
+        days = [(start + dt.timedelta(days=i)).isoformat() for i in range(args.days)]
+    else:
+        days = [d for d in landed if not args.start or d >= args.start][-args.days:]
+        if len(days) < needed:
+            print(f"demo: {uc.name} has {len(days)} landed day(s) to run ({days[0] if days else '-'} .. "
+                  f"{days[-1] if days else '-'}); the demo needs at least {needed} (labels arrive "
+                  f"{uc.label.delay_days} day(s) late, the split needs {needed - uc.label.delay_days - 1} labelled "
+                  "days): import more history or raise DAYS", file=sys.stderr)
+            return 2
+        first_dag_day = dt.date.fromisoformat(days[-DAG_FEATURE_DAYS])
+        if first_dag_day < uc.schedules.start_date:
+            print(f"demo: {uc.name}'s schedules.start_date {uc.schedules.start_date} is after {first_dag_day}, the "
+                  f"first day its DAGs would run: set schedules.start_date: {days[0]} in {uc.source_file}",
+                  file=sys.stderr)
+            return 2
     print(f"Airflow metadata database: {os.environ.get('AIRFLOW_HOME')}", flush=True)
     ensure_airflow_db()
-    result = simulate(uc.name, start, args.days, drift_from=drift_day)
-    print(f"simulated {len(result.days)} days ({days[0]} .. {days[-1]}) into {result.landing} "
-          f"(drift injected on {drift_day})", flush=True)
+    if simulated:
+        drift_day = dt.date.fromisoformat(days[-1])
+        result = simulate(uc.name, dt.date.fromisoformat(days[0]), args.days, drift_from=drift_day)
+        print(f"simulated {len(result.days)} days ({days[0]} .. {days[-1]}) into {result.landing} "
+              f"(drift injected on {drift_day})", flush=True)
+    else:
+        print(f"imported history of {uc.name}: running the last {len(days)} landed day(s) ({days[0]} .. {days[-1]}) "
+              f"from {layout.landing}", flush=True)
 
     from pavedml.airflow.devrun import load_dagbag
 
@@ -148,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     land_history(uc, days[:-DAG_FEATURE_DAYS])
     failures: list[tuple[str, str]] = []
-    for pipeline, ds, conf in plan(uc, days):
+    for pipeline, ds, conf in plan(uc, days, simulated):
         dag_id = uc.dag_id(pipeline)
         if pipeline == "drift_monitor" and ("batch_scoring", ds) in failures:
             # its sensor would wait (reschedule) for a scoring window that is not coming
@@ -159,7 +206,6 @@ def main(argv: list[str] | None = None) -> int:
             failures.append((pipeline, ds))
 
     s = get_settings()
-    layout = Layout.for_use_case(uc.name, s)
     for line in what_next(uc, s, layout, days):
         print(line)
     took = time.perf_counter() - started

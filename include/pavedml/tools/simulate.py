@@ -97,12 +97,34 @@ def _parse_bad(specs: list[str]) -> dict[str, str]:
     return out
 
 
+IMPORT_HINT = ("land your own history with: python -m pavedml import-history --use-case {name} --from FILE "
+               "(--date-column COLUMN | --days N) (README: \"Bring your own data\")")
+
+
+def sample_columns() -> list[str]:
+    with open(SAMPLE_CSV, encoding="utf-8") as fh:
+        return fh.readline().strip().split(",")
+
+
+def check_simulatable(uc) -> None:
+    """The simulator replays the Telco sample: a use case whose schema it does not hold is refused
+    in one line that names the supported way in (``import-history``)."""
+    have = set(sample_columns())
+    missing = [c for c in [*uc.schema_.columns, uc.label.column] if c not in have]
+    if missing or uc.task != "binary_classification" or uc.timestamp_column:
+        why = (f"needs column(s) {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''} it does not have"
+               if missing else "is not a Telco-shaped daily snapshot classifier")
+        raise ConfigError(f"simulate replays the bundled Telco sample and use case {uc.name} {why}; "
+                          + IMPORT_HINT.format(name=uc.name))
+
+
 def simulate(use_case: str, start: date, days: int, rows_per_day: int = 2000, drift_from: date | None = None,
              drift_columns: tuple[str, ...] = ("MonthlyCharges", "tenure"), bad: dict[str, str] | None = None,
              seed: int = 7) -> SimulateResult:
     import numpy as np
 
     uc = get_use_case(use_case)
+    check_simulatable(uc)
     layout = Layout.for_use_case(uc.name, get_settings())
     sample = load_sample()
     label_col = uc.label.column

@@ -1,0 +1,368 @@
+"""``python -m pavedml import-history``: land a table's history the way the pipeline expects it.
+
+The source is one table (a CSV or Parquet file, local or ``s3://``, or a SQL query on a SQLAlchemy
+URL) holding the entity key, the features and the label. It is split into daily batches, by the
+day of an event-date column (``--date-column``) or into N even slices of its rows in table order
+(``--days``, for a table without dates), and landed as:
+
+* ``<landing>/<use case>/<batches.dataset>/dt=<day>/<batches.dataset>.<format>``: the day's rows
+  without the label;
+* ``<landing>/<use case>/<label.dataset>/dt=<day + label.delay_days>/<label.dataset>.csv``: the
+  entity key, the label and ``snapshot_date`` (the batch's day), plus ``event_timestamp`` (the
+  row's own time) when the use case takes row times from a column.
+
+Everything is checked before anything is written, so a refusal lands nothing: the key, label and
+date columns exist, dates parse, labels hold declared (or numeric) values, labels from a separate
+file belong to known keys, each day holds at least ``schema.row_count.min`` rows and there are
+enough labelled days for the time split. A rerun with the same input writes nothing (every file
+is compared byte for byte); a day that already holds different content is refused unless
+``--replace``. Prints what it landed: days, rows, label rate (or mean for regression).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from pavedml import storage
+from pavedml.config import SqlSource, UseCase, get_use_case
+from pavedml.errors import ConfigError
+from pavedml.layout import Layout
+from pavedml.results import StepResult
+from pavedml.settings import get_settings
+
+log = logging.getLogger(__name__)
+SNAPSHOT_DATE = "snapshot_date"
+EVENT_TIMESTAMP = "event_timestamp"
+EXAMPLES = 5
+
+
+class ImportRefused(ConfigError):
+    """The input does not fit the use case: nothing was landed (exit 3, one line)."""
+
+    reason = "import_refused"
+
+
+@dataclass(frozen=True)
+class ImportResult(StepResult):
+    days: list[str]
+    rows: int
+    labelled_rows: int
+    label_summary: str
+    written: int
+    unchanged: int
+    replaced: int
+    landing: str
+    labels_from: str
+    labels_to: str
+    notes: list[str] = field(default_factory=list)
+
+
+# -- reading --------------------------------------------------------------------------------------
+def read_table(source: str, sql: str | None = None, db_url_env: str | None = None):
+    """The whole table as a DataFrame. Files are read as text, exactly as delivered (the pipeline's
+    ingest decides types); a SQL query keeps the database's types."""
+    import pandas as pd
+
+    if sql:
+        from pavedml.sqlsource import read_query
+
+        spec = SqlSource(url=None if db_url_env else source, url_env=db_url_env, query=sql)
+        return read_query(spec, {})
+    name = source.rsplit("/", 1)[-1]
+    try:
+        data = storage.read_bytes(source) if storage.is_s3(source) else Path(source).read_bytes()
+    except FileNotFoundError:
+        raise ImportRefused(f"{source}: no such file") from None
+    except OSError as exc:
+        raise ImportRefused(f"{source}: cannot be read: {exc}") from None
+    try:
+        if name.endswith((".parquet", ".pq")):
+            return pd.read_parquet(io.BytesIO(data))
+        return pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, compression="infer"
+                           if not name.endswith(".gz") else "gzip")
+    except Exception as exc:  # noqa: BLE001 - any parser error is a refusal naming the file
+        raise ImportRefused(f"{source} could not be parsed as {'Parquet' if 'parquet' in name else 'CSV'}: "
+                            f"{type(exc).__name__}: {str(exc)[:200]}") from None
+
+
+def _require(df, column: str, what: str, where: str) -> None:
+    if column not in df.columns:
+        cols = ", ".join(map(str, df.columns[:30])) + (" ..." if len(df.columns) > 30 else "")
+        raise ImportRefused(f"{where} has no column {column!r} ({what}); its columns: {cols}")
+
+
+def _examples(values) -> str:
+    return ", ".join(repr(v) for v in list(dict.fromkeys(values))[:EXAMPLES])
+
+
+def parse_times(values, column: str, where: str):
+    """A column as UTC timestamps (naive values are UTC); any value that does not parse refuses."""
+    import pandas as pd
+
+    text = values.astype("string").str.strip()
+    if text.isna().any() or (text == "").any():
+        n = int((text.isna() | (text == "")).sum())
+        raise ImportRefused(f"{where}: column {column!r} has {n} empty date value(s): every row needs its date")
+    parsed = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
+    bad = parsed.isna()
+    if bad.any():  # not ISO 8601 throughout: let pandas infer each value's format
+        retry = pd.to_datetime(text[bad], utc=True, errors="coerce", format="mixed")
+        parsed = parsed.astype(retry.dtype)
+        parsed[bad] = retry
+        bad = parsed.isna()
+    if bad.any():
+        raise ImportRefused(f"{where}: column {column!r} has {int(bad.sum())} value(s) that are not dates "
+                            f"(e.g. {_examples(text[bad])})")
+    return parsed
+
+
+# -- labels ---------------------------------------------------------------------------------------
+def label_values(uc: UseCase, labels, where: str):
+    """(the labels kept as text, numeric view) after checking them against the use case: declared
+    values for a classifier, numbers for a threshold or a regression target."""
+    import pandas as pd
+
+    column = uc.label.column
+    text = labels.astype("string").str.strip()
+    if uc.is_regression or uc.label.threshold is not None:
+        number = pd.to_numeric(text, errors="coerce")
+        bad = number.isna() & text.notna() & (text != "")
+        if bad.any():
+            kind = "a regression target" if uc.is_regression else "a thresholded label"
+            raise ImportRefused(f"{where}: label column {column!r} holds {int(bad.sum())} value(s) that are not "
+                                f"numbers (e.g. {_examples(text[bad])}); {kind} is a number")
+        return text, number
+    spelling = {_canon(v): str(v) for v in (*uc.label.positive_values, *uc.label.negative_values)}
+    canon = text.map(lambda v: _canon(v) if isinstance(v, str) and v != "" else None)
+    bad = ~canon.isin(list(spelling)) & canon.notna()
+    if bad.any():
+        raise ImportRefused(f"{where}: label column {column!r} holds {int(bad.sum())} value(s) outside "
+                            f"label.positive {uc.label.positive_values!r} / label.negative "
+                            f"{uc.label.negative_values!r} (e.g. {_examples(text[bad])})")
+    declared = canon.map(spelling)  # land each label as the use case spells it ("1.0" from a database -> "1")
+    positives = {str(v) for v in uc.label.positive_values}
+    return declared.astype("string"), declared.isin(positives).astype("float64").where(declared.notna())
+
+
+def _canon(value) -> str:
+    """A label value's identity: numbers by value (1, "1", 1.0 and "1.0" are one), text as is."""
+    try:
+        return repr(float(value))
+    except (TypeError, ValueError):
+        return str(value).strip()
+
+
+def _is_positive(uc: UseCase, number):
+    if uc.label.threshold is not None:
+        return (number >= uc.label.threshold).astype("float64").where(number.notna())
+    return number
+
+
+def attach_labels(df, labels_df, uc: UseCase, date_column: str | None, where: str):
+    """Labels from a separate file, matched to the history by key (and date column when both have
+    it). A label for a key that is not in the history refuses."""
+    key, column = uc.entity.key, uc.label.column
+    _require(labels_df, key, "the entity.key", where)
+    _require(labels_df, column, "the label.column", where)
+    on = [key]
+    if date_column and date_column in labels_df.columns:
+        on.append(date_column)
+    left = df.drop(columns=[column], errors="ignore")
+    keys = left[on].astype(str).drop_duplicates()
+    lab = labels_df[[*on, column]].astype({c: str for c in on})
+    dup = lab.duplicated(on, keep=False)
+    if dup.any():
+        raise ImportRefused(f"{where}: {int(dup.sum())} rows give a second label for the same "
+                            f"{' and '.join(on)} (e.g. {_examples(lab.loc[dup, key])})")
+    known = lab.merge(keys, on=on, how="left", indicator=True)
+    unknown = known["_merge"] == "left_only"
+    if unknown.any():
+        raise ImportRefused(f"{where}: {int(unknown.sum())} label(s) for {key} value(s) not in the history "
+                            f"(e.g. {_examples(known.loc[unknown, key])})")
+    merged = left.astype({c: str for c in on}).merge(lab, on=on, how="left")
+    return merged.fillna({column: ""})
+
+
+# -- planning -------------------------------------------------------------------------------------
+def split_days(df, uc: UseCase, date_column: str | None, days: int | None, start: date | None, where: str):
+    """(frame with a ``__day`` column, parsed row times or None). By the date column's UTC day, or
+    N even slices of the rows (table order) on consecutive days from ``start``."""
+    import numpy as np
+    import pandas as pd
+
+    if date_column:
+        times = parse_times(df[date_column], date_column, where)
+        out = df.assign(__day=times.dt.strftime("%Y-%m-%d").to_numpy())
+        return out, times
+    if not days or days < 1:
+        raise ImportRefused("give --date-column COLUMN (split by each row's date) or --days N (N even daily "
+                            "slices of a table without dates)")
+    if days > len(df):
+        raise ImportRefused(f"{where}: --days {days} is more than its {len(df)} rows")
+    first = start or (datetime.now(UTC).date() - timedelta(days=days - 1))
+    index = np.repeat(np.arange(days), [len(part) for part in np.array_split(np.arange(len(df)), days)])
+    labels = pd.Series([(first + timedelta(days=int(i))).isoformat() for i in range(days)])
+    return df.assign(__day=labels.to_numpy()[index]), None
+
+
+def _csv_bytes(df) -> bytes:
+    buf = io.StringIO()
+    df.to_csv(buf, index=False, lineterminator="\n")
+    return buf.getvalue().encode()
+
+
+def _batch_bytes(df, fmt: str) -> bytes:
+    if fmt == "csv":
+        return _csv_bytes(df)
+    buf = io.BytesIO()
+    df.reset_index(drop=True).to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def _iso(times) -> list[str]:
+    return [t.isoformat() for t in times]
+
+
+def plan_files(args, uc: UseCase, layout: Layout) -> tuple[dict[str, bytes], dict]:
+    """Every file to land (URI -> bytes) and the figures to print, or ImportRefused."""
+    import pandas as pd
+
+    where = args.sql.splitlines()[0][:80] if args.sql else args.source
+    df = read_table(args.source, args.sql, args.db_url_env)
+    if df.empty:
+        raise ImportRefused(f"{where} holds no rows")
+    df.columns = [str(c) for c in df.columns]
+    key, column = uc.entity.key, uc.label.column
+    ts_col = uc.timestamp_column
+    date_column = args.date_column or ts_col
+    if ts_col and args.date_column and args.date_column != ts_col:
+        raise ImportRefused(f"use case {uc.name} takes each row's time from {ts_col!r} "
+                            f"(batches.timestamp.column): import with --date-column {ts_col}")
+    if ts_col and args.days:
+        raise ImportRefused(f"use case {uc.name} takes each row's time from column {ts_col!r}: its history "
+                            f"splits by that column (--date-column {ts_col}), not into --days slices")
+    _require(df, key, "the entity.key", where)
+    if date_column:
+        _require(df, date_column, "the --date-column" if not ts_col else "batches.timestamp.column", where)
+    if args.labels:
+        labels_df = read_table(args.labels)
+        df = attach_labels(df, labels_df, uc, date_column, args.labels)
+    else:
+        _require(df, column, "the label.column", where)
+    missing_key = df[key].isna() | (df[key].astype("string").str.strip() == "")
+    if missing_key.any():
+        raise ImportRefused(f"{where}: {int(missing_key.sum())} row(s) have no {key} (the entity key)")
+    frame, times = split_days(df, uc, date_column, args.days, args.start, where)
+    if ts_col:
+        frame[ts_col] = _iso(times)  # one unambiguous spelling for ingest and the labels
+    text, number = label_values(uc, frame[column], args.labels or where)
+    labelled = (text.notna() & (text != "")).to_numpy()
+    frame[column] = text.fillna("").to_numpy()
+    frame["__labelled"] = labelled
+    target = _is_positive(uc, number) if not uc.is_regression else number
+
+    days = sorted(frame["__day"].unique())
+    per_day = frame.groupby("__day").size()
+    floor = uc.schema_.row_count.min
+    small = per_day[per_day < floor]
+    if len(small):
+        raise ImportRefused(f"{len(small)} of {len(days)} day(s) hold fewer rows than schema.row_count.min={floor} "
+                            f"(e.g. {small.index[0]}: {int(small.iloc[0])} rows), so validation would refuse them: "
+                            f"lower schema.row_count.min or import fewer --days")
+    labelled_days = sorted(set(frame.loc[labelled, "__day"]))
+    split = uc.model.split
+    need = split.holdout_days + split.validation_days + 1
+    if len(labelled_days) < need:
+        raise ImportRefused(f"{len(labelled_days)} labelled day(s) of history; the time split needs at least {need} "
+                            f"(model.split.holdout_days={split.holdout_days}, validation_days={split.validation_days}, "
+                            "1 to train): import more days")
+    files: dict[str, bytes] = {}
+    batch_cols = [c for c in frame.columns if c not in (column, "__day", "__labelled")]
+    delay = timedelta(days=uc.label.delay_days)
+    for day, part in frame.groupby("__day", sort=True):
+        files[layout.landing_file(uc.batches.dataset, day, uc.batches.format)] = _batch_bytes(
+            part[batch_cols], uc.batches.format)
+        lab_rows = part[part["__labelled"]]
+        if lab_rows.empty:
+            continue
+        lab = pd.DataFrame({key: lab_rows[key].astype(str).to_numpy(), column: lab_rows[column].to_numpy(),
+                            SNAPSHOT_DATE: day})
+        if ts_col:
+            lab[EVENT_TIMESTAMP] = lab_rows[ts_col].to_numpy()
+        known_on = (date.fromisoformat(day) + delay).isoformat()
+        files[layout.landing_file(uc.label.dataset, known_on, "csv")] = _csv_bytes(lab)
+    if uc.is_regression:
+        summary = f"label mean {float(target[labelled].mean()):.4g} (min {float(target[labelled].min()):.4g}, " \
+                  f"max {float(target[labelled].max()):.4g})"
+    else:
+        summary = f"label rate {float(target[labelled].mean()):.3f} (positive share of labelled rows)"
+    figures = {"days": days, "rows": len(frame), "labelled": int(labelled.sum()), "summary": summary,
+               "rows_per_day": (int(per_day.min()), int(per_day.max())),
+               "labels_from": (date.fromisoformat(labelled_days[0]) + delay).isoformat(),
+               "labels_to": (date.fromisoformat(labelled_days[-1]) + delay).isoformat()}
+    return files, figures
+
+
+def import_history(args) -> ImportResult:
+    uc = get_use_case(args.use_case)
+    if uc.batches.source is not None:
+        log.info("%s reads its daily batches from SQL (batches.source); the import lands the history as files, "
+                 "which ingest reads first when they exist", uc.name)
+    layout = Layout.for_use_case(uc.name, get_settings())
+    files, fig = plan_files(args, uc, layout)
+    written = unchanged = replaced = 0
+    conflicts = []
+    existing: dict[str, bool] = {}
+    for uri, data in files.items():
+        if storage.exists(uri):
+            same = storage.read_bytes(uri) == data
+            existing[uri] = same
+            if not same:
+                conflicts.append(uri)
+    if conflicts and not args.replace:
+        raise ImportRefused(f"{len(conflicts)} landing file(s) already hold different content (e.g. {conflicts[0]}); "
+                            "nothing was written: pass --replace to overwrite them (snapshots already ingested are "
+                            "kept)")
+    for uri, data in files.items():
+        if existing.get(uri) is True:
+            unchanged += 1
+            continue
+        storage.write_bytes(uri, data)
+        if uri in existing:
+            replaced += 1
+        else:
+            written += 1
+    days = fig["days"]
+    notes = []
+    start = uc.schedules.start_date
+    if date.fromisoformat(days[0]) < start:
+        notes.append(f"schedules.start_date is {start}, after the first imported day {days[0]}: set "
+                     f"schedules.start_date: {days[0]} in {uc.source_file} so Airflow runs these days")
+    print(f"import-history {uc.name}: {len(days)} day(s) {days[0]} .. {days[-1]}, {fig['rows']} rows "
+          f"({fig['rows_per_day'][0]}-{fig['rows_per_day'][1]} a day), {fig['labelled']} labelled, {fig['summary']}")
+    print(f"  batches at {storage.join(layout.landing, uc.batches.dataset)}/dt=<day>/; labels at "
+          f"{storage.join(layout.landing, uc.label.dataset)}/dt=<day + {uc.label.delay_days}>/ "
+          f"({fig['labels_from']} .. {fig['labels_to']})")
+    print(f"  files: {written} written, {replaced} replaced, {unchanged} unchanged")
+    for note in notes:
+        print(f"  note: {note}")
+    return ImportResult(step="import-history", use_case=uc.name, ds=None, days=days, rows=fig["rows"],
+                        labelled_rows=fig["labelled"], label_summary=fig["summary"], written=written,
+                        unchanged=unchanged, replaced=replaced, landing=layout.landing,
+                        labels_from=fig["labels_from"], labels_to=fig["labels_to"], notes=notes)
+
+
+def import_command(args) -> ImportResult:
+    if args.date_column and args.days:
+        raise ImportRefused("give either --date-column or --days, not both")
+    if args.sql:
+        if args.db_url_env is None and "://" not in (args.source or ""):
+            raise ImportRefused(f"--sql needs a database: --from <SQLAlchemy URL> or --db-url-env VAR "
+                                f"(got {args.source!r})")
+    elif not args.source:
+        raise ImportRefused("give --from FILE (CSV or Parquet, local or s3://) or --sql QUERY with a database")
+    return import_history(args)
