@@ -16,6 +16,13 @@ NaN counts in its own ``missing`` bucket. Categorical buckets are the reference 
 Counting is vectorized, column by column, and chunked (``PsiAccumulator.update``), so data larger than
 memory can be streamed, e.g. ``for b in pq.ParquetFile(path).iter_batches(columns=cols): acc.update(b)``.
 
+The model's output drifts too: at training the distribution of the fitted model's scores on the
+training split (the positive class's probability, or the predicted value for a regressor) is frozen
+under the reference's ``"prediction"`` key (:func:`build_prediction_reference`, a reference of one
+numeric feature named ``prediction``), and the drift check reports its PSI on the window's
+predictions beside the features'. It is reported and warns, but it does NOT count toward the drift
+verdict: retraining is requested on feature drift only.
+
 Only the standard library is imported at module level (DAG files import this module); numpy and
 pandas are imported inside the functions that need them.
 """
@@ -34,6 +41,8 @@ from pavedml.errors import DriftInputError
 log = logging.getLogger(__name__)
 
 REFERENCE_FORMAT = "pavedml.psi_reference/1"
+#: The key of a drift reference holding the model output's reference, and its one feature's name.
+PREDICTION = "prediction"
 EPSILON = 1e-6
 MISSING = "missing"
 UNSEEN = "__unseen__"
@@ -45,11 +54,13 @@ _COMPARE_MAX_CUTS = 16  # up to this many cuts, count by comparisons instead of 
 __all__ = [
     "EPSILON",
     "MISSING",
+    "PREDICTION",
     "REFERENCE_FORMAT",
     "UNSEEN",
     "DriftReport",
     "FeaturePsi",
     "PsiAccumulator",
+    "build_prediction_reference",
     "build_reference",
     "compute_psi",
     "psi_from_proportions",
@@ -211,6 +222,17 @@ def build_reference(df, numeric: list[str], categorical: list[str], bins: int = 
     log.info("built PSI reference over %d rows: %d numeric, %d categorical feature(s), %d bins",
              n, len(numeric), len(categorical), bins)
     return {"format": REFERENCE_FORMAT, "bins": bins, "epsilon": EPSILON, "n": n, "features": features}
+
+
+def build_prediction_reference(scores, bins: int = 10) -> dict[str, Any]:
+    """The reference of a model's output (one numeric feature, :data:`PREDICTION`): quantile bins
+    of its scores on the training split, as :func:`build_reference` freezes a feature. Stored in
+    the drift reference under the key :data:`PREDICTION`; its PSI is reported, never judged."""
+    import numpy as np
+    import pandas as pd
+
+    frame = pd.DataFrame({PREDICTION: np.asarray(scores, dtype="float64")})
+    return build_reference(frame, [PREDICTION], [], bins=bins)
 
 
 # ------------------------------------------------------------------------------------- accumulator

@@ -118,8 +118,10 @@ class ScoringResult(StepResult):
     rows: int
     partition: str
     feature_snapshot_sha256: str
-    positive_rate: float
     seconds: float
+    #: a classifier's share of rows predicted positive; a regressor's mean predicted value
+    positive_rate: float | None = None
+    prediction_mean: float | None = None
     asset_extra: dict = field(default_factory=dict)
 
 
@@ -136,6 +138,9 @@ class DriftCheckResult(StepResult):
     evidently_report: str = ""
     reason: str = ""
     model_name: str = ""
+    #: PSI of the model's output on the window against its training distribution: reported, never
+    #: part of the verdict; None for a model whose reference predates it
+    prediction_psi: float | None = None
 
 
 @dataclass(frozen=True)

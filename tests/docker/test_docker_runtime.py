@@ -128,7 +128,7 @@ def test_results_equal_the_local_runtime_on_the_same_input(chains):
     lp = pd.read_parquet(roots["local"] / f"telco_churn/predictions/dt={DAY}").sort_values("customerID")
     dp = pd.read_parquet(roots["docker"] / f"telco_churn/predictions/dt={DAY}").sort_values("customerID")
     assert len(dp) == len(lp) == 1500
-    assert dp["churn_probability"].to_numpy() == pytest.approx(lp["churn_probability"].to_numpy(), rel=1e-6)
+    assert dp["probability"].to_numpy() == pytest.approx(lp["probability"].to_numpy(), rel=1e-6)
     lpsi, dpsi = local["drift"][2]["wait_for_drift"], docker["drift"][2]["wait_for_drift"]
     assert dpsi["status"] == lpsi["status"]
     assert dpsi.get("psi") == pytest.approx(lpsi.get("psi"), rel=1e-6)

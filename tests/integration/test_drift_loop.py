@@ -40,7 +40,11 @@ def test_scoring_writes_predictions_with_model_version_and_snapshot_hash(loop, h
     assert len(preds) == 1500 and preds["customerID"].is_unique
     assert set(preds["model_version"]) == {"1"}
     assert set(preds["feature_snapshot_sha256"]) == {xcoms["score_customers"]["feature_snapshot_sha256"]}
-    assert preds["churn_probability"].between(0, 1).all()
+    assert preds["probability"].between(0, 1).all()
+    assert set(preds["prediction"]) <= {0, 1}
+    assert (preds["prediction"] == (preds["probability"] >= 0.5)).all()
+    assert xcoms["score_customers"]["positive_rate"] == pytest.approx(preds["prediction"].mean(), abs=1e-4)
+    assert xcoms["score_customers"]["prediction_mean"] is None
 
 
 def test_rerun_of_scoring_overwrites_never_duplicates(loop, history_copy):
@@ -56,6 +60,20 @@ def test_no_drift_ends_without_failure_and_without_request(loop, history_copy):
     assert tasks == {"wait_for_drift": "success", "request_retraining": "skipped"}
     assert xcoms["wait_for_drift"]["status"] == "no_drift"
     assert (history_copy / f"telco_churn/drift/dt={LAST_DAY}/psi_table.txt").exists()
+
+
+def test_prediction_drift_is_reported_but_not_judged(loop, history_copy):
+    """The PSI of the model's probabilities is in the result, the report and the table, and never
+    in the verdict's alerts (retraining is on feature drift)."""
+    for key, ds in (("monitor_stable", LAST_DAY), ("monitor_drift", DRIFT_DAY)):
+        check = loop[key][2]["wait_for_drift"]
+        assert isinstance(check["prediction_psi"], float) and check["prediction_psi"] >= 0, check
+        assert "prediction" not in check["alerts"] and "prediction" not in check["psi"]
+        report = json.loads((history_copy / f"telco_churn/drift/dt={ds}/report.json").read_text())
+        assert report["prediction"]["psi"] == pytest.approx(check["prediction_psi"], abs=1e-5)
+        assert report["prediction"]["counts_toward_verdict"] is False
+        table = (history_copy / f"telco_churn/drift/dt={ds}/psi_table.txt").read_text()
+        assert "not part of the verdict" in table.splitlines()[-1]
 
 
 def test_drift_requests_retraining_with_evidence(loop, history_copy):

@@ -6,7 +6,7 @@ import sys
 import pytest
 import yaml
 
-from pavedml.config import MODEL_FAMILIES, load_use_case
+from pavedml.config import FAMILIES_BY_TASK, load_use_case
 from pavedml.errors import ConfigError
 from pavedml.settings import DEFAULT_USE_CASES_DIR
 
@@ -86,12 +86,13 @@ def test_drift_thresholds_ordered(tmp_path):
         load_use_case(path)
 
 
-@pytest.mark.parametrize("family", sorted(MODEL_FAMILIES))
-def test_hyper_parameter_lists_match_scikit_learn(family):
-    """The static allowlists (kept so DAG parsing never imports sklearn) equal the estimators' params."""
+@pytest.mark.parametrize(("task", "family"), sorted((t, f) for t, fams in FAMILIES_BY_TASK.items() for f in fams))
+def test_hyper_parameter_lists_match_scikit_learn(task, family):
+    """The static allowlists (kept so DAG parsing never imports sklearn) equal the estimators' params,
+    for every family of every task."""
     import importlib
 
-    target, allowed = MODEL_FAMILIES[family]
+    target, allowed = FAMILIES_BY_TASK[task][family]
     module, cls = target.split(":")
     estimator = getattr(importlib.import_module(module), cls)()
     assert set(allowed) == set(estimator.get_params())

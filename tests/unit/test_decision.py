@@ -76,3 +76,61 @@ def test_slice_within_tolerance_promotes():
     chal = {"Contract=Month-to-month": m(roc_auc=0.73)}
     champ = {"Contract=Month-to-month": m(roc_auc=0.75)}
     assert decide(m(roc_auc=0.83), m(), POLICY, chal, champ).outcome == "promote"
+
+
+# -- a lower-is-better primary metric (regression's rmse): the uplift is the reduction ----------------
+RMSE_POLICY = Evaluation(primary_metric="rmse", min_uplift=0.5, floors={"rmse": 10.0, "r2": 0.2},
+                         guardrails={"mae": 0.3})
+REG = {"rmse": 8.0, "mae": 6.0, "r2": 0.6}
+
+
+def r(**kw):
+    return {**REG, **kw}
+
+
+def test_rmse_reduction_promotes():
+    v = decide(r(rmse=7.0), r(), RMSE_POLICY)
+    assert v.outcome == "promote"
+    assert v.reasons[0].startswith("reduction +1.0000 on rmse meets the required 0.5")
+
+
+def test_rmse_rise_keeps_champion():
+    """A higher rmse is worse: it must never read as an uplift."""
+    v = decide(r(rmse=9.0), r(), RMSE_POLICY)
+    assert v.outcome == "keep_champion"
+    assert v.reasons == ["reduction -1.0000 on rmse (9.0000 vs champion 8.0000) is below the required 0.5"]
+
+
+def test_rmse_tie_keeps_champion():
+    v = decide(r(), r(), Evaluation(primary_metric="rmse", min_uplift=0.0))
+    assert v.outcome == "keep_champion" and v.reasons[0].startswith("tie on rmse")
+
+
+def test_rmse_reduction_below_requirement_keeps_champion():
+    v = decide(r(rmse=7.8), r(), RMSE_POLICY)
+    assert v.outcome == "keep_champion" and "reduction +0.2000 on rmse" in v.reasons[0]
+
+
+def test_rmse_floor_is_a_ceiling():
+    v = decide(r(rmse=10.5), None, RMSE_POLICY)
+    assert v.outcome == "reject"
+    assert v.reasons == ["floor not met: rmse 10.5000 vs ceiling 10.0 (lower is better)"]
+    assert decide(r(rmse=10.0), None, RMSE_POLICY).outcome == "promote"  # at the ceiling is allowed
+
+
+def test_higher_is_better_floor_still_applies_beside_a_ceiling():
+    v = decide(r(r2=0.1), None, RMSE_POLICY)
+    assert v.outcome == "reject" and v.reasons == ["floor not met: r2 0.1000 vs floor 0.2"]
+
+
+def test_mae_guardrail_on_a_rmse_win():
+    v = decide(r(rmse=7.0, mae=6.5), r(), RMSE_POLICY)
+    assert v.outcome == "keep_champion" and v.reasons == ["guardrail mae regressed by 0.5000 (allowed 0.3)"]
+
+
+def test_rmse_slice_regression_is_a_rise():
+    chal = {"region=north": r(rmse=9.0), "region=south": r(rmse=5.0)}
+    champ = {"region=north": r(rmse=8.0), "region=south": r(rmse=6.0)}
+    policy = Evaluation(primary_metric="rmse", max_slice_regression=0.5)
+    v = decide(r(rmse=7.0), r(), policy, chal, champ)
+    assert v.outcome == "keep_champion" and v.reasons == ["slice region=north: rmse regressed by 1.0000 (allowed 0.5)"]

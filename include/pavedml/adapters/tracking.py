@@ -27,7 +27,15 @@ from pavedml.settings import Settings
 log = logging.getLogger(__name__)
 DAG_RUN_TAG = "pavedml.dag_run"
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous_champion"
-PLOT_NAMES = ("roc_curve", "pr_curve", "confusion_matrix", "calibration", "feature_importance")
+#: The plots a training run logs under ``plots/<name>.png``, per task.
+PLOTS_BY_TASK = {
+    "binary_classification": ("roc_curve", "pr_curve", "confusion_matrix", "calibration", "feature_importance"),
+    "regression": ("predicted_vs_actual", "residuals", "calibration", "feature_importance"),
+}
+PLOT_NAMES = PLOTS_BY_TASK["binary_classification"]
+#: permutation_importance's scoring per task (the drop of this score when a feature is permuted)
+IMPORTANCE_SCORING = {"binary_classification": ("roc_auc", "ROC AUC drop"),
+                      "regression": ("neg_root_mean_squared_error", "RMSE rise")}
 #: Where a run keeps the drift reference (the registered version's ``drift_reference`` tag points at
 #: it) and the sample of training features beside it (for the Evidently report).
 DRIFT_ARTIFACTS = "drift"
@@ -93,20 +101,22 @@ def git_commit() -> str:
         return "unknown"
 
 
-def _plots(pipeline, features, y, proba, outdir: Path) -> list[Path]:
+def _plots(pipeline, features, y, scores, outdir: Path, task: str = "binary_classification") -> list[Path]:
+    """The task's plots (:data:`PLOTS_BY_TASK`) of the model's ``scores`` on ``features`` with labels
+    ``y`` (the validation split), as PNG files in ``outdir``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-    from sklearn.calibration import CalibrationDisplay
     from sklearn.inspection import permutation_importance
-    from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
 
     paths = []
+    y = np.asarray(y)
+    scores = np.asarray(scores, dtype="float64")
 
-    def save(name, draw):
-        fig, ax = plt.subplots(figsize=(6, 4.5))
+    def save(name, draw, size=(6, 4.5)):
+        fig, ax = plt.subplots(figsize=size)
         draw(ax)
         ax.set_title(name.replace("_", " "))
         fig.tight_layout()
@@ -115,22 +125,76 @@ def _plots(pipeline, features, y, proba, outdir: Path) -> list[Path]:
         plt.close(fig)
         paths.append(path)
 
-    save("roc_curve", lambda ax: RocCurveDisplay.from_predictions(y, proba, ax=ax))
-    save("pr_curve", lambda ax: PrecisionRecallDisplay.from_predictions(y, proba, ax=ax))
-    save("confusion_matrix", lambda ax: ConfusionMatrixDisplay.from_predictions(y, (proba >= 0.5).astype(int), ax=ax))
-    save("calibration", lambda ax: CalibrationDisplay.from_predictions(y, proba, n_bins=10, ax=ax))
+    if task == "regression":
+        _regression_plots(plt, save, y.astype("float64"), scores, outdir, paths)
+    else:
+        from sklearn.calibration import CalibrationDisplay
+        from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
+
+        save("roc_curve", lambda ax: RocCurveDisplay.from_predictions(y, scores, ax=ax))
+        save("pr_curve", lambda ax: PrecisionRecallDisplay.from_predictions(y, scores, ax=ax))
+        save("confusion_matrix",
+             lambda ax: ConfusionMatrixDisplay.from_predictions(y, (scores >= 0.5).astype(int), ax=ax))
+        save("calibration", lambda ax: CalibrationDisplay.from_predictions(y, scores, n_bins=10, ax=ax))
+    scoring, what = IMPORTANCE_SCORING.get(task, IMPORTANCE_SCORING["binary_classification"])
     n = min(len(features), 2000)
     sample = features.sample(n, random_state=0) if len(features) > n else features
-    imp = permutation_importance(pipeline, sample, np.asarray(y)[sample.index.to_numpy()] if len(features) > n else y,
-                                 n_repeats=3, random_state=0, scoring="roc_auc", n_jobs=1)
+    imp = permutation_importance(pipeline, sample, y[features.index.get_indexer(sample.index)],
+                                 n_repeats=3, random_state=0, scoring=scoring, n_jobs=1)
     order = np.argsort(imp.importances_mean)[-15:]
 
     def bars(ax):
         ax.barh([features.columns[i] for i in order], imp.importances_mean[order])
-        ax.set_xlabel("ROC AUC drop when permuted (validation sample)")
+        ax.set_xlabel(f"{what} when permuted (validation sample)")
 
     save("feature_importance", bars)
     return paths
+
+
+def _regression_plots(plt, save, y, pred, outdir: Path, paths: list[Path]) -> None:
+    """Predicted vs actual, residuals (against the prediction, and their histogram) and a
+    calibration-style plot (mean actual per bin of predicted values against the bin's mean prediction)."""
+    import numpy as np
+
+    def predicted_vs_actual(ax):
+        ax.scatter(y, pred, s=6, alpha=0.4)
+        lo, hi = float(min(y.min(), pred.min())), float(max(y.max(), pred.max()))
+        ax.plot([lo, hi], [lo, hi], color="grey", linestyle="--", label="perfect")
+        ax.set_xlabel("actual")
+        ax.set_ylabel("predicted")
+        ax.legend(fontsize=7)
+
+    save("predicted_vs_actual", predicted_vs_actual)
+    residual = y - pred
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.5))
+    left.scatter(pred, residual, s=6, alpha=0.4)
+    left.axhline(0, color="grey", linestyle="--")
+    left.set_xlabel("predicted")
+    left.set_ylabel("residual (actual - predicted)")
+    right.hist(residual, bins=40)
+    right.set_xlabel("residual (actual - predicted)")
+    right.set_ylabel("rows")
+    fig.suptitle("residuals")
+    fig.tight_layout()
+    path = outdir / "residuals.png"
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    paths.append(path)
+
+    def calibration(ax):
+        edges = np.unique(np.quantile(pred, np.linspace(0, 1, 11)))
+        which = np.clip(np.searchsorted(edges, pred, side="right") - 1, 0, max(len(edges) - 2, 0))
+        bins = [b for b in range(max(len(edges) - 1, 1)) if (which == b).any()]
+        mean_pred = [float(pred[which == b].mean()) for b in bins]
+        mean_true = [float(y[which == b].mean()) for b in bins]
+        ax.plot(mean_pred, mean_true, marker="o", label="model")
+        lo, hi = min(mean_pred + mean_true), max(mean_pred + mean_true)
+        ax.plot([lo, hi], [lo, hi], color="grey", linestyle="--", label="perfect")
+        ax.set_xlabel("mean predicted (per decile of predictions)")
+        ax.set_ylabel("mean actual")
+        ax.legend(fontsize=7)
+
+    save("calibration", calibration)
 
 
 def find_version_for_dag_run(client, name: str, key: str):
@@ -207,6 +271,8 @@ def _log_run(ctx: StepContext, exp_id: str, pipeline, params: dict, manifest: di
     import mlflow
     from mlflow.models import infer_signature
 
+    from pavedml.metrics import LABEL, model_scores
+
     uc = ctx.use_case
     key = ctx.dag_run_key
     X = uc.feature_columns
@@ -218,7 +284,7 @@ def _log_run(ctx: StepContext, exp_id: str, pipeline, params: dict, manifest: di
     runs = mlflow.search_runs([exp_id], filter_string=f"tags.`{DAG_RUN_TAG}` = '{key}'", output_format="list")
     resume = runs[0].info.run_id if runs else None
     with mlflow.start_run(run_id=resume, experiment_id=None if resume else exp_id, tags=tags) as run:
-        mlflow.log_params({"model_family": uc.model.family, **{f"model.{k}": v for k, v in params.items()},
+        mlflow.log_params({"task": uc.task, "model_family": uc.model.family, **{f"model.{k}": v for k, v in params.items()},
                            "features.numeric": ",".join(uc.numeric_features),
                            "features.categorical": ",".join(uc.categorical_features),
                            "training_window_days": manifest["window_days"],
@@ -238,12 +304,12 @@ def _log_run(ctx: StepContext, exp_id: str, pipeline, params: dict, manifest: di
             mlflow.log_artifact(str(Path(tmp) / REFERENCE_SAMPLE), DRIFT_ARTIFACTS)
         with tempfile.TemporaryDirectory() as tmp:
             plot_seconds = time.perf_counter()
-            for path in _plots(pipeline, validation[X], validation["label"].to_numpy(),
-                               pipeline.predict_proba(validation[X])[:, 1], Path(tmp)):
+            for path in _plots(pipeline, validation[X], validation[LABEL].to_numpy(),
+                               model_scores(pipeline, validation[X], uc.task), Path(tmp), uc.task):
                 mlflow.log_artifact(str(path), "plots")
             plot_seconds = time.perf_counter() - plot_seconds
         example = train[X].head(5)
-        signature = infer_signature(example, pipeline.predict_proba(example)[:, 1])
+        signature = infer_signature(example, model_scores(pipeline, example, uc.task))
         info = mlflow.sklearn.log_model(pipeline, name="model", signature=signature, input_example=example,
                                         pip_requirements=_pip_requirements(),
                                         skops_trusted_types=_skops_trusted(pipeline))

@@ -4,10 +4,16 @@ The policy (use-case ``evaluation``) in order:
 1. **Floors**: every floor metric of the challenger must meet its floor, else ``reject``.
 2. **No champion yet**: promote when the floors are met.
 3. **Uplift**: the challenger must beat the champion on the primary metric by at least
-   ``min_uplift`` (and strictly: a tie keeps the champion), else ``keep_champion``.
+   ``min_uplift`` (and strictly: a tie keeps the champion), else ``keep_champion``. For a
+   lower-is-better metric (``config.LOWER_IS_BETTER``: rmse, mae, log_loss, brier) the uplift is the
+   reduction, champion minus challenger; a floor on such a metric is a ceiling.
 4. **Guardrails**: no guardrail metric may regress by more than its allowance.
 5. **Slices**: within each value of each slice column, the primary metric may not regress by
-   more than ``max_slice_regression``.
+   more than ``max_slice_regression`` (slices under ``MIN_SLICE_ROWS`` rows, or a classifier's slice
+   holding one class, are not judged).
+
+Both models are scored on the holdout by :func:`pavedml.metrics.model_scores` (the positive class's
+probability, or the predicted value for a regressor) and measured with the task's metrics.
 """
 
 from __future__ import annotations
@@ -49,17 +55,20 @@ def decide(challenger: dict[str, float], champion: dict[str, float] | None, poli
     floor_failures = []
     for metric, floor in policy.floors.items():
         value = challenger[metric]
-        ok = value <= floor if metric in LOWER_IS_BETTER else value >= floor
-        if not ok:
-            floor_failures.append(f"floor not met: {metric} {value:.4f} vs floor {floor}")
+        lower = metric in LOWER_IS_BETTER
+        if not (value <= floor if lower else value >= floor):
+            floor_failures.append(f"floor not met: {metric} {value:.4f} vs "
+                                  + (f"ceiling {floor} (lower is better)" if lower else f"floor {floor}"))
     if floor_failures:
         return Verdict("reject", floor_failures)
     if champion is None:
         return Verdict("promote", ["no champion yet and every floor is met"])
     primary = policy.primary_metric
-    uplift = challenger[primary] - champion[primary]
+    # what the challenger gains: a rise, or for a lower-is-better metric a reduction
+    uplift = -_worse_by(primary, challenger[primary], champion[primary])
+    word = "reduction" if primary in LOWER_IS_BETTER else "uplift"
     if uplift <= 0 or uplift < policy.min_uplift:
-        what = "tie" if uplift == 0 else f"uplift {uplift:+.4f}"
+        what = "tie" if uplift == 0 else f"{word} {uplift:+.4f}"
         return Verdict("keep_champion", [f"{what} on {primary} ({challenger[primary]:.4f} vs champion "
                                          f"{champion[primary]:.4f}) is below the required {policy.min_uplift}"])
     problems = []
@@ -77,20 +86,23 @@ def decide(challenger: dict[str, float], champion: dict[str, float] | None, poli
                             f"(allowed {policy.max_slice_regression})")
     if problems:
         return Verdict("keep_champion", problems)
-    return Verdict("promote", [f"uplift {uplift:+.4f} on {primary} meets the required {policy.min_uplift}; "
+    return Verdict("promote", [f"{word} {uplift:+.4f} on {primary} meets the required {policy.min_uplift}; "
                                "guardrails and slices hold"])
 
 
-def slice_metrics(df, proba, slices: list[str]) -> dict[str, dict[str, float]]:
-    from pavedml.metrics import classification_metrics
+def slice_metrics(df, scores, slices: list[str], task: str = "binary_classification") -> dict[str, dict[str, float]]:
+    """The task's metrics within each value of each slice column (``{"Contract=One year": {...}}``);
+    a slice of fewer than MIN_SLICE_ROWS rows, or a classifier's slice holding one class, is left out."""
+    from pavedml.metrics import LABEL, is_regression, task_metrics
 
     out = {}
+    y_all = df[LABEL].to_numpy()
     for col in slices:
         for value, idx in df.groupby(col, observed=True).indices.items():
-            y = df["label"].to_numpy()[idx]
-            if len(idx) < MIN_SLICE_ROWS or len(set(y)) < 2:
+            y = y_all[idx]
+            if len(idx) < MIN_SLICE_ROWS or (not is_regression(task) and len(set(y)) < 2):
                 continue
-            out[f"{col}={value}"] = classification_metrics(y, proba[idx])
+            out[f"{col}={value}"] = task_metrics(task, y, scores[idx])
     return out
 
 
@@ -120,7 +132,7 @@ def evaluate_challenger(ctx: StepContext) -> PromotionDecision:
         unavailable_as_error,
     )
     from pavedml.errors import RegistryError
-    from pavedml.metrics import classification_metrics
+    from pavedml.metrics import LABEL, model_scores, task_metrics
     from pavedml.steps.training import load_split
 
     uc = ctx.use_case
@@ -139,9 +151,9 @@ def evaluate_challenger(ctx: StepContext) -> PromotionDecision:
             if mv is None:
                 continue
             model = mlflow.sklearn.load_model(f"models:/{name}/{mv.version}")
-            proba = model.predict_proba(holdout[X])[:, 1]
-            scored[role] = {"version": str(mv.version), "metrics": classification_metrics(holdout["label"], proba),
-                            "slices": slice_metrics(holdout, proba, uc.evaluation.slices)}
+            scores = model_scores(model, holdout[X], uc.task)
+            scored[role] = {"version": str(mv.version), "metrics": task_metrics(uc.task, holdout[LABEL], scores),
+                            "slices": slice_metrics(holdout, scores, uc.evaluation.slices, uc.task)}
     same = champion is not None and str(champion.version) == str(challenger.version)
     if same:
         verdict = Verdict("keep_champion", [f"v{challenger.version} already is the champion"])

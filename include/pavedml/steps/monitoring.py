@@ -7,6 +7,14 @@ from its training data) with the latest scoring window, streaming the window in 
 ``insufficient_data`` (fewer rows than ``drift.min_samples``: it refuses to judge), ``no_drift``
 or ``drift`` (at least ``drift.min_alert_features`` features at or above their alert threshold).
 
+The model's output is checked too: the PSI of the window's predictions (a classifier's
+``probability``, a regressor's ``prediction``) against their distribution on the champion's training
+split (the reference's ``prediction`` entry, see :func:`pavedml.drift.build_prediction_reference`)
+is recorded in the report JSON, the PSI table and ``DriftCheckResult.prediction_psi`` and logged as a
+warning at or above the warn threshold. It does NOT count toward the verdict: retraining is requested
+on feature drift only (a shifted output with stable features is a question for people, not a
+retrain). A version trained before this check has no such reference: ``prediction_psi`` is None.
+
 ``request_retraining`` turns a ``drift`` verdict into one retrain request per window (the Asset
 event the training DAG is scheduled on, carrying the PSI table, window and data hash), honouring
 the cooldown; otherwise it exits with :data:`pavedml.errors.EXIT_SKIP` and the task is skipped (no Asset event).
@@ -108,7 +116,10 @@ def check_drift(ctx: StepContext) -> DriftCheckResult:
     record = {"status": status, "window": days, "model_version": version, "data_hash": data_hash,
               "thresholds": {"warn": warn, "alert": alert, "min_alert_features": uc.drift.min_alert_features},
               "report": report.as_dict(), "checked_at": datetime.now(UTC).isoformat(), "dag_run": ctx.run_id}
-    table = report.table()
+    prediction = _prediction_psi(ctx, reference, days, warn=warn, alert=alert)
+    if prediction is not None:
+        record["prediction"] = {**prediction.as_dict(), "counts_toward_verdict": False}
+    table = report.table() + _prediction_line(prediction, report)
     with storage.atomic_dir(out) as tmp:
         storage.write_json(str(tmp / DRIFT_REPORT), record)
         (tmp / PSI_TABLE).write_text(table + "\n")
@@ -124,7 +135,60 @@ def check_drift(ctx: StepContext) -> DriftCheckResult:
                             alerts=list(report.alerts),
                             warnings=list(report.warnings), psi={f.name: round(f.psi, 5) for f in report.features},
                             report=str(ctx.layout.drift_report(ds)), evidently_report=evidently,
-                            reason=report.reason or "")
+                            reason=report.reason or "",
+                            prediction_psi=None if prediction is None else round(prediction.psi, 5))
+
+
+def _prediction_column(uc, path) -> str | None:
+    """The model output column of a predictions file: a regressor's ``prediction``; a classifier's
+    ``probability`` (``churn_probability`` in partitions scored before the rename)."""
+    import pyarrow.parquet as pq
+
+    from pavedml.metrics import PREDICTION, PROBABILITY
+
+    names = set(pq.ParquetFile(path).schema_arrow.names)
+    wanted = (PREDICTION,) if uc.is_regression else (PROBABILITY, "churn_probability")
+    return next((c for c in wanted if c in names), None)
+
+
+def _prediction_psi(ctx: StepContext, reference: dict, days: list[str], *, warn: float, alert: float):
+    """PSI of the window's model output against the reference's ``prediction`` entry (a FeaturePsi),
+    or None when the reference has none or a predictions file lacks the output column."""
+    import pyarrow.parquet as pq
+
+    from pavedml.drift import PREDICTION, PsiAccumulator
+    from pavedml.layout import PART_FILE
+
+    uc = ctx.use_case
+    ref = reference.get(PREDICTION)
+    if ref is None:
+        log.info("the drift reference of this version has no prediction distribution (trained before it was "
+                 "recorded): prediction drift is not checked")
+        return None
+    acc = PsiAccumulator(ref)
+    for d in days:
+        path = ctx.layout.predictions_partition(d) / PART_FILE
+        column = _prediction_column(uc, path)
+        if column is None:
+            log.warning("predictions %s hold no model output column: prediction drift is not checked", path)
+            return None
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=uc.drift.chunk_rows, columns=[column]):
+            acc.update(batch.to_pandas().rename(columns={column: PREDICTION}))
+    result = acc.result(warn=warn, alert=alert, min_samples=uc.drift.min_samples).features[0]
+    if result.status in ("warn", "alert"):
+        log.warning("the model's output drifted: PSI %.4f of %s (%s; not part of the verdict, which is on "
+                    "features only)", result.psi, "prediction" if uc.is_regression else "probability",
+                    result.status)
+    return result
+
+
+def _prediction_line(prediction, report) -> str:
+    """The PSI table's last line: the model output's PSI, marked as outside the verdict."""
+    if prediction is None:
+        return "\n(prediction: no reference for the model output; not checked)"
+    width = max([len("feature"), *(len(f.name) for f in report.features)])
+    return (f"\n{'prediction':<{width}}  {'output':<11}  {prediction.psi:>8.4f}  {prediction.status}"
+            "  (model output: reported, not part of the verdict)")
 
 
 def _evidently_report(ctx: StepContext, sample_path: str | None, days: list[str], target: Path) -> bool:

@@ -1,5 +1,9 @@
 """score_customers: score the interval's customers with ``models:/<model>@champion``.
 
+Each row gets ``prediction`` (a classifier's class, 1 at ``probability >= 0.5``, else 0; a
+regressor's predicted value) and, for a classifier, ``probability`` (of the positive class), with
+``model_name`` and ``model_version``.
+
 Features come from Feast's offline store for the interval: the feature view's batch source
 filtered to the interval's partition, which is exactly what ``get_historical_features`` returns
 for entity timestamps at the interval start (a test checks that equality) without a point-in-time
@@ -17,6 +21,7 @@ from pavedml import storage
 from pavedml.context import StepContext
 from pavedml.errors import FeatureCheckError, RegistryError
 from pavedml.layout import PART_FILE, SCORED_FILE
+from pavedml.metrics import PREDICTION, PROBABILITY
 from pavedml.results import ScoringResult
 
 log = logging.getLogger(__name__)
@@ -53,16 +58,21 @@ def score_customers(ctx: StepContext) -> ScoringResult:
     import mlflow
     import numpy as np
 
+    from pavedml.metrics import DECISION_THRESHOLD, model_scores
+
     uc, ds = ctx.use_case, ctx.ds_iso
     started = time.perf_counter()
     client, mv = champion(ctx)
     model = mlflow.sklearn.load_model(f"models:/{uc.model.registered_name}/{mv.version}")
     table, sha = read_interval_features(ctx, [uc.entity.key, "event_timestamp", *uc.feature_columns])
     features = table.to_pandas()
-    proba = model.predict_proba(features[uc.feature_columns])[:, 1]
+    scores = model_scores(model, features[uc.feature_columns], uc.task)
     out = features[[uc.entity.key, "event_timestamp"]].copy()
-    out["churn_probability"] = proba.astype("float64")
-    out["prediction"] = (proba >= 0.5).astype("int8")
+    if uc.is_regression:
+        out[PREDICTION] = scores
+    else:
+        out[PROBABILITY] = scores
+        out[PREDICTION] = (scores >= DECISION_THRESHOLD).astype("int8")
     out["model_name"] = uc.model.registered_name
     out["model_version"] = str(mv.version)
     out["feature_snapshot_sha256"] = sha
@@ -74,11 +84,12 @@ def score_customers(ctx: StepContext) -> ScoringResult:
                                                        "model_version": str(mv.version), "rows": len(out),
                                                        "feature_snapshot_sha256": sha, "dag_run": ctx.run_id})
     seconds = time.perf_counter() - started
-    rate = float(np.mean(out["prediction"])) if len(out) else 0.0
-    log.info("scored %d customers of %s with %s v%s in %.1fs (positive rate %.3f)", len(out), ds,
-             uc.model.registered_name, mv.version, seconds, rate)
+    mean = round(float(np.mean(out[PREDICTION])), 4) if len(out) else 0.0
+    log.info("scored %d rows of %s with %s v%s in %.1fs (%s %.4f)", len(out), ds, uc.model.registered_name,
+             mv.version, seconds, "mean prediction" if uc.is_regression else "positive rate", mean)
     extra = {"ds": ds, "model_version": str(mv.version), "rows": len(out), "feature_snapshot_sha256": sha}
     return ScoringResult(step="score_customers", use_case=uc.name, ds=ds, model_name=uc.model.registered_name,
                          model_version=str(mv.version), rows=len(out), partition=str(partition),
-                         feature_snapshot_sha256=sha, positive_rate=round(rate, 4), seconds=round(seconds, 3),
-                         asset_extra=extra)
+                         feature_snapshot_sha256=sha, seconds=round(seconds, 3),
+                         positive_rate=None if uc.is_regression else mean,
+                         prediction_mean=mean if uc.is_regression else None, asset_extra=extra)

@@ -27,6 +27,10 @@ from pavedml.results import StepResult
 log = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "holdout")
 LABEL_TS = "event_timestamp"
+#: Families fitted on standardized numeric features.
+LINEAR_FAMILIES = ("logistic_regression", "ridge")
+#: A time of day followed by a zone (``12:00Z``, ``12:00:00.5+02:00``): a zone-aware ISO 8601 time.
+ZONED_TIME = r"\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$"
 
 
 def frame_digest(df) -> str:
@@ -37,7 +41,9 @@ def frame_digest(df) -> str:
 
 
 def load_labels(ctx: StepContext, window_days: int):
-    """Labels known by the end of ``ds``: every labels partition dt <= ds within the window."""
+    """Labels known by the end of ``ds``: every labels partition dt <= ds within the window, as
+    (entity key, label timestamp, :data:`LABEL`) rows (see :func:`label_values` and
+    :func:`label_timestamps`), and the files they came from."""
     import pandas as pd
 
     from pavedml.steps.validation import validate_labels
@@ -53,7 +59,10 @@ def load_labels(ctx: StepContext, window_days: int):
                 data = storage.read_bytes(uri)
                 df = pd.read_parquet(io.BytesIO(data)) if fmt == "parquet" else pd.read_csv(io.BytesIO(data), dtype=str)
                 validate_labels(ctx, uri, data, df)  # stops (and quarantines) on a broken contract
-                frames.append(df)
+                out = pd.DataFrame({uc.entity.key: df[uc.entity.key].astype(str),
+                                    LABEL_TS: label_timestamps(df, uri),
+                                    LABEL: label_values(uc, df[uc.label.column], uri)}, index=df.index)
+                frames.append(out)
                 sources.append({"uri": uri, "sha256": hashlib.sha256(data).hexdigest()})
                 break
     if not frames:
@@ -63,14 +72,66 @@ def load_labels(ctx: StepContext, window_days: int):
             details={"next": "trigger the run with a logical date on or after the newest labels, widen "
                              "training_window_days, or wait for labels to arrive"})
     labels = pd.concat(frames, ignore_index=True)
-    labels[LABEL_TS] = pd.to_datetime(labels["snapshot_date"], utc=True)
     oldest = pd.Timestamp(ds - timedelta(days=window_days), tz="UTC")
     labels = labels[labels[LABEL_TS] >= oldest]
-    out = labels[[uc.entity.key, LABEL_TS]].copy()
-    out[uc.entity.key] = out[uc.entity.key].astype(str)
-    out[LABEL] = (labels[uc.label.column].astype(str) == str(uc.label.positive)).astype("int64").to_numpy()
-    out = out.drop_duplicates([uc.entity.key, LABEL_TS], keep="last")
-    return out.sort_values([LABEL_TS, uc.entity.key]).reset_index(drop=True), sources
+    labels = labels.drop_duplicates([uc.entity.key, LABEL_TS], keep="last")
+    return labels.sort_values([LABEL_TS, uc.entity.key]).reset_index(drop=True), sources
+
+
+def label_values(uc: UseCase, column, where: str = "the labels"):
+    """The label column as training targets. Binary classification: 1 for a value among
+    ``label.positive`` (compared as text, as the labels suite compares), else 0; or, with
+    ``label.threshold``, 1 when the numeric label is ``>= threshold``. Regression: the numeric
+    value (float64). A value that is not a number where one is needed is a TrainingDataError
+    naming ``where`` (the file) and the column."""
+    import numpy as np
+    import pandas as pd
+
+    label = uc.label
+    if uc.is_regression or label.threshold is not None:
+        numeric = pd.to_numeric(column, errors="coerce").astype("float64")
+        # a regression target may be empty here (build_training_set names the count); a threshold
+        # label may not (an empty label would silently count as a negative)
+        bad = column[numeric.isna() & (column.notna() | (label.threshold is not None))]
+        if len(bad):
+            examples = ", ".join(repr(v) for v in bad.astype(str).unique()[:5])
+            raise TrainingDataError(
+                f"{where}: label column {label.column!r} holds {len(bad)} value(s) that are not numbers "
+                f"(e.g. {examples}); a {'regression target' if uc.is_regression else 'label.threshold'} "
+                "needs numeric labels",
+                details={"next": f"re-deliver the labels with a numeric {label.column}, then clear build_training_set"})
+        if label.threshold is None:  # regression
+            return numeric.to_numpy()
+        return (numeric.to_numpy() >= label.threshold).astype("int64")
+    positives = [str(v) for v in label.positive_values]
+    return np.asarray(column.astype(str).isin(positives), dtype="int64")
+
+
+def label_timestamps(df, where: str = "the labels"):
+    """Each label's time (UTC): its ``event_timestamp`` (ISO 8601, the row's own event time, for
+    use cases whose batches carry a timestamp column) when the file has one, else the start of its
+    ``snapshot_date``."""
+    import pandas as pd
+
+    column = LABEL_TS if LABEL_TS in df.columns else "snapshot_date"
+    values = df[column]
+    try:
+        if not (pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values)):
+            return pd.Series(pd.to_datetime(values, utc=True), index=df.index)
+        # times with and without a zone parsed apart: pandas applies the first offset it meets to
+        # the zone-less times after it
+        text = values.astype("string").str.strip()
+        aware = text.str.contains(ZONED_TIME, regex=True).fillna(False).astype(bool)
+        out = pd.Series(pd.NaT, index=df.index, dtype="datetime64[ns, UTC]")
+        if aware.any():
+            out[aware] = pd.to_datetime(text[aware], utc=True, format="ISO8601")
+        if (~aware).any():
+            out[~aware] = pd.to_datetime(text[~aware], format="ISO8601").dt.tz_localize("UTC")
+        return out
+    except (ValueError, TypeError) as exc:
+        raise TrainingDataError(f"{where}: column {column!r} is not an ISO 8601 time: {str(exc).splitlines()[0]}",
+                                details={"next": f"re-deliver the labels with {column} as ISO 8601 "
+                                                 "(2025-01-31 or 2025-01-31T12:00:00Z)"}) from None
 
 
 def label_days(ctx: StepContext) -> list[str]:
@@ -158,17 +219,30 @@ def build_training_set(ctx: StepContext) -> StepResult:
         raise TrainingDataError(f"none of the {len(labels)} labels in the window has features at or before its time "
                                 f"({have}; {labels_found(ctx)})",
                                 details={"next": "run the feature pipeline for the labelled days first"})
-    classes = sorted(joined[LABEL].unique().tolist())
-    if len(classes) < 2:
-        raise TrainingDataError(f"the training window holds a single class ({classes[0]}) in {len(joined)} rows; "
-                                "a classifier needs both", details={"next": "widen training_window_days"})
+    if uc.is_regression:
+        import numpy as np
+
+        target = joined[LABEL].to_numpy(dtype="float64")
+        bad = int((~np.isfinite(target)).sum())
+        if bad:
+            raise TrainingDataError(f"{bad} of {len(joined)} label rows have no finite {uc.label.column} "
+                                    "(empty, NaN or infinite): a regression target must be a number",
+                                    details={"next": f"re-deliver those labels with a numeric {uc.label.column}"
+                                                     ", then clear build_training_set"})
+    else:
+        classes = sorted(joined[LABEL].unique().tolist())
+        if len(classes) < 2:
+            raise TrainingDataError(f"the training window holds a single class ({classes[0]}) in {len(joined)} rows; "
+                                    "a classifier needs both", details={"next": "widen training_window_days"})
     try:
         splits = time_split(joined, uc)
     except TrainingDataError as err:
         err.message = f"{err.message}; {labels_found(ctx)}"
         raise
     for name, part in splits.items():
-        if part.empty or part[LABEL].nunique() < 2:
+        if part.empty:
+            raise TrainingDataError(f"the {name} split holds no rows")
+        if not uc.is_regression and part[LABEL].nunique() < 2:
             raise TrainingDataError(f"the {name} split ({len(part)} rows) does not hold both classes")
     if len(splits["train"]) < uc.model.min_train_rows:
         raise TrainingDataError(f"only {len(splits['train'])} training rows; model.min_train_rows is "
@@ -178,7 +252,8 @@ def build_training_set(ctx: StepContext) -> StepResult:
                 "labels": label_sources, "window_days": window, "snapshot_days": days,
                 "feature_snapshots": _snapshot_hashes(ctx, days),
                 "ranges": {k: [str(v[LABEL_TS].min()), str(v[LABEL_TS].max())] for k, v in splits.items()},
-                "positive_rate": {k: round(float(v[LABEL].mean()), 4) for k, v in splits.items()},
+                ("label_mean" if uc.is_regression else "positive_rate"):
+                    {k: round(float(v[LABEL].mean()), 4) for k, v in splits.items()},
                 "digests": {}, "dag_run": ctx.run_id, "built_at": datetime.now(UTC).isoformat()}
     with storage.atomic_dir(out_dir) as tmp:
         for name, part in splits.items():
@@ -246,7 +321,7 @@ def make_pipeline(uc: UseCase, overrides: dict | None = None):
     estimator = getattr(importlib.import_module(module), cls)(**params)
     check_hyperparameters(uc, estimator, overrides or {})
     numeric = [("impute", SimpleImputer(strategy="median"))]
-    if uc.model.family == "logistic_regression":
+    if uc.model.family in LINEAR_FAMILIES:
         numeric.append(("scale", StandardScaler()))
     pre = ColumnTransformer([
         ("num", Pipeline(numeric), uc.numeric_features),
@@ -255,12 +330,18 @@ def make_pipeline(uc: UseCase, overrides: dict | None = None):
     return Pipeline([("preprocess", pre), ("model", estimator)]), params
 
 
-def drift_reference(uc: UseCase, train) -> tuple[dict, object]:
+def drift_reference(uc: UseCase, train, pipeline=None) -> tuple[dict, object]:
     """The champion-to-be's drift reference (quantile bins and proportions of the training data, see
-    :func:`pavedml.drift.build_reference`) and a sample of its training features for people's reports."""
-    from pavedml.drift import build_reference
+    :func:`pavedml.drift.build_reference`; with the fitted ``pipeline`` also the distribution of its
+    output on the training split under ``"prediction"``, :func:`pavedml.drift.build_prediction_reference`)
+    and a sample of its training features for people's reports."""
+    from pavedml.drift import PREDICTION, build_prediction_reference, build_reference
+    from pavedml.metrics import model_scores
 
     reference = build_reference(train, uc.numeric_features, uc.categorical_features, bins=uc.drift.bins)
+    if pipeline is not None:
+        scores = model_scores(pipeline, train[uc.feature_columns], uc.task)
+        reference[PREDICTION] = build_prediction_reference(scores, bins=uc.drift.bins)
     sample = train[uc.feature_columns].sample(min(len(train), uc.drift.report_sample_rows), random_state=0)
     return reference, sample
 
@@ -287,9 +368,9 @@ def train_challenger(ctx: StepContext):
     reused = tracking.reuse_registered(ctx, client)
     if reused is not None:
         return reused
-    metrics = split_metrics(pipeline, {"validation": validation, "holdout": holdout}, uc.feature_columns)
+    metrics = split_metrics(pipeline, {"validation": validation, "holdout": holdout}, uc.feature_columns, uc.task)
     evaluate_seconds = time.perf_counter() - started
-    reference, sample = drift_reference(uc, train)
+    reference, sample = drift_reference(uc, train, pipeline)
     return tracking.log_and_register(ctx, pipeline, params, manifest,
                                      {"train": train, "validation": validation, "holdout": holdout}, metrics,
                                      reference, sample, {"fit": fit_seconds, "evaluate": evaluate_seconds})
