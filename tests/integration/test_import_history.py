@@ -1,0 +1,220 @@
+"""import-history: a user's table landed the way the pipeline expects it, or refused in one line
+with nothing landed. Runs the CLI as a user types it (``python -m pavedml import-history``)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.integration
+EXAMPLES = REPO / "include" / "examples"
+PATIENTS = EXAMPLES / "breast_cancer" / "patients.csv"
+VISITS = EXAMPLES / "diabetes_visits" / "visits.csv"
+
+
+@pytest.fixture
+def env(tmp_path):
+    uc_dir = tmp_path / "use_cases"
+    uc_dir.mkdir()
+    for name in ("breast_cancer", "diabetes_visits"):
+        shutil.copy(EXAMPLES / name / f"{name}.yaml", uc_dir)
+    return {**os.environ, "PAVEDML_DATA_ROOT": str(tmp_path / "data"), "PAVEDML_USE_CASES_DIR": str(uc_dir)}
+
+
+def run(env, *args):
+    return subprocess.run([sys.executable, "-m", "pavedml", "import-history", *args], env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def landed(env) -> list[str]:
+    root = Path(env["PAVEDML_DATA_ROOT"])
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+def refused(env, *args) -> str:
+    proc = run(env, *args)
+    assert proc.returncode == 3, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("import-history: refused: "), proc.stderr
+    assert landed(env) == [], "a refusal must land nothing"
+    return lines[-1]
+
+
+def test_a_table_without_dates_lands_as_even_daily_slices_with_labels_a_delay_later(env):
+    proc = run(env, "--use-case", "breast_cancer", "--from", str(PATIENTS), "--days", "12", "--start", "2025-02-01")
+    assert proc.returncode == 0, proc.stderr
+    assert "12 day(s) 2025-02-01 .. 2025-02-12, 569 rows (47-48 a day), 569 labelled, label rate 0.373" in proc.stdout
+    root = Path(env["PAVEDML_DATA_ROOT"]) / "landing" / "breast_cancer"
+    batches = sorted(root.glob("patients/dt=*/patients.csv"))
+    assert [p.parent.name for p in batches] == [f"dt=2025-02-{d:02d}" for d in range(1, 13)]
+    first = pd.read_csv(batches[0], dtype=str)
+    assert "diagnosis" not in first.columns and first["patient_id"].iloc[0] == "P0000" and len(first) == 48
+    labels = pd.read_csv(root / "labels" / "dt=2025-02-02" / "labels.csv", dtype=str)
+    assert list(labels.columns) == ["patient_id", "diagnosis", "snapshot_date"]
+    assert set(labels["snapshot_date"]) == {"2025-02-01"} and labels["patient_id"].tolist() == first["patient_id"].tolist()
+    source = pd.read_csv(PATIENTS, dtype=str)
+    assert labels["diagnosis"].tolist() == source["diagnosis"].iloc[:48].tolist()
+    total = sum(len(pd.read_csv(p)) for p in batches)
+    assert total == len(source)
+
+    before = {p: p.stat().st_mtime_ns for p in root.rglob("*.csv")}
+    again = run(env, "--use-case", "breast_cancer", "--from", str(PATIENTS), "--days", "12", "--start", "2025-02-01")
+    assert again.returncode == 0 and "0 written, 0 replaced, 24 unchanged" in again.stdout
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*.csv")} == before, "a rerun must change nothing"
+
+
+def test_different_content_for_a_landed_day_is_refused_unless_replace(env, tmp_path):
+    assert run(env, "--use-case", "breast_cancer", "--from", str(PATIENTS), "--days", "12",
+               "--start", "2025-02-01").returncode == 0
+    changed = tmp_path / "changed.csv"
+    df = pd.read_csv(PATIENTS, dtype=str)
+    df.loc[0, "mean_radius"] = "18.5"
+    df.to_csv(changed, index=False)
+    files = landed(env)
+    proc = run(env, "--use-case", "breast_cancer", "--from", str(changed), "--days", "12", "--start", "2025-02-01")
+    assert proc.returncode == 3 and "already hold different content" in proc.stderr and "--replace" in proc.stderr
+    assert landed(env) == files
+    proc = run(env, "--use-case", "breast_cancer", "--from", str(changed), "--days", "12", "--start", "2025-02-01",
+               "--replace")
+    assert proc.returncode == 0 and "0 written, 1 replaced, 23 unchanged" in proc.stdout, proc.stdout
+
+
+def test_an_event_time_column_splits_by_day_and_travels_with_the_labels(env):
+    proc = run(env, "--use-case", "diabetes_visits", "--from", str(VISITS))
+    assert proc.returncode == 0, proc.stderr
+    assert "12 day(s) 2025-03-01 .. 2025-03-12, 442 rows" in proc.stdout and "label mean 152.1" in proc.stdout
+    root = Path(env["PAVEDML_DATA_ROOT"]) / "landing" / "diabetes_visits"
+    day = pd.read_csv(root / "visits" / "dt=2025-03-05" / "visits.csv", dtype=str)
+    times = pd.to_datetime(day["visit_time"], utc=True)
+    assert (times.dt.strftime("%Y-%m-%d") == "2025-03-05").all() and times.dt.hour.nunique() > 1
+    labels = pd.read_csv(root / "labels" / "dt=2025-03-06" / "labels.csv", dtype=str)
+    assert list(labels.columns) == ["visit_id", "progression", "snapshot_date", "event_timestamp"]
+    assert labels["event_timestamp"].tolist() == day["visit_time"].tolist()
+
+
+@pytest.mark.parametrize("case", ["missing_key", "missing_label", "missing_date_column", "unparseable_dates",
+                                  "regression_text", "undeclared_label", "too_little_history", "too_few_rows_a_day",
+                                  "days_for_a_timed_use_case", "no_such_file"])
+def test_bad_input_is_refused_in_one_line_and_nothing_lands(env, tmp_path, case):
+    visits = pd.read_csv(VISITS, dtype=str)
+    patients = pd.read_csv(PATIENTS, dtype=str)
+    bad = tmp_path / "bad.csv"
+    uc, extra, expect = "diabetes_visits", [], ""
+    if case == "missing_key":
+        visits.drop(columns=["visit_id"]).to_csv(bad, index=False)
+        expect = "has no column 'visit_id' (the entity.key)"
+    elif case == "missing_label":
+        visits.drop(columns=["progression"]).to_csv(bad, index=False)
+        expect = "has no column 'progression' (the label.column)"
+    elif case == "missing_date_column":
+        visits.drop(columns=["visit_time"]).to_csv(bad, index=False)
+        expect = "has no column 'visit_time' (batches.timestamp.column)"
+    elif case == "unparseable_dates":
+        visits.loc[[3, 7], "visit_time"] = ["next tuesday", "2025-13-45"]
+        visits.to_csv(bad, index=False)
+        expect = "column 'visit_time' has 2 value(s) that are not dates (e.g. 'next tuesday', '2025-13-45')"
+    elif case == "regression_text":
+        visits.loc[[1, 2], "progression"] = ["high", "n/a"]
+        visits.to_csv(bad, index=False)
+        expect = "label column 'progression' holds 2 value(s) that are not numbers (e.g. 'high', 'n/a')"
+    elif case == "undeclared_label":
+        patients.loc[5, "diagnosis"] = "unsure"
+        patients.to_csv(bad, index=False)
+        uc, extra = "breast_cancer", ["--days", "12"]
+        expect = "label column 'diagnosis' holds 1 value(s) outside label.positive ['malignant']"
+    elif case == "too_little_history":
+        patients.to_csv(bad, index=False)
+        uc, extra = "breast_cancer", ["--days", "4"]
+        expect = "4 labelled day(s) of history; the time split needs at least 5"
+    elif case == "too_few_rows_a_day":
+        patients.to_csv(bad, index=False)
+        uc, extra = "breast_cancer", ["--days", "30"]
+        expect = "hold fewer rows than schema.row_count.min=30"
+    elif case == "days_for_a_timed_use_case":
+        visits.to_csv(bad, index=False)
+        extra = ["--days", "12"]
+        expect = "splits by that column (--date-column visit_time), not into --days slices"
+    elif case == "no_such_file":
+        bad = tmp_path / "nowhere.csv"
+        expect = "nowhere.csv: no such file"
+    line = refused(env, "--use-case", uc, "--from", str(bad), *extra)
+    assert expect in line, line
+
+
+def test_labels_from_a_separate_file_must_name_known_keys(env, tmp_path):
+    patients = pd.read_csv(PATIENTS, dtype=str)
+    table, labels = tmp_path / "patients.csv", tmp_path / "labels.csv"
+    patients.drop(columns=["diagnosis"]).to_csv(table, index=False)
+    extra = pd.DataFrame({"patient_id": ["P9998", "P9999"], "diagnosis": ["benign", "malignant"]})
+    pd.concat([patients[["patient_id", "diagnosis"]], extra]).to_csv(labels, index=False)
+    line = refused(env, "--use-case", "breast_cancer", "--from", str(table), "--labels", str(labels), "--days", "12")
+    assert "2 label(s) for patient_id value(s) not in the history (e.g. 'P9998', 'P9999')" in line
+
+    patients[["patient_id", "diagnosis"]].iloc[::-1].to_csv(labels, index=False)  # any order
+    proc = run(env, "--use-case", "breast_cancer", "--from", str(table), "--labels", str(labels), "--days", "12")
+    assert proc.returncode == 0, proc.stderr
+    assert "569 labelled, label rate 0.373" in proc.stdout
+
+
+def test_numeric_labels_from_parquet_land_as_the_use_case_spells_them(env, tmp_path):
+    """A database or Parquet file types a 0/1 label as numbers (1.0): it lands as the declared "1"."""
+    patients = pd.read_csv(PATIENTS)
+    patients["diagnosis"] = (patients["diagnosis"] == "malignant").astype(float)
+    source = tmp_path / "patients.parquet"
+    patients.to_parquet(source, index=False)
+    path = Path(env["PAVEDML_USE_CASES_DIR"]) / "breast_cancer.yaml"
+    raw = yaml.safe_load(path.read_text())
+    raw["label"].update(positive=1, negative=0)
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    proc = run(env, "--use-case", "breast_cancer", "--from", str(source), "--days", "12", "--start", "2025-02-01")
+    assert proc.returncode == 0, proc.stderr
+    labels = pd.read_csv(Path(env["PAVEDML_DATA_ROOT"]) / "landing/breast_cancer/labels/dt=2025-02-02/labels.csv",
+                         dtype=str)
+    assert set(labels["diagnosis"]) <= {"0", "1"} and "label rate 0.373" in proc.stdout
+
+
+def test_history_from_a_postgresql_query(env, tmp_path):
+    """The same table read with --sql from a real PostgreSQL database lands the same files."""
+    from tests.helpers.prodstack import _pg_admin, pg_url
+
+    db = f"pavedml_test_import_{uuid.uuid4().hex[:8]}"
+    _pg_admin(f"CREATE DATABASE {db}")
+    try:
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(pg_url(db))
+        with engine.begin() as conn:
+            pd.read_csv(VISITS).assign(visit_time=lambda d: pd.to_datetime(d["visit_time"], utc=True)).to_sql(
+                "visits", conn, index=False)
+        engine.dispose()
+        proc = run(env, "--use-case", "diabetes_visits", "--from", pg_url(db), "--sql",
+                   "SELECT * FROM visits ORDER BY visit_id")
+        assert proc.returncode == 0, proc.stderr
+        from_db = sorted(landed(env))
+        files = {f: (Path(env["PAVEDML_DATA_ROOT"]) / f).read_bytes() for f in from_db}
+        shutil.rmtree(env["PAVEDML_DATA_ROOT"])
+        assert run(env, "--use-case", "diabetes_visits", "--from", str(VISITS)).returncode == 0
+        assert sorted(landed(env)) == from_db
+        day = "landing/diabetes_visits/visits/dt=2025-03-04/visits.csv"
+        a = pd.read_csv(Path(env["PAVEDML_DATA_ROOT"]) / day)
+        b = pd.read_csv(pd.io.common.BytesIO(files[day]))
+        pd.testing.assert_frame_equal(a.sort_values("visit_id").reset_index(drop=True),
+                                      b.sort_values("visit_id").reset_index(drop=True), check_dtype=False)
+        env_var = {**env, "PAVEDML_TEST_HISTORY_DB": pg_url(db)}
+        shutil.rmtree(env["PAVEDML_DATA_ROOT"])
+        proc = run(env_var, "--use-case", "diabetes_visits", "--db-url-env", "PAVEDML_TEST_HISTORY_DB", "--sql",
+                   "SELECT * FROM nowhere")
+        assert proc.returncode == 3 and landed(env) == []
+        assert "nowhere" in proc.stderr
+    finally:
+        _pg_admin(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
