@@ -89,6 +89,7 @@ class DockerRunner(StepRunner):
     def create_spec(self, argv: list[str], env: dict[str, str], private_env: dict[str, str]) -> dict:
         """The container's create arguments (what the Docker engine gets)."""
         client, s = self.client, self.settings
+        env, private_env = self.with_source(env, private_env)
         return {
             "image": s.image, "command": list(argv), "environment": {**env, **private_env},
             "labels": step_labels(self.step, self.use_case),

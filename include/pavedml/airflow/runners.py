@@ -89,6 +89,28 @@ class StepLog:
         return list(self.tail)
 
 
+#: Steps that read a use case's SQL source (``batches.source``): only they get its ``url_env`` variable.
+SOURCE_STEPS = ("check_landing_batch", "ingest_raw_batch")
+
+
+def source_environment(step: str, use_case: str, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """For a step that reads the use case's SQL source: the worker's ``batches.source.url_env``
+    variable (the database URL, password included), to pass as *private* environment; else ``{}``.
+    A use-case file that does not load gives ``{}``: the step itself reports the config error."""
+    if step not in SOURCE_STEPS or not use_case:
+        return {}
+    from pavedml.config import get_use_case
+    from pavedml.errors import ConfigError
+
+    try:
+        source = get_use_case(use_case).batches.source
+    except ConfigError:
+        return {}
+    name = source.url_env if source is not None else None
+    env = os.environ if environ is None else environ
+    return {name: env[name]} if name and env.get(name) else {}
+
+
 class StepRunner(ABC):
     """Runs one step argv with the step environment contract; see the module docstring.
 
@@ -109,6 +131,14 @@ class StepRunner(ABC):
     @abstractmethod
     def kill(self) -> None:
         """Stop the running step, if any, at once (steps are safe to kill mid-write)."""
+
+    def with_source(self, env: dict[str, str], private_env: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+        """``(env, private_env)`` plus, privately, the SQL source's URL variable of a step that
+        reads it (:func:`source_environment`; never in the public part)."""
+        extra = source_environment(self.step, self.use_case)
+        if not extra:
+            return env, private_env
+        return {k: v for k, v in env.items() if k not in extra}, {**private_env, **extra}
 
 
 class LocalRunner(StepRunner):
@@ -136,6 +166,7 @@ class LocalRunner(StepRunner):
     def run(self, argv: list[str], env: dict[str, str], private_env: dict[str, str], log) -> StepRun:
         self.log = log
         relay = StepLog(log)
+        env, private_env = self.with_source(env, private_env)
         self._proc = proc = subprocess.Popen(
             self.command(argv), env=self.environment(env, private_env), stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, start_new_session=True,

@@ -4,6 +4,12 @@ The hash is taken over the landing file's bytes as delivered, so it does not dep
 Parquet writer. Re-ingesting identical content is a no-op returning the same hash; a changed file
 for the same day makes a new snapshot and both are kept (``LATEST.json`` names the current one).
 An unreadable batch is copied to quarantine before the step fails.
+
+A use case with a SQL source (``batches.source``) runs its query for the interval instead and
+writes the rows as a CSV extract to the landing file's path (rows in a fixed order, timestamps in
+ISO 8601 UTC: the same rows always give the same bytes, so the same hash), then ingests that
+extract exactly like a delivered file. Each row's event time is the interval's start, or the
+column named by ``batches.timestamp.column``.
 """
 
 from __future__ import annotations
@@ -20,9 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from pavedml import storage
+from pavedml.config import SqlSource
 from pavedml.context import StepContext
 from pavedml.errors import BatchMissingError, BatchUnreadableError, LandingUnavailableError
 from pavedml.layout import QUARANTINE_REASON
+from pavedml.redact import redact_urls
 from pavedml.results import LandingCheckResult, SnapshotResult
 
 log = logging.getLogger(__name__)
@@ -105,11 +113,45 @@ def find_batch(ctx: StepContext, dataset: str | None = None) -> str:
     )
 
 
+def sql_params(ctx: StepContext) -> dict[str, Any]:
+    """The bound parameters of the interval's source query."""
+    from pavedml.sqlsource import query_params
+
+    return query_params(ctx.interval_start, ctx.interval_end, ctx.ds)
+
+
+def _no_rows(ctx: StepContext, source: SqlSource, url: str) -> BatchMissingError:
+    from pavedml.sqlsource import first_line
+
+    return BatchMissingError(
+        f"query returned no rows for {ctx.ds_iso}",
+        details={"evidence": [f"database: {redact_urls(url)}", f"query: {first_line(source.query)} ...",
+                              f"interval: [{ctx.interval_start.isoformat()}, {ctx.interval_end.isoformat()})"],
+                 "next": "load the interval's rows into the database (or fix batches.source.query), then clear "
+                         "the task to rerun"})
+
+
 def check_landing_batch(ctx: StepContext) -> LandingCheckResult:
     """One look for the interval's landing batch (a poke of the ``wait_for_batch`` sensor):
     ``status`` ``ready`` with its ``uri``, or ``waiting`` with the ``batch_missing`` reason, the
-    paths looked at (``evidence``) and the next step, which the sensor's timeout alert quotes."""
+    paths looked at (``evidence``) and the next step, which the sensor's timeout alert quotes.
+    With a SQL source: ready when the interval's query returns rows (counted, not fetched); its
+    ``uri`` is the database's URL, redacted."""
     uc, ds = ctx.use_case.name, ctx.ds_iso
+    source = ctx.use_case.batches.source
+    if source is not None:
+        from pavedml.sqlsource import count_rows, resolve_url
+
+        url = redact_urls(resolve_url(source, uc))
+        rows = count_rows(source, sql_params(ctx), uc)
+        if rows > 0:
+            log.info("query returns %d rows for %s at %s", rows, ds, url)
+            return LandingCheckResult(step="check_landing_batch", use_case=uc, ds=ds, status="ready", uri=url)
+        exc = _no_rows(ctx, source, url)
+        log.info("%s", exc.message)
+        return LandingCheckResult(step="check_landing_batch", use_case=uc, ds=ds, status="waiting",
+                                  reason=exc.message, uri=url, evidence=exc.details["evidence"],
+                                  next=exc.details["next"], on_timeout=exc.reason)
     try:
         uri = find_batch(ctx)
     except BatchMissingError as exc:
@@ -257,7 +299,34 @@ def normalize(df, schema) -> tuple[Any, dict[str, dict]]:
         elif spec.type in TEXT_TYPES:
             text = _as_text(col)
             out[name] = text.replace("", pd.NA) if not spec.nullable or spec.blank_as_null else text
+        elif spec.type == "timestamp":
+            parsed, bad = parse_timestamps(col)
+            if bad is not None:
+                type_errors[name] = bad
+                out[name] = _as_text(col)
+                continue
+            out[name] = parsed
     return out, type_errors
+
+
+def parse_timestamps(col) -> tuple[Any, dict | None]:
+    """A column as ``datetime64[ns, UTC]``: ISO 8601 text (a value without a zone is UTC; an
+    offset is converted), or datetimes already. Blank text is null. Returns ``(parsed, None)``, or
+    ``(None, {"count", "examples"})`` when some values do not parse (nothing is dropped)."""
+    import pandas as pd
+
+    if pd.api.types.is_datetime64_any_dtype(col):
+        return (col.dt.tz_localize("UTC") if col.dt.tz is None else col.dt.tz_convert("UTC")), None
+    text = _as_text(col).str.strip()
+    text = text.where(text != "", pd.NA)
+    try:
+        parsed = pd.to_datetime(text.astype(object), utc=True, errors="coerce", format="ISO8601")
+    except (ValueError, TypeError, OverflowError):
+        parsed = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns, UTC]")
+    bad = parsed.isna() & text.notna()
+    if bad.any():
+        return None, {"count": int(bad.sum()), "examples": text[bad].unique()[:5].tolist()}
+    return parsed.astype("datetime64[ns, UTC]"), None
 
 
 def _quarantine_unreadable(ctx: StepContext, path: Path, uri: str, sha: str, exc: BatchUnreadableError) -> str:
@@ -276,12 +345,76 @@ def _quarantine_unreadable(ctx: StepContext, path: Path, uri: str, sha: str, exc
 
 
 def ingest_raw_batch(ctx: StepContext) -> SnapshotResult:
+    source = ctx.use_case.batches.source
+    if source is not None:
+        return _ingest_sql(ctx, source)
     uri = find_batch(ctx)
     with local_copy(uri, ctx.layout.staging) as path:
         return _ingest(ctx, uri, path)
 
 
-def _ingest(ctx: StepContext, uri: str, path: Path) -> SnapshotResult:
+def _iso_utc(values) -> Any:
+    """Datetimes -> ISO 8601 UTC text (``2025-01-01T05:30:00Z``, microseconds only when set); a
+    value without a zone is UTC."""
+    import pandas as pd
+
+    ts = pd.to_datetime(values, utc=True)
+    text = ts.dt.strftime("%Y-%m-%dT%H:%M:%S")
+    micro = ts.dt.microsecond
+    return (text.where(micro == 0, text + "." + micro.astype(str).str.zfill(6)) + "Z").astype(object)
+
+
+def sql_extract(df, key: str, timestamp_column: str | None) -> bytes:
+    """The query's rows as CSV bytes that depend on the rows only, never on the database's row
+    order: timestamps as ISO 8601 UTC, nulls as empty cells, rows sorted by the entity key, the
+    timestamp column and then every other column (as text)."""
+    import pandas as pd
+
+    text = pd.DataFrame(index=df.index)
+    for name in df.columns:
+        col = df[name]
+        if pd.api.types.is_datetime64_any_dtype(col):
+            cells = pd.Series(None, index=col.index, dtype=object)
+            cells[col.notna()] = _iso_utc(col[col.notna()])
+        else:
+            cells = col.astype(object)
+            stamps = cells.map(lambda v: isinstance(v, datetime)).astype(bool)
+            if stamps.any():
+                cells = cells.copy()
+                cells[stamps] = _iso_utc(pd.Series(list(cells[stamps]), index=cells[stamps].index))
+            cells = cells.map(lambda v: None if v is None or v is pd.NaT or (isinstance(v, float) and v != v)
+                              else str(v))
+        text[name] = cells
+    order = [c for c in (key, timestamp_column) if c and c in text.columns]
+    order += [c for c in text.columns if c not in order]
+    if len(text) > 1 and order:
+        text = text.sort_values(by=order, key=lambda c: c.fillna(""), kind="mergesort")
+    return text.to_csv(index=False, lineterminator="\n").encode("utf-8")
+
+
+def _ingest_sql(ctx: StepContext, source: SqlSource) -> SnapshotResult:
+    """Run the interval's query, land its rows as the day's CSV extract, ingest that."""
+    from pavedml.sqlsource import read_query, resolve_url
+
+    uc = ctx.use_case
+    url = resolve_url(source, uc.name)  # a missing variable fails here, before any connection
+    params = sql_params(ctx)
+    df = read_query(source, params, uc.name)
+    if df.empty:
+        raise _no_rows(ctx, source, url)
+    data = sql_extract(df, uc.entity.key, uc.timestamp_column)
+    del df
+    uri = ctx.layout.landing_file(uc.batches.dataset, ctx.ds_iso, "csv")
+    storage.write_bytes(uri, data)
+    log.info("query returned %d bytes for %s from %s: landed at %s", len(data), ctx.ds_iso, redact_urls(url), uri)
+    del data
+    record = {"kind": "sql", "url": redact_urls(url), "query": source.query,
+              "params": {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in params.items()}}
+    with local_copy(uri, ctx.layout.staging) as path:
+        return _ingest(ctx, uri, path, source=record)
+
+
+def _ingest(ctx: StepContext, uri: str, path: Path, source: dict | None = None) -> SnapshotResult:
     ds, uc = ctx.ds_iso, ctx.use_case
     sha = sha256_file(path)
     snapshot, manifest = ctx.layout.raw_snapshot(ds, sha), ctx.layout.raw_manifest(ds, sha)
@@ -306,13 +439,18 @@ def _ingest(ctx: StepContext, uri: str, path: Path) -> SnapshotResult:
         df, type_errors = normalize(df, uc.schema_)
         import pandas as pd
 
-        df["event_timestamp"] = pd.Timestamp(ctx.interval_start).tz_convert("UTC")
+        ts_col = uc.timestamp_column
+        if ts_col and ts_col in df.columns and pd.api.types.is_datetime64_any_dtype(df[ts_col]):
+            df["event_timestamp"] = df[ts_col]  # UTC (normalize); validation keeps it inside the interval
+        else:  # a daily snapshot (or a missing/unparseable time column: validation names and refuses it)
+            df["event_timestamp"] = pd.Timestamp(ctx.interval_start).tz_convert("UTC")
         with storage.atomic_path(snapshot) as tmp:
             df.to_parquet(tmp, index=False, row_group_size=ROW_GROUP_ROWS)
         rows = len(df)
         storage.write_json(str(manifest), {
             "sha256": sha, "rows": rows, "source_uri": uri, "source_bytes": os.path.getsize(path),
             "schema": {c: str(t) for c, t in df.dtypes.items()}, "type_errors": type_errors,
+            "source": source or {"kind": "file", "uri": uri},
             "dag_id": ctx.dag_id, "dag_run": ctx.run_id, "ds": ds,
             "ingested_at": datetime.now(UTC).isoformat(),
         })

@@ -43,14 +43,23 @@ FINITE = sys.float_info.max
 SITE = "local_site"
 
 
-def _exp(type_: str, severity: str = "error", **kwargs) -> dict:
-    return {"type": type_, "kwargs": kwargs, "severity": severity}
+def _exp(type_: str, severity: str = "error", rule: str = "", **kwargs) -> dict:
+    spec = {"type": type_, "kwargs": kwargs, "severity": severity}
+    if rule:  # a name for the failure summary instead of the GX type
+        spec["rule"] = rule
+    return spec
+
+
+#: How the summary names the event-time column's interval check.
+OUTSIDE_INTERVAL = "rows outside the run's data interval"
 
 
 def generate_suite(uc: UseCase, present_columns: list[str] | None = None,
                    type_errors: dict | None = None, interval_start: datetime | None = None) -> list[dict]:
     """The expectation specs for a batch. A missing column gets only its existence check and a
-    column with unparseable values only its type check, so the summary names the cause, not its echoes."""
+    column with unparseable values only its type check, so the summary names the cause, not its echoes.
+    The event-time column (``batches.timestamp.column``) must lie in ``[interval_start,
+    interval_end)``: a row of another day never reaches the feature store."""
     schema: Schema = uc.schema_
     present = set(present_columns) if present_columns is not None else set(schema.columns)
     type_errors = type_errors or {}
@@ -80,10 +89,13 @@ def generate_suite(uc: UseCase, present_columns: list[str] | None = None,
         elif col.min is not None or col.max is not None:
             specs.append(_exp("expect_column_values_to_be_between", sev, column=name,
                               min_value=col.min, max_value=col.max))
+        if name == uc.timestamp_column and interval_start is not None:
+            specs.append(_exp("expect_column_values_to_be_between", "error", rule=OUTSIDE_INTERVAL, column=name,
+                              min_value=interval_start, max_value=interval_start + timedelta(days=1),
+                              strict_max=True))
     if schema.freshness_days is not None and interval_start is not None and "event_timestamp" in present:
         oldest = interval_start - timedelta(days=schema.freshness_days)
-        specs.append(_exp("expect_column_max_to_be_between", column="event_timestamp",
-                          min_value=oldest.isoformat()))
+        specs.append(_exp("expect_column_max_to_be_between", column="event_timestamp", min_value=oldest))
     for extra in schema.extra_expectations:
         column = extra.kwargs.get("column")
         if column is None or (column in present and column not in type_errors):
@@ -117,6 +129,13 @@ def _exception_message(info: dict) -> str | None:
     return "; ".join(sorted(msgs)) or None
 
 
+def _naive_utc(value):
+    """An aware datetime bound as naive UTC (the form GX compares with; see :func:`run_suite`)."""
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC).replace(tzinfo=None)
+    return value
+
+
 def run_suite(df, specs: list[dict], docs_dir: Path, run_name: str) -> dict:
     """Validate ``df`` against ``specs``; write the Data Docs page; return a plain result dict."""
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
@@ -135,7 +154,7 @@ def run_suite(df, specs: list[dict], docs_dir: Path, run_name: str) -> dict:
     suite = gx.ExpectationSuite(name="raw_batch")
     for spec in specs:
         suite.add_expectation(ExpectationConfiguration(
-            type=spec["type"], kwargs=dict(spec["kwargs"]), meta={"severity": spec["severity"]},
+            type=spec["type"], kwargs={k: _naive_utc(v) for k, v in spec["kwargs"].items()}, meta={"severity": spec["severity"]},
             severity=SEVERITY_TO_GX[spec["severity"]]).to_domain_obj())  # type: ignore[arg-type]  # GX coerces the name
     suite = ctx.suites.add(suite)
     vdef = ctx.validation_definitions.add(gx.ValidationDefinition(name="raw_batch", data=batch_def, suite=suite))
@@ -145,6 +164,11 @@ def run_suite(df, specs: list[dict], docs_dir: Path, run_name: str) -> dict:
     python_text = [c for c, t in df.dtypes.items() if isinstance(t, pd.StringDtype) and t.storage != "pyarrow"]
     if python_text:
         df = df.astype(dict.fromkeys(python_text, arrow_text))
+    # GX's type check knows numpy's datetime64 but not pandas' zoned DatetimeTZDtype, and a zoned
+    # column cannot be compared with a naive bound: every time is UTC here, so GX sees them naive
+    zoned = [c for c, t in df.dtypes.items() if isinstance(t, pd.DatetimeTZDtype)]
+    if zoned:
+        df = df.assign(**{c: df[c].dt.tz_convert("UTC").dt.tz_localize(None) for c in zoned})
     # GX compares a column's dtype with pd.StringDtype(), whose storage is this option: text is
     # Arrow-backed here (see read_for_validation), so the type check must expect the same storage.
     with pd.option_context("mode.string_storage", "pyarrow"):
@@ -167,12 +191,14 @@ def run_suite(df, specs: list[dict], docs_dir: Path, run_name: str) -> dict:
             exc = f"column {column!r} not found"
         values = []
         for v in res.get("partial_unexpected_list") or []:
+            if isinstance(v, datetime):  # a time is shown as ISO 8601 UTC (naive here: see above)
+                v = (v if v.tzinfo else v.replace(tzinfo=UTC)).isoformat()
             if v not in values:
                 values.append(v)
             if len(values) >= MAX_VALUES:
                 break
         out.append({
-            "type": spec["type"], "column": column, "severity": spec["severity"], "success": bool(r.success),
+            "type": spec["type"], "rule": spec.get("rule", ""), "column": column, "severity": spec["severity"], "success": bool(r.success),
             "observed_value": res.get("observed_value"), "unexpected_count": res.get("unexpected_count"),
             "unexpected_percent": res.get("unexpected_percent"), "unexpected_values": values,
             "element_count": res.get("element_count"), "missing_count": res.get("missing_count"),
@@ -184,7 +210,7 @@ def run_suite(df, specs: list[dict], docs_dir: Path, run_name: str) -> dict:
 
 def describe(e: dict) -> str:
     """One line per failed expectation: rule, column, observed versus expected, offending values."""
-    rule = e["type"].removeprefix("expect_")
+    rule = e.get("rule") or e["type"].removeprefix("expect_")
     where = f"column {e['column']}" if e["column"] else "table"
     shown = {k: ("finite" if isinstance(v, float) and abs(v) == FINITE else v)
              for k, v in e["expected"].items() if k != "type_list"}
@@ -204,6 +230,13 @@ def describe(e: dict) -> str:
     if e["unexpected_values"]:
         parts.append(f"e.g. {e['unexpected_values']}")
     return "; ".join(parts)
+
+
+def _headline(e: dict) -> str:
+    """A failed expectation in the error's first line: its column (or table), and its rule's name
+    when it has one (``event_time (rows outside the run's data interval)``)."""
+    where = e["column"] or "table"
+    return f"{where} ({e['rule']})" if e.get("rule") else where
 
 
 def _quarantine(ctx: StepContext, sha: str, snapshot: str, vdir: Path, manifest: dict) -> Path:
@@ -436,7 +469,7 @@ def validate_raw_batch(ctx: StepContext) -> ValidationSummary:
         n = len(errors)
         raise ValidationFailedError(
             f"batch {ds} ({sha[:12]}) failed {n} of {len(specs)} expectation{'s' if n > 1 else ''}: "
-            + ", ".join(sorted({e['column'] or 'table' for e in errors})),
+            + ", ".join(sorted({_headline(e) for e in errors})),
             details={"evidence": [describe(e) for e in errors] + [f"(warning) {describe(w)}" for w in warnings],
                      "report": result["data_docs"], "quarantine": str(qdir),
                      "next": "fix the batch upstream and re-deliver it, then clear ingest_raw_batch"},
@@ -454,34 +487,114 @@ def require_validated(ctx: StepContext, sha: str) -> None:
                                     details={"next": "run validate_raw_batch for this interval"})
 
 
-def labels_suite(uc: UseCase, present_columns: list[str]) -> list[dict]:
-    """The labels contract: entity key, label and snapshot date present and non-null, the label one
-    of the declared values (``label.positive`` / ``label.negative``), one label per entity and day."""
+NUMBER_TYPES = ["float64", "Float64Dtype", "int64", "Int64Dtype"]
+
+
+def numeric_label(uc: UseCase) -> bool:
+    """Whether the label must be a number: a regression target, or a binary label by threshold."""
+    return uc.is_regression or uc.label.threshold is not None
+
+
+def labels_suite(uc: UseCase, present_columns: list[str], type_errors: dict | None = None) -> list[dict]:
+    """The labels contract: entity key, label and snapshot date present and non-null; the label one
+    of the declared values (``label.positive`` / ``label.negative``, a value or a list each), or a
+    finite number (``label.threshold``, or a regression target); with ``batches.timestamp.column``
+    an ``event_timestamp`` column (the row's time, ISO 8601) present, non-null and parseable; one
+    label per entity and day (per entity and event time, with event times)."""
     key, col = uc.entity.key, uc.label.column
+    type_errors = type_errors or {}
+    timed = uc.timestamp_column is not None
     specs = []
-    for name in (key, col, "snapshot_date"):
+    for name in (key, col, "snapshot_date", *(("event_timestamp",) if timed else ())):
         specs.append(_exp("expect_column_to_exist", column=name))
         if name in present_columns:
+            if name in type_errors:  # only its type check: the summary names the cause, not its echoes
+                specs.append(_exp("expect_column_values_to_be_in_type_list", column=name,
+                                  type_list=NUMBER_TYPES if name == col else TYPE_LISTS["timestamp"]))
+                continue
             specs.append(_exp("expect_column_values_to_not_be_null", column=name))
-    if col in present_columns:
-        specs.append(_exp("expect_column_values_to_be_in_set", column=col,
-                          value_set=[str(uc.label.positive), str(uc.label.negative)]))
-    if key in present_columns and "snapshot_date" in present_columns:
-        specs.append(_exp("expect_compound_columns_to_be_unique", column_list=[key, "snapshot_date"]))
+    if col in present_columns and col not in type_errors:
+        if numeric_label(uc):
+            specs.append(_exp("expect_column_values_to_be_in_type_list", column=col, type_list=NUMBER_TYPES))
+            specs.append(_exp("expect_column_values_to_be_between", column=col, min_value=-FINITE, max_value=FINITE))
+        else:
+            values = [*uc.label.positive_values, *uc.label.negative_values]
+            specs.append(_exp("expect_column_values_to_be_in_set", column=col, value_set=[str(v) for v in values]))
+    if timed and "event_timestamp" in present_columns and "event_timestamp" not in type_errors:
+        specs.append(_exp("expect_column_values_to_be_in_type_list", column="event_timestamp",
+                          type_list=TYPE_LISTS["timestamp"]))
+    unique_by = [key, "event_timestamp" if timed else "snapshot_date"]
+    if set(unique_by) <= set(present_columns) and not set(unique_by) & set(type_errors):
+        specs.append(_exp("expect_compound_columns_to_be_unique", column_list=unique_by))
     if "snapshot_date" in present_columns:
         specs.append(_exp("expect_column_values_to_match_regex", column="snapshot_date",
                           regex=r"^\d{4}-\d{2}-\d{2}"))
     return specs
 
 
+def _labels_frame(uc: UseCase, df):
+    """The labels as the suite reads them, and the columns whose values do not parse: a declared
+    value label as text (compared as text with the declared values), a numeric label as numbers,
+    ``event_timestamp`` as UTC times (with ``batches.timestamp.column``)."""
+    import pandas as pd
+
+    from pavedml.steps.ingest import parse_timestamps
+
+    frame = df.copy()
+    label = uc.label.column
+    type_errors: dict[str, dict] = {}
+    if label in frame.columns:
+        if numeric_label(uc):
+            col = frame[label]
+            if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+                text = col.astype("string").str.strip()
+                text = text.where(text != "", pd.NA)
+                num = pd.to_numeric(text, errors="coerce")
+                bad = num.isna() & text.notna()
+                if bad.any():
+                    type_errors[label] = {"count": int(bad.sum()), "examples": text[bad].unique()[:5].tolist()}
+                    frame[label] = text
+                else:
+                    frame[label] = num.astype("float64")
+            else:
+                frame[label] = col.astype("float64")
+        else:  # compare as text, as the declared values are compared
+            frame[label] = frame[label].astype("string")
+    if "snapshot_date" in frame.columns:
+        frame["snapshot_date"] = frame["snapshot_date"].astype("string")
+    if uc.timestamp_column is not None and "event_timestamp" in frame.columns:
+        parsed, bad_ts = parse_timestamps(frame["event_timestamp"])
+        if bad_ts is not None:
+            type_errors["event_timestamp"] = bad_ts
+            frame["event_timestamp"] = frame["event_timestamp"].astype("string")
+        else:
+            frame["event_timestamp"] = parsed
+    return frame, type_errors
+
+
+def _labels_next(uc: UseCase) -> str:
+    label = uc.label
+    if uc.is_regression:
+        what = f"a number in every row of {label.column}"
+    elif label.threshold is not None:
+        what = f"a number in every row of {label.column} (positive when >= {label.threshold})"
+    else:
+        what = (f"{label.column} in {[*label.positive_values, *label.negative_values]!r} (or declare the value in "
+                "label.positive or label.negative of the use-case file)")
+    if uc.timestamp_column is not None:
+        what += ", and each row's time in event_timestamp (ISO 8601)"
+    return f"re-deliver the labels with {what}, then clear build_training_set"
+
+
 def validate_labels(ctx: StepContext, uri: str, data: bytes, df) -> None:
     """Run the labels suite on one landed labels file, once per content hash (the result is kept
     under ``validation/labels/dt=<day>/<sha>/``). On failure the file and the report are copied to
     ``quarantine/labels/dt=<day>/<sha>/`` and the step stops: a label outside the declared values
-    is never read as a negative."""
+    is never read as a negative, a target that is not a number never trains a regression."""
     import hashlib
     import re
 
+    uc = ctx.use_case
     sha = hashlib.sha256(data).hexdigest()
     m = re.search(r"/dt=(\d{4}-\d{2}-\d{2})/", uri)
     day = m.group(1) if m else "unknown"
@@ -491,19 +604,19 @@ def validate_labels(ctx: StepContext, uri: str, data: bytes, df) -> None:
         result = storage.read_json(str(result_path))
     else:
         os.environ.setdefault("TQDM_DISABLE", "1")
-        frame = df.copy()
-        label = ctx.use_case.label.column
-        if label in frame.columns:  # compare as text, as the declared values are compared
-            frame[label] = frame[label].astype("string")
-        if "snapshot_date" in frame.columns:
-            frame["snapshot_date"] = frame["snapshot_date"].astype("string")
-        specs = labels_suite(ctx.use_case, list(frame.columns))
+        frame, type_errors = _labels_frame(uc, df)
+        specs = labels_suite(uc, list(frame.columns), type_errors)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
         rundir = vdir / "runs" / stamp
         with storage.atomic_dir(rundir) as tmp:
-            result = run_suite(frame, specs, tmp / "data_docs", run_name=f"{ctx.use_case.name}-labels-{day}-{sha[:12]}")
+            result = run_suite(frame, specs, tmp / "data_docs", run_name=f"{uc.name}-labels-{day}-{sha[:12]}")
             result["data_docs"] = result["data_docs"].replace(str(tmp.resolve()), str(rundir))
-            result.update(sha256=sha, ds=day, source_uri=uri, dag_run=ctx.run_id, validated_at=stamp)
+            for col, info in type_errors.items():  # the values that do not parse, as the raw batch shows them
+                for e in result["expectations"]:
+                    if e["column"] == col and e["type"].endswith("in_type_list") and not e["unexpected_values"]:
+                        e.update(unexpected_values=info["examples"], unexpected_count=info["count"])
+            result.update(sha256=sha, ds=day, source_uri=uri, dag_run=ctx.run_id, validated_at=stamp,
+                          type_errors=type_errors)
             storage.write_json(str(tmp / VALIDATION_RESULT), result)
         storage.write_json(str(result_path), result)
     if result["success"]:
@@ -517,10 +630,12 @@ def validate_labels(ctx: StepContext, uri: str, data: bytes, df) -> None:
             storage.write_json(str(tmp / QUARANTINE_REASON), {
                 "reason": "validation_failed", "what": "labels", "source_uri": uri, "sha256": sha,
                 "dag_run": ctx.run_id, "quarantined_at": datetime.now(UTC).isoformat()})
+    unparsed = "".join(
+        f"; {col} holds {info['count']} value(s) that are not "
+        f"{'times' if col == 'event_timestamp' else 'numbers'} (e.g. {', '.join(map(repr, info['examples'][:3]))})"
+        for col, info in (result.get("type_errors") or {}).items())
     raise ValidationFailedError(
         f"labels file {uri} ({sha[:12]}) failed {len(errors)} expectation{'s' if len(errors) > 1 else ''}: "
-        + ", ".join(sorted({e['column'] or 'table' for e in errors})),
+        + ", ".join(sorted({e['column'] or 'table' for e in errors})) + unparsed,
         details={"evidence": [describe(e) for e in errors], "report": result["data_docs"], "quarantine": str(qdir),
-                 "next": f"re-deliver the labels with {ctx.use_case.label.column} in "
-                         f"[{ctx.use_case.label.positive!r}, {ctx.use_case.label.negative!r}] "
-                         "(or fix label.negative in the use-case file), then clear build_training_set"})
+                 "next": _labels_next(uc)})
