@@ -121,11 +121,11 @@ def sql_params(ctx: StepContext) -> dict[str, Any]:
 
 
 def _no_rows(ctx: StepContext, source: SqlSource, url: str) -> BatchMissingError:
-    from pavedml.sqlsource import first_line
+    from pavedml.redact import clip
 
     return BatchMissingError(
         f"query returned no rows for {ctx.ds_iso}",
-        details={"evidence": [f"database: {redact_urls(url)}", f"query: {first_line(source.query)} ...",
+        details={"evidence": [f"database: {redact_urls(url)}", f"query: {clip(' '.join(source.query.split()))}",
                               f"interval: [{ctx.interval_start.isoformat()}, {ctx.interval_end.isoformat()})"],
                  "next": "load the interval's rows into the database (or fix batches.source.query), then clear "
                          "the task to rerun"})
