@@ -309,6 +309,10 @@ def normalize(df, schema) -> tuple[Any, dict[str, dict]]:
     return out, type_errors
 
 
+#: An ISO 8601 time that ends in a zone: ``Z`` or an offset after the time of day.
+ZONE_RE = r"(?i)(?:\d{2}:?\d{2}(?::?\d{2}(?:[.,]\d+)?)?\s*(?:[+-]\d{2}(?::?\d{2})?|Z))$"
+
+
 def parse_timestamps(col) -> tuple[Any, dict | None]:
     """A column as ``datetime64[ns, UTC]``: ISO 8601 text (a value without a zone is UTC; an
     offset is converted), or datetimes already. Blank text is null. Returns ``(parsed, None)``, or
@@ -319,10 +323,16 @@ def parse_timestamps(col) -> tuple[Any, dict | None]:
         return (col.dt.tz_localize("UTC") if col.dt.tz is None else col.dt.tz_convert("UTC")), None
     text = _as_text(col).str.strip()
     text = text.where(text != "", pd.NA)
-    try:
-        parsed = pd.to_datetime(text.astype(object), utc=True, errors="coerce", format="ISO8601")
-    except (ValueError, TypeError, OverflowError):
-        parsed = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns, UTC]")
+    parsed = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns, UTC]")
+    # values with a zone and values without are parsed apart: pandas (2.x) would read a value
+    # without a zone that follows one with an offset in that offset, not in UTC
+    zoned = text.str.contains(ZONE_RE, regex=True, na=False).astype(bool)
+    for part in (zoned, ~zoned & text.notna()):
+        if part.any():
+            try:
+                parsed[part] = pd.to_datetime(text[part].astype(object), utc=True, errors="coerce", format="ISO8601")
+            except (ValueError, TypeError, OverflowError):
+                pass  # stays NaT: reported below
     bad = parsed.isna() & text.notna()
     if bad.any():
         return None, {"count": int(bad.sum()), "examples": text[bad].unique()[:5].tolist()}
