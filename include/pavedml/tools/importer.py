@@ -310,8 +310,8 @@ def plan_files(args, uc: UseCase, layout: Layout) -> tuple[dict[str, bytes], dic
 def import_history(args) -> ImportResult:
     uc = get_use_case(args.use_case)
     if uc.batches.source is not None:
-        log.info("%s reads its daily batches from SQL (batches.source); the import lands the history as files, "
-                 "which ingest reads first when they exist", uc.name)
+        log.info("%s reads each run's batch with its SQL query (batches.source): the import lands the history's "
+                 "labels and batch files; a run's ingest re-extracts its own day from the database", uc.name)
     layout = Layout.for_use_case(uc.name, get_settings())
     files, fig = plan_files(args, uc, layout)
     written = unchanged = replaced = 0
