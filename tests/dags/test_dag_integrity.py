@@ -22,8 +22,10 @@ pytestmark = pytest.mark.dags
 PIPELINES = ["feature_pipeline", "training_pipeline", "model_rollback", "batch_scoring", "drift_monitor"]
 HEAVY = ("mlflow", "great_expectations", "evidently", "feast", "sklearn", "pandas")
 SHIPPED = REPO / "include" / "use_cases"
-#: every use case the checks run on: each shipped file, plus acme_churn (below)
-USE_CASES = sorted([p.stem for p in SHIPPED.glob("*.yaml")] + ["acme_churn"])
+EXAMPLES = sorted((REPO / "include" / "examples").glob("*/*.yaml"))
+#: every use case the checks run on: each shipped file, the examples of "Bring your own data" (a
+#: regression with event times, a classifier without dates), plus acme_churn (below)
+USE_CASES = sorted([p.stem for p in SHIPPED.glob("*.yaml")] + [p.stem for p in EXAMPLES] + ["acme_churn"])
 DAG_IDS = [f"{uc}_{p}" for uc in USE_CASES for p in PIPELINES]
 
 
@@ -95,7 +97,7 @@ def hygiene_problems(dag, uc, pipeline: str) -> list[str]:
 @pytest.fixture(scope="module")
 def cases_dir(tmp_path_factory) -> Path:
     cases = tmp_path_factory.mktemp("use_cases")
-    for path in SHIPPED.glob("*.yaml"):
+    for path in [*SHIPPED.glob("*.yaml"), *EXAMPLES]:
         shutil.copy(path, cases / path.name)
     (cases / "acme_churn.yaml").write_text(yaml.safe_dump(acme_churn()))
     return cases
