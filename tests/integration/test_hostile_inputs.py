@@ -324,3 +324,100 @@ def test_a_non_finite_number_fails_validation_and_is_quarantined(one_day, data_r
     line = next(e for e in err.value.details["evidence"] if "TotalCharges" in e)
     assert "values_to_be_between" in line and "max_value=finite" in line and "1 unexpected" in line, line
     assert any(n.endswith(".parquet") for n in _quarantined(data_root))
+
+
+# -- the labels contract by kind of label: value lists, a threshold, a regression target, event times
+
+LABELS_DAY = "2025-01-03"
+
+
+def _labels_use_case(tmp_path, monkeypatch, label: dict, task: str = "binary_classification",
+                     timed: bool = False):
+    """A tiny use case of that label kind (in its own use-case folder) and its step context."""
+    import yaml
+
+    from pavedml.context import StepContext
+
+    columns = {"id": {"type": "string", "nullable": False, "unique": True}, "x": {"type": "float"}}
+    batches: dict = {"dataset": "rows"}
+    if timed:
+        columns["t"] = {"type": "timestamp", "nullable": False}
+        batches["timestamp"] = {"column": "t"}
+    spec = {"name": "labelled", "task": task, "entity": {"name": "row", "key": "id"}, "batches": batches,
+            "schema": {"columns": columns}, "label": {"column": "y", "delay_days": 1, **label},
+            "features": {"numeric": ["x"]},
+            "model": {"registered_name": "labelled", "family": "ridge" if task == "regression" else "logistic_regression",
+                      "split": {"holdout_days": 1, "validation_days": 1}}}
+    cases = tmp_path / "use_cases"
+    cases.mkdir(exist_ok=True)
+    (cases / "labelled.yaml").write_text(yaml.safe_dump(spec))
+    monkeypatch.setenv("PAVEDML_USE_CASES_DIR", str(cases))
+    monkeypatch.setenv("PAVEDML_DATA_ROOT", str(tmp_path / "data"))
+    return StepContext.build("labelled", LABELS_DAY)
+
+
+def _check_labels(ctx, columns: dict[str, list[str]]):
+    """validate_labels on a labels file holding ``columns`` (read as training reads a CSV: text)."""
+    import io
+
+    from pavedml.steps.validation import validate_labels
+
+    n = len(next(iter(columns.values())))
+    frame = pd.DataFrame({"id": [f"R{i}" for i in range(n)], **columns, "snapshot_date": ["2025-01-02"] * n})
+    data = frame.to_csv(index=False).encode()
+    uri = ctx.layout.landing_file("labels", LABELS_DAY, "csv")
+    validate_labels(ctx, uri, data, pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False))
+    return uri
+
+
+def test_labels_from_value_lists_take_every_declared_value_and_refuse_others(tmp_path, monkeypatch):
+    ctx = _labels_use_case(tmp_path, monkeypatch, {"positive": ["yes", "Y"], "negative": ["no", "N"]})
+    _check_labels(ctx, {"y": ["yes", "Y", "N", "no"]})
+    with pytest.raises(ValidationFailedError, match=r"failed 1 expectation: y$") as err:
+        _check_labels(ctx, {"y": ["yes", "maybe", "N"]})
+    (line,) = err.value.details["evidence"]
+    assert "column y: column_values_to_be_in_set; 1 unexpected" in line and "maybe" in line, line
+    assert "['yes', 'Y', 'no', 'N']" in err.value.details["next"]
+
+
+def test_labels_by_threshold_must_be_numbers(tmp_path, monkeypatch):
+    ctx = _labels_use_case(tmp_path, monkeypatch, {"threshold": 0.5})
+    _check_labels(ctx, {"y": ["0.1", "0.9", "1", "0"]})
+    with pytest.raises(ValidationFailedError) as err:
+        _check_labels(ctx, {"y": ["0.1", "high", "0.7"]})
+    exc = err.value
+    assert "failed 1 expectation: y; y holds 1 value(s) that are not numbers (e.g. 'high')" in exc.message
+    assert any("column_values_to_be_in_type_list" in e and "high" in e for e in exc.details["evidence"])
+    assert "positive when >= 0.5" in exc.details["next"]
+
+
+def test_a_regression_target_with_text_is_refused_and_quarantined(tmp_path, monkeypatch):
+    ctx = _labels_use_case(tmp_path, monkeypatch, {}, task="regression")
+    _check_labels(ctx, {"y": ["151.0", "75", "-3.5"]})
+    with pytest.raises(ValidationFailedError) as err:
+        uri = ctx.layout.landing_file("labels", LABELS_DAY, "csv")
+        _check_labels(ctx, {"y": ["151.0", "high", "n/a", "80"]})
+    exc = err.value
+    assert exc.message.startswith(f"labels file {uri} (")
+    assert "y holds 2 value(s) that are not numbers (e.g. 'high', 'n/a')" in exc.message
+    quarantine = tmp_path / "data" / "labelled" / exc.details["quarantine"].split("/labelled/", 1)[1]
+    assert (quarantine / "labels.csv").exists() and (quarantine / "reason.json").exists()
+    # a missing target and a non-finite one are refused too
+    with pytest.raises(ValidationFailedError, match="y") as err:
+        _check_labels(ctx, {"y": ["151.0", "", "inf"]})
+    evidence = "\n".join(err.value.details["evidence"])
+    assert "column y: column_values_to_not_be_null; 1 unexpected" in evidence
+    assert "column y: column_values_to_be_between" in evidence and "max_value=finite" in evidence
+
+
+def test_labels_of_a_use_case_with_event_times_need_a_parseable_event_timestamp(tmp_path, monkeypatch):
+    ctx = _labels_use_case(tmp_path, monkeypatch, {}, task="regression", timed=True)
+    _check_labels(ctx, {"y": ["1.5", "2"], "event_timestamp": ["2025-01-02T05:00:00Z", "2025-01-02 07:30"]})
+    with pytest.raises(ValidationFailedError, match="event_timestamp") as err:
+        _check_labels(ctx, {"y": ["1.5", "2"]})
+    assert any("column event_timestamp: column_to_exist" in e for e in err.value.details["evidence"])
+    with pytest.raises(ValidationFailedError) as err:
+        _check_labels(ctx, {"y": ["1.5", "2", "3"], "event_timestamp": ["2025-01-02T05:00:00Z", "soon", ""]})
+    exc = err.value
+    assert "event_timestamp holds 1 value(s) that are not times (e.g. 'soon')" in exc.message
+    assert "event_timestamp (ISO 8601)" in exc.details["next"]

@@ -152,3 +152,114 @@ def test_the_landing_check_looks_once_and_says_waiting_or_ready(tmp_path, monkey
         "uri": f"{folder}/customers.parquet", "reason": "", "evidence": [], "next": "", "on_timeout": ""}
     (folder / "customers.csv").write_text("customerID\n")
     assert check_landing_batch(ctx).uri == f"{folder}/customers.csv"  # the configured format first
+
+
+# -- event times, SQL extracts and the SQL source's URL (#16)
+
+def _timed_schema():
+    from pavedml.config import Schema
+
+    return Schema.model_validate({"columns": {"id": {"type": "string", "nullable": False},
+                                              "t": {"type": "timestamp", "nullable": False}}})
+
+
+def test_timestamp_columns_are_parsed_as_utc():
+    raw = pd.DataFrame({"id": ["a", "b", "c", "d"],
+                        "t": ["2025-03-05T07:30:00+02:00", "2025-03-05 13:15", "2025-03-05T23:59:59.5Z", " "]},
+                       dtype="string")
+    out, errors = normalize(raw, _timed_schema())
+    assert errors == {}
+    assert str(out["t"].dtype) == "datetime64[ns, UTC]"
+    assert out["t"].iloc[:3].tolist() == [pd.Timestamp("2025-03-05 05:30", tz="UTC"),
+                                          pd.Timestamp("2025-03-05 13:15", tz="UTC"),  # no zone: UTC
+                                          pd.Timestamp("2025-03-05 23:59:59.5", tz="UTC")]
+    assert pd.isna(out["t"].iloc[3])  # blank is null (the not-null check names it)
+
+
+def test_unparseable_timestamps_keep_the_column_as_text_and_are_reported():
+    raw = pd.DataFrame({"id": ["a", "b", "c"], "t": ["2025-03-05T07:30:00Z", "next tuesday", "2025-13-45"]},
+                       dtype="string")
+    out, errors = normalize(raw, _timed_schema())
+    assert errors == {"t": {"count": 2, "examples": ["next tuesday", "2025-13-45"]}}
+    assert out["t"].tolist() == ["2025-03-05T07:30:00Z", "next tuesday", "2025-13-45"]  # nothing lost
+
+
+def test_the_suite_keeps_event_times_inside_the_runs_interval():
+    from datetime import UTC, datetime
+
+    from pavedml.config import UseCase
+
+    uc = UseCase.model_validate({
+        "name": "timed", "task": "regression", "entity": {"name": "row", "key": "id"},
+        "batches": {"timestamp": {"column": "t"}}, "schema": _timed_schema().model_dump(),
+        "label": {"column": "y", "delay_days": 1}, "features": {"numeric": []},
+        "model": {"registered_name": "timed", "family": "ridge", "split": {"holdout_days": 1, "validation_days": 1}}})
+    start = datetime(2025, 3, 5, tzinfo=UTC)
+    (rule,) = [s for s in generate_suite(uc, interval_start=start) if s.get("rule")]
+    assert rule == {"type": "expect_column_values_to_be_between", "severity": "error",
+                    "rule": "rows outside the run's data interval",
+                    "kwargs": {"column": "t", "min_value": start, "max_value": datetime(2025, 3, 6, tzinfo=UTC),
+                               "strict_max": True}}
+    assert not [s for s in generate_suite(uc, type_errors={"t": {"count": 1}}, interval_start=start) if s.get("rule")]
+
+
+def test_a_sql_extract_depends_on_the_rows_not_their_order():
+    from datetime import UTC, datetime, timedelta, timezone
+    from decimal import Decimal
+
+    from pavedml.steps.ingest import sql_extract
+
+    rows = [("C2", datetime(2025, 1, 1, 7, 30, tzinfo=timezone(timedelta(hours=2))), Decimal("20.50"), None),
+            ("C1", datetime(2025, 1, 1, 9, 0, 0, 250000), 3.25, 7),  # no zone: UTC
+            ("C1", datetime(2025, 1, 1, 8, 0, tzinfo=UTC), None, 5)]
+    frame = pd.DataFrame(rows, columns=["id", "t", "amount", "n"], dtype=object)
+    data = sql_extract(frame, "id", "t")
+    assert data.decode().splitlines() == ["id,t,amount,n",
+                                          "C1,2025-01-01T08:00:00Z,,5",
+                                          "C1,2025-01-01T09:00:00.250000Z,3.25,7",
+                                          "C2,2025-01-01T05:30:00Z,20.50,"]
+    assert sql_extract(frame.iloc[::-1].reset_index(drop=True), "id", "t") == data
+    assert sql_extract(frame.iloc[[1, 0, 2]], "id", "t") == data
+
+
+def test_the_source_url_comes_from_the_file_or_the_named_variable(monkeypatch):
+    from pavedml.config import SqlSource
+    from pavedml.errors import ConfigError
+    from pavedml.sqlsource import resolve_url
+
+    assert resolve_url(SqlSource(url="sqlite:////tmp/x.db", query="SELECT 1")) == "sqlite:////tmp/x.db"
+    source = SqlSource(url_env="SHOP_DB", query="SELECT 1")
+    monkeypatch.setenv("SHOP_DB", "postgresql://app:pw@db/shop")
+    assert resolve_url(source) == "postgresql://app:pw@db/shop"
+    monkeypatch.setenv("SHOP_DB", " ")
+    with pytest.raises(ConfigError, match="names the environment variable SHOP_DB, which is empty"):
+        resolve_url(source, "shop")
+    monkeypatch.delenv("SHOP_DB")
+    with pytest.raises(ConfigError, match=r"^use case shop: batches\.source\.url_env names the environment "
+                                          r"variable SHOP_DB, which is not set") as err:
+        resolve_url(source, "shop")
+    assert "\n" not in err.value.message
+
+
+def test_a_sqlite_source_compares_its_text_times_with_the_interval(tmp_path):
+    """SQLite keeps times as text: the bounds are bound as text that sorts right against them."""
+    import sqlite3
+    from datetime import UTC, date, datetime
+
+    from pavedml.config import SqlSource
+    from pavedml.errors import SourceQueryError
+    from pavedml.sqlsource import count_rows, query_params, read_query
+
+    db = tmp_path / "shop.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE t (id TEXT, ts TEXT)")
+        conn.executemany("INSERT INTO t VALUES (?, ?)", [("a", "2025-01-01 05:00:00"), ("b", "2025-01-02 00:00:00"),
+                                                          ("c", "2025-01-01T23:59:59"), ("d", "2024-12-31 23:59:59")])
+    conn.close()
+    params = query_params(datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 1, 2, tzinfo=UTC), date(2025, 1, 1))
+    source = SqlSource(url=f"sqlite:///{db}", query="SELECT * FROM t WHERE ts >= :interval_start AND ts < :interval_end;")
+    assert count_rows(source, params) == 2
+    assert sorted(read_query(source, params)["id"]) == ["a", "c"]
+    with pytest.raises(SourceQueryError, match=r"\(SELECT \* FROM nope \.\.\.\): no such table: nope") as err:
+        read_query(SqlSource(url=f"sqlite:///{db}", query="SELECT * FROM nope"), params, "shop")
+    assert err.value.exit_code == 3
