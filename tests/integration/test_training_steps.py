@@ -3,6 +3,7 @@ and the bad inputs that must fail before training with a clear message."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -54,7 +55,12 @@ def test_no_feature_value_later_than_the_label_enters(history_copy):
 
 
 def test_retry_of_the_same_dag_run_creates_no_second_version(history_copy):
-    first = _train("manual__retry")[1]
+    built, first, _ = _train("manual__retry")
+    with open(f"{built.path}/dataset.json") as fh:
+        manifest = json.load(fh)
+    assert set(manifest["positive_rate"]) == {"train", "validation", "holdout"} and "label_mean" not in manifest
+    assert set(first.metrics) == {f"holdout_{m}" for m in ("roc_auc", "pr_auc", "f1", "precision", "recall",
+                                                           "log_loss", "brier")}
     again = run_step("train_challenger", LAST_DAY, dag_id=DAG, run_id="manual__retry", params="{}", try_number=2)
     assert again.model_version == first.model_version and again.reused and not first.reused
     import mlflow
@@ -98,7 +104,7 @@ def test_racing_promotions_never_leave_champion_on_the_loser(history_copy):
     # Invariant: no candidate left out would win against the final champion under the policy,
     # scored on the same holdout with slices (what a fresh evaluation would decide).
     from pavedml.config import get_use_case
-    from pavedml.metrics import classification_metrics
+    from pavedml.metrics import model_scores, task_metrics
     from pavedml.steps.evaluation import decide, slice_metrics
     from pavedml.steps.training import load_split
 
@@ -108,9 +114,10 @@ def test_racing_promotions_never_leave_champion_on_the_loser(history_copy):
     holdout = load_split(StepContext.build("telco_churn", LAST_DAY, dag_id=DAG, run_id="manual__base"), "holdout")
 
     def scored(version):
-        proba = mlflow.sklearn.load_model(f"models:/telco_churn/{version}").predict_proba(
-            holdout[uc.feature_columns])[:, 1]
-        return classification_metrics(holdout["label"], proba), slice_metrics(holdout, proba, uc.evaluation.slices)
+        proba = model_scores(mlflow.sklearn.load_model(f"models:/telco_churn/{version}"), holdout[uc.feature_columns],
+                             uc.task)
+        return (task_metrics(uc.task, holdout["label"], proba),
+                slice_metrics(holdout, proba, uc.evaluation.slices, uc.task))
 
     champ_m, champ_s = scored(champion)
     for result in (strong[1], weak[1]):
