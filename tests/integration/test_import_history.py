@@ -218,3 +218,34 @@ def test_history_from_a_postgresql_query(env, tmp_path):
         assert "nowhere" in proc.stderr
     finally:
         _pg_admin(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+
+
+def test_history_from_s3_into_an_s3_landing_zone(env, monkeypatch):
+    """--from s3://... (a local S3 server) into PAVEDML_LANDING_URI on S3; a rerun changes nothing."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        s3env = {**env, "AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "test-only",
+                 "AWS_SECRET_ACCESS_KEY": "test-only", "AWS_DEFAULT_REGION": "us-east-1",
+                 "PAVEDML_LANDING_URI": "s3://landing/zone"}
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=s3env["AWS_ENDPOINT_URL"], aws_access_key_id="test-only",
+                              aws_secret_access_key="test-only", region_name="us-east-1")
+        for bucket in ("landing", "exports"):
+            client.create_bucket(Bucket=bucket)
+        client.put_object(Bucket="exports", Key="visits.csv", Body=VISITS.read_bytes())
+        proc = run(s3env, "--use-case", "diabetes_visits", "--from", "s3://exports/visits.csv")
+        assert proc.returncode == 0, proc.stderr
+        keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket="landing")["Contents"])
+        assert len(keys) == 24 and "zone/diabetes_visits/visits/dt=2025-03-01/visits.csv" in keys
+        assert "zone/diabetes_visits/labels/dt=2025-03-13/labels.csv" in keys
+        again = run(s3env, "--use-case", "diabetes_visits", "--from", "s3://exports/visits.csv")
+        assert again.returncode == 0 and "0 written, 0 replaced, 24 unchanged" in again.stdout
+        missing = run(s3env, "--use-case", "diabetes_visits", "--from", "s3://exports/nothing.csv")
+        assert missing.returncode == 3 and "s3://exports/nothing.csv" in missing.stderr
+    finally:
+        server.stop()

@@ -79,6 +79,13 @@ def read_table(source: str, sql: str | None = None, db_url_env: str | None = Non
         raise ImportRefused(f"{source}: no such file") from None
     except OSError as exc:
         raise ImportRefused(f"{source}: cannot be read: {exc}") from None
+    except Exception as exc:  # botocore's errors (no such key, access denied, endpoint down)
+        if type(exc).__module__.split(".")[0] not in ("botocore", "boto3"):
+            raise
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+        if code in ("NoSuchKey", "404", "NoSuchBucket"):
+            raise ImportRefused(f"{source}: no such object ({code})") from None
+        raise ImportRefused(f"{source}: cannot be read: {type(exc).__name__}: {str(exc)[:200]}") from None
     try:
         if name.endswith((".parquet", ".pq")):
             return pd.read_parquet(io.BytesIO(data))
