@@ -191,3 +191,66 @@ def test_a_non_finite_target_is_refused_before_training(houses, monkeypatch):
     monkeypatch.setattr(training, "load_labels", with_infinite)
     with pytest.raises(TrainingDataError, match=r"3 of \d+ label rows have no finite price"):
         run_step("build_training_set", LAST_DAY, NAME, dag_id=DAG, run_id="manual__inf", params="{}")
+
+
+TIMED = "house_sales"
+TIMED_USE_CASE = USE_CASE.replace(f"name: {NAME}", f"name: {TIMED}").replace(
+    f"registered_name: {NAME}", f"registered_name: {TIMED}").replace(
+    "timestamp: interval_start", "timestamp: {column: sold_at}").replace(
+    "    house_id: {type: string, nullable: false, unique: true}",
+    "    house_id: {type: string, nullable: false, unique: true}\n    sold_at: {type: timestamp, nullable: false}")
+
+
+@pytest.fixture(scope="module")
+def timed_sales(tmp_path_factory):
+    """A use case whose rows carry their own event time (``sold_at``, any time of the day): its
+    labels hold ``event_timestamp``, the sale's time. One house per sale (ids unique across days)."""
+    base = tmp_path_factory.mktemp("timed")
+    (base / "use_cases").mkdir()
+    (base / "use_cases" / f"{TIMED}.yaml").write_text(TIMED_USE_CASE)
+    root = base / "data"
+    rng = np.random.default_rng(7)
+    landed = []
+    for i in range(4):
+        day = START + timedelta(days=i)
+        n = 150
+        ids = [f"s{i}-{j:03d}" for j in range(n)]
+        times = pd.Timestamp(day, tz="UTC") + pd.to_timedelta(np.sort(rng.integers(3600, 86000, n)), unit="s")
+        df = pd.DataFrame({"house_id": ids, "sold_at": times.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                           "sqft": rng.uniform(500, 3000, n).round(1), "rooms": rng.integers(1, 7, n),
+                           "age": rng.uniform(0, 60, n).round(1), "region": rng.choice(["north", "south"], n)})
+        labels = pd.DataFrame({"house_id": ids, "price": (100 * df["sqft"]).round(2), "snapshot_date": day.isoformat(),
+                               "event_timestamp": df["sold_at"]})
+        for dataset, frame in (("houses", df), ("sales", labels)):
+            path = root / "landing" / TIMED / dataset / f"dt={day.isoformat()}" / f"{dataset}.csv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            frame.to_csv(path, index=False)
+        landed.append(df)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PAVEDML_DATA_ROOT", str(root))
+    mp.setenv("PAVEDML_USE_CASES_DIR", str(base / "use_cases"))
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    from pavedml.settings import get_settings
+
+    get_settings.cache_clear()
+    feature_days(START, 4, TIMED)
+    yield root, pd.concat(landed, ignore_index=True)
+    mp.undo()
+    get_settings.cache_clear()
+
+
+def test_labels_with_event_times_join_the_features_of_their_own_moment(timed_sales):
+    """Label time = the labels' event_timestamp (not the snapshot day's midnight, which is before
+    every sale of the day and would find no features): every sale joins its own row."""
+    root, landed = timed_sales
+    last = (START + timedelta(days=3)).isoformat()
+    dataset = run_step("build_training_set", last, TIMED, dag_id=f"{TIMED}_training_pipeline", run_id="manual__timed",
+                       params="{}")
+    assert dataset.dropped_without_features == 0
+    assert sum(dataset.rows.values()) == len(landed)
+    splits = pd.concat([pd.read_parquet(f"{dataset.path}/{s}.parquet") for s in ("train", "validation", "holdout")])
+    merged = splits.merge(landed, on="house_id", suffixes=("", "_landed"))
+    assert len(merged) == len(landed)
+    assert (merged["event_timestamp"] == pd.to_datetime(merged["sold_at"], utc=True)).all()
+    assert np.allclose(merged["sqft"], merged["sqft_landed"])
+    assert np.allclose(merged["label"], 100 * merged["sqft_landed"], atol=0.01)
