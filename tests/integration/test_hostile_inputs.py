@@ -71,7 +71,7 @@ def test_a_config_without_label_negative_is_refused(tmp_path):
         load_use_case(path)
     spec["label"]["negative"] = "Yes"
     path.write_text(yaml.safe_dump(spec))
-    with pytest.raises(ConfigError, match="both 'Yes'"):
+    with pytest.raises(ConfigError, match=r"label.positive and label.negative share \['Yes'\]"):
         load_use_case(path)
 
 
