@@ -69,6 +69,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                        "Write a synthetic batch of the same schema at 100k-5M rows for benchmarks."),
     "import-history": ("pavedml.tools.importer:import_command",
                        "Land a table's history (file or SQL) as dated batches and delayed labels, checked first."),
+    "draft-use-case": ("pavedml.tools.draft:draft_command",
+                       "Draft a use-case YAML from a table: schema, features, task and label inferred; review it."),
     "lake": ("pavedml.lake:lake_command",
              "Pull or push a use case's working copy from/to the lake (PAVEDML_LAKE_URI) by hand."),
 }
@@ -119,6 +121,25 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--seed", type=int, default=11)
     _import_arguments(sub.add_parser("import-history", help=COMMANDS["import-history"][1],
                                      description=COMMANDS["import-history"][1]))
+    dr = sub.add_parser("draft-use-case", help=COMMANDS["draft-use-case"][1],
+                        description=COMMANDS["draft-use-case"][1])
+    dr.add_argument("--name", required=True, help="the use case's name (lowercase, digits, underscores)")
+    dr.add_argument("--from", dest="source", required=True, metavar="FILE|s3://...|URL",
+                    help="the table: CSV or Parquet (local or s3://), or with --sql the database URL")
+    dr.add_argument("--sql", help="read the table with this query")
+    dr.add_argument("--db-url-env", metavar="VAR", help="the environment variable holding the database URL")
+    dr.add_argument("--key", required=True, help="the entity key column")
+    dr.add_argument("--label", required=True, help="the label (target) column")
+    dr.add_argument("--date-column", help="the event-time column, if the table has one")
+    dr.add_argument("--task", default="auto", choices=["auto", "binary_classification", "regression"])
+    dr.add_argument("--positive", action="append", help="binary: the positive label value (repeatable); default "
+                                                        "the rarer of two values")
+    dr.add_argument("--label-delay", type=int, default=1, help="days after its batch a label is known (default 1)")
+    dr.add_argument("--dataset", default="batch", help="the batches' dataset name (landing folder)")
+    dr.add_argument("--entity", help="the entity's name (default: derived from --name)")
+    dr.add_argument("--days", type=int, help="without a date column: the --days you will import (sizes the defaults)")
+    dr.add_argument("--out", help="write to this file (include/use_cases/<name>.yaml) instead of stdout")
+    dr.add_argument("--force", action="store_true", help="overwrite --out")
     lake = sub.add_parser("lake", help=COMMANDS["lake"][1], description=COMMANDS["lake"][1])
     lake.add_argument("direction", choices=["pull", "push"])
     lake.add_argument("--use-case", default="telco_churn")
@@ -213,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         if exc.exit_code == EXIT_SKIP:  # nothing to do: not a failure
             sys.stderr.write(f"SKIPPED {args.command}: {exc.message}\n")
             return exc.exit_code
-        if exc.reason == "import_refused":  # a refusal of the user's input: one line, nothing landed
+        if exc.reason == "import_refused" or (args.command == "draft-use-case" and exc.reason == "config_error"):  # a refusal of the user's input: one line, nothing landed
             sys.stderr.write(f"{args.command}: refused: {exc.message}\n")
             return exc.exit_code
         from pavedml.summary import failure_summary

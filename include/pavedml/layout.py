@@ -131,6 +131,11 @@ class Layout:
         return self.training_dir(run_key) / DECISION_PAGE
 
     @property
+    def imports_log(self) -> Path:
+        """One JSON line per ``import-history`` run that landed files (what, when, which days)."""
+        return self.root / "imports.jsonl"
+
+    @property
     def ledger(self) -> Path:
         return self.root / LEDGER_VIEW
 

@@ -98,7 +98,7 @@ def test_demo_refuses_a_use_case_without_history_in_one_line(tmp_path):
     proc = shell("make demo USE_CASE=breast_cancer", env, timeout=300)
     assert proc.returncode != 0
     line = next(x for x in proc.stderr.splitlines() if x.startswith("demo: "))
-    assert "no history has landed for breast_cancer" in line and "import-history --use-case breast_cancer" in line
+    assert "no history has been imported for breast_cancer" in line and "import-history --use-case breast_cancer" in line
     sim = shell("python -m pavedml simulate --use-case breast_cancer --start 2025-01-01 --days 3", env, timeout=120)
     assert sim.returncode == 3
     assert "simulate replays the bundled Telco sample" in sim.stderr and "import-history" in sim.stderr

@@ -249,3 +249,75 @@ def test_history_from_s3_into_an_s3_landing_zone(env, monkeypatch):
         assert missing.returncode == 3 and "s3://exports/nothing.csv" in missing.stderr
     finally:
         server.stop()
+
+
+def draft(env, *args):
+    return subprocess.run([sys.executable, "-m", "pavedml", "draft-use-case", *args], env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_a_drafted_use_case_loads_and_imports_its_own_table(env, tmp_path):
+    """draft-use-case -> a YAML that loads, with types, features and the label inferred; its table
+    then imports under it. Raw Telco (blank TotalCharges, a 0/1 column) and a dated regression."""
+    from pavedml.config import load_use_case
+
+    cases = Path(env["PAVEDML_USE_CASES_DIR"])
+    telco = REPO.parent / "shared" / "data" / "telco-churn" / "WA_Fn-UseC_-Telco-Customer-Churn.csv"
+    if not telco.exists():
+        telco = REPO / "include" / "pavedml" / "sample_data" / "telco_churn.csv"
+    proc = draft(env, "--name", "telco_raw", "--from", str(telco), "--key", "customerID", "--label", "Churn",
+                 "--days", "14", "--out", str(cases / "telco_raw.yaml"))
+    assert proc.returncode == 0, proc.stderr
+    uc = load_use_case(cases / "telco_raw.yaml")
+    assert uc.task == "binary_classification" and uc.label.positive == "Yes" and uc.label.negative == "No"
+    cols = uc.schema_.columns
+    assert cols["TotalCharges"].type == "float" and cols["TotalCharges"].blank_as_null
+    assert cols["Contract"].type == "category" and set(cols["Contract"].allowed) == {"Month-to-month", "One year",
+                                                                                      "Two year"}
+    assert "tenure" in uc.features.numeric and "Contract" in uc.features.categorical
+    assert "customerID" not in uc.feature_columns and "Churn" not in cols
+    assert run(env, "--use-case", "telco_raw", "--from", str(telco), "--days", "14").returncode == 0
+
+    proc = draft(env, "--name", "visits_raw", "--from", str(VISITS), "--key", "visit_id", "--label", "progression",
+                 "--date-column", "visit_time", "--out", str(cases / "visits_raw.yaml"))
+    assert proc.returncode == 0, proc.stderr
+    uc = load_use_case(cases / "visits_raw.yaml")
+    assert uc.task == "regression" and uc.timestamp_column == "visit_time"
+    assert str(uc.schedules.start_date) == "2025-03-01" and uc.evaluation.primary_metric == "rmse"
+    imported = run(env, "--use-case", "visits_raw", "--from", str(VISITS))
+    assert imported.returncode == 0, imported.stderr
+
+    again = draft(env, "--name", "visits_raw", "--from", str(VISITS), "--key", "visit_id", "--label", "progression",
+                  "--out", str(cases / "visits_raw.yaml"))
+    assert again.returncode == 3 and "exists: pass --force" in again.stderr
+
+
+def test_draft_refuses_what_it_cannot_decide_in_one_line(env, tmp_path):
+    table = tmp_path / "t.csv"
+    pd.DataFrame({"id": ["a", "b", "c", "d"], "grade": ["low", "mid", "high", "mid"], "x": [1, 2, 3, 4]}).to_csv(
+        table, index=False)
+    proc = draft(env, "--name", "grades", "--from", str(table), "--key", "id", "--label", "grade")
+    assert proc.returncode == 3
+    assert proc.stderr.strip().splitlines()[-1].startswith("draft-use-case: refused: label 'grade' has 3 distinct")
+    proc = draft(env, "--name", "grades", "--from", str(table), "--key", "id", "--label", "grade",
+                 "--positive", "high", "--positive", "mid")
+    assert proc.returncode == 0 and "positive: [high, mid]" in proc.stdout and "negative: low" in proc.stdout
+    proc = draft(env, "--name", "grades", "--from", str(table), "--key", "customer", "--label", "grade")
+    assert proc.returncode == 3 and "no column 'customer' (--key)" in proc.stderr
+
+
+def test_simulate_never_overwrites_imported_history(env):
+    """A Telco-shaped use case whose history was imported: simulate refuses (it would overwrite the
+    landing files); the import is recorded in imports.jsonl, the demo's sign to run on it."""
+    cases = Path(env["PAVEDML_USE_CASES_DIR"])
+    shutil.copy(REPO / "include" / "use_cases" / "telco_churn.yaml", cases)
+    sample = REPO / "include" / "pavedml" / "sample_data" / "telco_churn.csv"
+    assert run(env, "--use-case", "telco_churn", "--from", str(sample), "--days", "10",
+               "--start", "2025-01-01").returncode == 0
+    files = {f: (Path(env["PAVEDML_DATA_ROOT"]) / f).read_bytes() for f in landed(env)}
+    log = Path(env["PAVEDML_DATA_ROOT"]) / "telco_churn" / "imports.jsonl"
+    assert log.exists() and '"n_days": 10' in log.read_text()
+    proc = subprocess.run([sys.executable, "-m", "pavedml", "simulate", "--use-case", "telco_churn", "--start",
+                           "2025-01-01", "--days", "3"], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3 and "has imported history" in proc.stderr
+    assert {f: (Path(env["PAVEDML_DATA_ROOT"]) / f).read_bytes() for f in landed(env)} == files

@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     from pavedml.errors import ConfigError
     from pavedml.layout import Layout
     from pavedml.settings import get_settings
+    from pavedml.tools.importer import has_imports
     from pavedml.tools.simulate import check_simulatable, simulate
 
     quiet_airflow_environment()
@@ -139,16 +140,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     needed = minimum_days(uc)
     layout = Layout.for_use_case(uc.name, get_settings())
-    try:
-        check_simulatable(uc)
-        simulated = True
-    except ConfigError as exc:
-        simulated = False
-        landed = imported_days(uc, layout)
-        if not landed:
-            print(f"demo: no history has landed for {uc.name} under {layout.landing}, and {exc.message}",
+    simulated = not has_imports(layout)  # imported history is never simulated over
+    if simulated:
+        try:
+            check_simulatable(uc)
+        except ConfigError as exc:
+            print(f"demo: no history has been imported for {uc.name} ({layout.imports_log}), and {exc.message}",
                   file=sys.stderr)
             return 2
+    else:
+        landed = imported_days(uc, layout)
     if simulated:
         if args.days < needed:
             parser.error(f"DAYS must be at least {needed} for {uc.name} (labels arrive {uc.label.delay_days} days "

@@ -314,6 +314,28 @@ def plan_files(args, uc: UseCase, layout: Layout) -> tuple[dict[str, bytes], dic
     return files, figures
 
 
+def record_import(layout: Layout, args, uc: UseCase, fig: dict, written: int, replaced: int) -> None:
+    """Append to ``<data root>/<use case>/imports.jsonl``: the demo runs on imported history rather than
+    simulating over it, and ``simulate`` refuses to overwrite it."""
+    import fcntl
+    import json
+
+    from pavedml.redact import redact_urls
+
+    path = layout.imports_log
+    path.parent.mkdir(parents=True, exist_ok=True)
+    entry = {"at": datetime.now(UTC).isoformat(), "source": redact_urls(args.source or f"${args.db_url_env}"),
+             "sql": args.sql, "labels": args.labels, "days": [fig["days"][0], fig["days"][-1]],
+             "n_days": len(fig["days"]), "rows": fig["rows"], "written": written, "replaced": replaced}
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.write(json.dumps(entry, sort_keys=True) + "\n")
+
+
+def has_imports(layout: Layout) -> bool:
+    return layout.imports_log.exists() and layout.imports_log.stat().st_size > 0
+
+
 def import_history(args) -> ImportResult:
     uc = get_use_case(args.use_case)
     if uc.batches.source is not None:
@@ -344,6 +366,8 @@ def import_history(args) -> ImportResult:
         else:
             written += 1
     days = fig["days"]
+    if written or replaced:
+        record_import(layout, args, uc, fig, written, replaced)
     notes = []
     start = uc.schedules.start_date
     if date.fromisoformat(days[0]) < start:

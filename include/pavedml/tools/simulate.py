@@ -123,9 +123,15 @@ def simulate(use_case: str, start: date, days: int, rows_per_day: int = 2000, dr
              seed: int = 7) -> SimulateResult:
     import numpy as np
 
+    from pavedml.tools.importer import has_imports
+
     uc = get_use_case(use_case)
     check_simulatable(uc)
     layout = Layout.for_use_case(uc.name, get_settings())
+    if has_imports(layout):
+        raise ConfigError(f"use case {uc.name} has imported history ({layout.imports_log}): simulate would overwrite "
+                          "its landing files; run make demo USE_CASE=" + uc.name + " on it, or simulate another "
+                          "use case")
     sample = load_sample()
     label_col = uc.label.column
     bad = bad or {}

@@ -1,0 +1,172 @@
+"""``python -m pavedml draft-use-case``: a first use-case YAML drafted from a table.
+
+Reads the table the way ``import-history`` does and writes a YAML whose schema lists every column
+with the type its values parse as (int, float, timestamp for the date column, category with its
+allowed values for text of few distinct values, string otherwise), the features (numeric and
+categorical columns but the key, label and date), the task (two label values: binary with the
+rarer one positive unless ``--positive``; a numeric label of more values: regression) and
+defaults sized to the table (``drift.min_samples`` from the rows a day). The draft is validated
+as a use case before it is written; review it, then import the history.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import yaml
+
+from pavedml.config import NAME_RE, UseCase
+from pavedml.errors import ConfigError
+from pavedml.tools.importer import ImportRefused, parse_times, read_table
+
+log = logging.getLogger(__name__)
+#: Text columns with at most this many distinct values become categories (with allowed values).
+MAX_CATEGORIES = 50
+
+
+def _numeric(text):
+    import pandas as pd
+
+    values = text[text != ""]
+    number = pd.to_numeric(values, errors="coerce")
+    return number if len(values) and number.notna().all() else None
+
+
+def column_spec(text, name: str, notes: list[str]) -> tuple[dict, str | None]:
+    """(schema spec, feature kind "numeric" | "categorical" | None) of one column (as text)."""
+    blank = int((text == "").sum())
+    spec: dict = {}
+    number = _numeric(text)
+    if number is not None:
+        spec["type"] = "int" if (number % 1 == 0).all() else "float"
+        kind: str | None = "numeric"
+    else:
+        distinct = sorted(text[text != ""].unique().tolist())
+        if len(distinct) <= MAX_CATEGORIES:
+            spec.update(type="category", allowed=distinct)
+            kind = "categorical"
+        else:
+            spec["type"] = "string"
+            kind = None
+            notes.append(f"{name}: text with {len(distinct)} distinct values, kept out of the features")
+    if blank and spec["type"] in ("int", "float"):
+        spec["blank_as_null"] = True  # an empty cell is a missing value, not a parse error
+    return spec, kind
+
+
+def draft(args) -> dict:
+    import pandas as pd
+
+    name = args.name
+    if not NAME_RE.fullmatch(name):
+        raise ConfigError(f"--name {name!r}: a use-case name is lowercase letters, digits and underscores "
+                          "(2-41 characters, starting with a letter)")
+    df = read_table(args.source, args.sql, args.db_url_env)
+    df.columns = [str(c) for c in df.columns]
+    for column, what in ((args.key, "--key"), (args.label, "--label"), (args.date_column, "--date-column")):
+        if column and column not in df.columns:
+            raise ImportRefused(f"{args.source}: no column {column!r} ({what}); its columns: "
+                                f"{', '.join(df.columns[:30])}")
+    text = df.astype("string").fillna("").apply(lambda c: c.str.strip())
+    if text[args.key].duplicated().any() and not args.date_column:
+        raise ImportRefused(f"{args.source}: --key {args.key!r} repeats ({int(text[args.key].duplicated().sum())} "
+                            "duplicates): a table without dates needs one row per key")
+    notes: list[str] = []
+    label = text[args.label]
+    values = sorted(v for v in label.unique().tolist() if v != "")
+    number = _numeric(label)
+    task = args.task
+    if task == "auto":
+        task = "binary_classification" if len(values) == 2 or args.positive else "regression" if number is not None else ""
+        if not task:
+            raise ImportRefused(f"label {args.label!r} has {len(values)} distinct values ({', '.join(values[:6])}"
+                                f"{' ...' if len(values) > 6 else ''}): give --positive VALUE (repeatable) for a "
+                                "binary task, or a numeric label for regression")
+    spec_label: dict = {"column": args.label, "delay_days": args.label_delay}
+    if task == "binary_classification":
+        if args.positive:
+            positive = list(args.positive)
+            unknown = [p for p in positive if p not in values]
+            if unknown:
+                raise ImportRefused(f"--positive {', '.join(unknown)} is not a value of {args.label!r} "
+                                    f"({', '.join(values[:10])})")
+        else:
+            if len(values) != 2:
+                raise ImportRefused(f"label {args.label!r} has {len(values)} distinct values: give --positive")
+            counts = label[label != ""].value_counts()
+            positive = [counts.index[-1]]  # the rarer value
+        negative = [v for v in values if v not in positive]
+        spec_label.update(positive=positive if len(positive) > 1 else positive[0],
+                          negative=negative if len(negative) > 1 else negative[0])
+    elif number is None:
+        raise ImportRefused(f"label {args.label!r} is not numeric: regression needs a number")
+    columns: dict = {}
+    numeric, categorical = [], []
+    for col in df.columns:
+        if col == args.label:
+            continue
+        if col == args.key:
+            columns[col] = {"type": "string", "nullable": False, "unique": not args.date_column}
+            continue
+        if col == args.date_column:
+            parse_times(df[col], col, args.source)
+            columns[col] = {"type": "timestamp", "nullable": False}
+            continue
+        spec, kind = column_spec(text[col], col, notes)
+        columns[col] = spec
+        if kind == "numeric":
+            numeric.append(col)
+        elif kind == "categorical":
+            categorical.append(col)
+    if args.date_column:
+        per_day = pd.Series(parse_times(df[args.date_column], args.date_column, args.source).dt.date).value_counts()
+        rows_a_day = int(per_day.median())
+    else:
+        rows_a_day = len(df) // max(1, args.days or 30)
+    doc: dict = {
+        "name": name,
+        "description": f"Drafted from {Path(args.source).name if not args.sql else 'a SQL query'}: review me.",
+        "owner": "ml-platform",
+        "task": task,
+        "entity": {"name": args.entity or name.rstrip("s"), "key": args.key},
+        "batches": {"dataset": args.dataset,
+                    "timestamp": {"column": args.date_column} if args.date_column else "interval_start"},
+        "schema": {"row_count": {"min": max(1, rows_a_day // 4)}, "columns": columns},
+        "label": spec_label,
+        "features": {"numeric": numeric, "categorical": categorical},
+        "model": {"registered_name": name, "family": "hist_gradient_boosting", "params": {"random_state": 42},
+                  "split": {"holdout_days": 2, "validation_days": 2}, "min_train_rows": 100},
+        "evaluation": {"primary_metric": "roc_auc" if task == "binary_classification" else "rmse"},
+        "drift": {"min_samples": max(20, min(500, rows_a_day // 2))},
+    }
+    if args.date_column:
+        first = parse_times(df[args.date_column], args.date_column, args.source).min()
+        doc["schedules"] = {"start_date": first.date().isoformat()}
+    if not numeric and not categorical:
+        raise ImportRefused(f"{args.source}: no column besides the key, label and date can be a feature")
+    UseCase.model_validate({**doc, "source_file": "<draft>"})  # a draft that does not load is a bug here
+    return {"doc": doc, "notes": notes, "rows_a_day": rows_a_day}
+
+
+def draft_command(args):
+    out = draft(args)
+    text = yaml.safe_dump(out["doc"], sort_keys=False, width=110, allow_unicode=True, default_flow_style=None)
+    header = [f"# Drafted by python -m pavedml draft-use-case from {args.source if not args.sql else 'SQL'}: review "
+              "every key (README: Bring your own data).",
+              f"# About {out['rows_a_day']} rows a day; drift.min_samples and schema.row_count.min are sized to that."]
+    header += [f"# note: {n}" for n in out["notes"]]
+    body = "\n".join(header) + "\n" + text
+    if args.out:
+        path = Path(args.out)
+        if path.exists() and not args.force:
+            raise ConfigError(f"{path} exists: pass --force to overwrite it")
+        if path.stem != args.name:
+            raise ConfigError(f"--out {path}: a use-case file is named after its use case ({args.name}.yaml)")
+        path.write_text(body)
+        print(f"wrote {path}: {len(out['doc']['schema']['columns'])} columns, task {out['doc']['task']}, "
+              f"{len(out['doc']['features']['numeric'])} numeric and {len(out['doc']['features']['categorical'])} "
+              "categorical features")
+    else:
+        print(body, end="")
+    return None
