@@ -112,12 +112,16 @@ class DriftReport:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def table(self) -> str:
-        """Fixed-width text table (feature, kind, psi, status), highest PSI first."""
+    def table(self, prediction: FeaturePsi | None = None) -> str:
+        """Fixed-width text table (feature, kind, psi, status), highest PSI first; with the PSI of
+        the model's output (``prediction``) as a last line marked as outside the verdict."""
         rows = sorted(self.features, key=lambda f: (-f.psi, f.name))
-        width = max([len("feature"), *(len(f.name) for f in rows)])
+        width = max([len("feature"), *(len(f.name) for f in rows), len(PREDICTION) if prediction else 0])
         lines = [f"{'feature':<{width}}  {'kind':<11}  {'psi':>8}  status"]
         lines += [f"{f.name:<{width}}  {f.kind:<11}  {f.psi:>8.4f}  {f.status}" for f in rows]
+        if prediction is not None:
+            lines.append(f"{PREDICTION:<{width}}  {'output':<11}  {prediction.psi:>8.4f}  {prediction.status}"
+                         "  (the model's output: reported, not part of the verdict)")
         return "\n".join(lines)
 
 

@@ -119,7 +119,9 @@ def check_drift(ctx: StepContext) -> DriftCheckResult:
     prediction = _prediction_psi(ctx, reference, days, warn=warn, alert=alert)
     if prediction is not None:
         record["prediction"] = {**prediction.as_dict(), "counts_toward_verdict": False}
-    table = report.table() + _prediction_line(prediction, report)
+    table = report.table(prediction)
+    if prediction is None:
+        table += "\n(prediction: no reference for the model's output in this version; not checked)"
     with storage.atomic_dir(out) as tmp:
         storage.write_json(str(tmp / DRIFT_REPORT), record)
         (tmp / PSI_TABLE).write_text(table + "\n")
@@ -180,15 +182,6 @@ def _prediction_psi(ctx: StepContext, reference: dict, days: list[str], *, warn:
                     "features only)", result.psi, "prediction" if uc.is_regression else "probability",
                     result.status)
     return result
-
-
-def _prediction_line(prediction, report) -> str:
-    """The PSI table's last line: the model output's PSI, marked as outside the verdict."""
-    if prediction is None:
-        return "\n(prediction: no reference for the model output; not checked)"
-    width = max([len("feature"), *(len(f.name) for f in report.features)])
-    return (f"\n{'prediction':<{width}}  {'output':<11}  {prediction.psi:>8.4f}  {prediction.status}"
-            "  (model output: reported, not part of the verdict)")
 
 
 def _evidently_report(ctx: StepContext, sample_path: str | None, days: list[str], target: Path) -> bool:
