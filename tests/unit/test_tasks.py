@@ -192,3 +192,19 @@ def test_drift_reference_carries_the_models_output_distribution():
     scores = model_scores(pipeline, df[uc.feature_columns], "regression")
     assert edges[0] == pytest.approx(scores.min()) and edges[-1] == pytest.approx(scores.max())
     assert PREDICTION not in drift_reference(uc, df)[0]  # without a model: the features only
+
+
+def test_psi_table_ends_with_the_models_output_outside_the_verdict():
+    from pavedml.drift import PREDICTION, build_prediction_reference, build_reference, compute_psi
+
+    rng = np.random.default_rng(2)
+    ref = build_reference(pd.DataFrame({"x": rng.normal(0, 1, 2000)}), ["x"], [])
+    report = compute_psi(ref, pd.DataFrame({"x": rng.normal(0, 1, 2000)}))
+    output = compute_psi(build_prediction_reference(rng.normal(5, 1, 2000)),
+                         pd.DataFrame({PREDICTION: rng.normal(8, 1, 2000)})).features[0]
+    lines = report.table(output).splitlines()
+    assert lines[0].index("kind") == lines[-1].index("output")  # aligned with the features' columns
+    assert lines[-1].startswith("prediction") and output.status == "alert"
+    assert lines[-1].endswith("alert  (the model's output: reported, not part of the verdict)")
+    assert report.alerts == [] and [line.split()[0] for line in lines[1:-1]] == ["x"]
+    assert len(report.table().splitlines()) == len(lines) - 1

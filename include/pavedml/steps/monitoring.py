@@ -116,7 +116,7 @@ def check_drift(ctx: StepContext) -> DriftCheckResult:
     record = {"status": status, "window": days, "model_version": version, "data_hash": data_hash,
               "thresholds": {"warn": warn, "alert": alert, "min_alert_features": uc.drift.min_alert_features},
               "report": report.as_dict(), "checked_at": datetime.now(UTC).isoformat(), "dag_run": ctx.run_id}
-    prediction = _prediction_psi(ctx, reference, days, warn=warn, alert=alert)
+    prediction = _prediction_psi(ctx, reference, version, days, warn=warn, alert=alert)
     if prediction is not None:
         record["prediction"] = {**prediction.as_dict(), "counts_toward_verdict": False}
     table = report.table(prediction)
@@ -153,9 +153,11 @@ def _prediction_column(uc, path) -> str | None:
     return next((c for c in wanted if c in names), None)
 
 
-def _prediction_psi(ctx: StepContext, reference: dict, days: list[str], *, warn: float, alert: float):
-    """PSI of the window's model output against the reference's ``prediction`` entry (a FeaturePsi),
-    or None when the reference has none or a predictions file lacks the output column."""
+def _prediction_psi(ctx: StepContext, reference: dict, version: str, days: list[str], *, warn: float,
+                    alert: float):
+    """PSI of the window's model output (the rows scored by ``version``, whose reference it is)
+    against the reference's ``prediction`` entry (a FeaturePsi), or None when the reference has
+    none or a predictions file lacks the output column."""
     import pyarrow.parquet as pq
 
     from pavedml.drift import PREDICTION, PsiAccumulator
@@ -174,8 +176,11 @@ def _prediction_psi(ctx: StepContext, reference: dict, days: list[str], *, warn:
         if column is None:
             log.warning("predictions %s hold no model output column: prediction drift is not checked", path)
             return None
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=uc.drift.chunk_rows, columns=[column]):
-            acc.update(batch.to_pandas().rename(columns={column: PREDICTION}))
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=uc.drift.chunk_rows,
+                                                       columns=[column, "model_version"]):
+            chunk = batch.to_pandas()
+            chunk = chunk[chunk["model_version"].astype(str) == str(version)]
+            acc.update(chunk[[column]].rename(columns={column: PREDICTION}))
     result = acc.result(warn=warn, alert=alert, min_samples=uc.drift.min_samples).features[0]
     if result.status in ("warn", "alert"):
         log.warning("the model's output drifted: PSI %.4f of %s (%s; not part of the verdict, which is on "
