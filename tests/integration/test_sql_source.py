@@ -125,6 +125,11 @@ def shop(database, tmp_path_factory):
     (cases / "sql_shop_typo.yaml").write_text(yaml.safe_dump(use_case(
         "sql_shop_typo", "SELECT customer_id, plan\nFROM customerz WHERE snapshot_at >= :interval_start")))
     (cases / "sql_shop_down.yaml").write_text(yaml.safe_dump(use_case("sql_shop_down", url_env="SHOP_DEAD_DB_URL")))
+    timed = use_case("sql_shop_timed", "SELECT customer_id, plan, tenure, monthly, snapshot_at\nFROM customers\n"
+                                       "WHERE snapshot_at >= :interval_start AND snapshot_at < :interval_end")
+    timed["batches"]["timestamp"] = {"column": "snapshot_at"}
+    timed["schema"]["columns"]["snapshot_at"] = {"type": "timestamp", "nullable": False}
+    (cases / "sql_shop_timed.yaml").write_text(yaml.safe_dump(timed))
     mp = pytest.MonkeyPatch()
     mp.setenv("PAVEDML_DATA_ROOT", str(base / "data"))
     mp.setenv("PAVEDML_USE_CASES_DIR", str(cases))
@@ -166,6 +171,18 @@ def test_the_intervals_rows_and_only_those_become_the_snapshot(shop):
     features = pd.read_parquet(shop["root"] / f"{UC}/features/dt={ds}/part-0.parquet")
     assert sorted(features["customer_id"]) == df["customer_id"].tolist()
     assert results["materialize_features"] is not None
+
+
+def test_each_rows_time_from_a_timestamp_column_becomes_its_event_time(shop):
+    ds = "2025-01-01"
+    snap = run_step("ingest_raw_batch", ds, "sql_shop_timed")
+    landing = shop["root"] / f"landing/sql_shop_timed/customers/dt={ds}/customers.csv"
+    assert landing.read_text().splitlines()[1] == "C-001,basic,3,20.50,2025-01-01T00:00:00Z"
+    df = _snapshot(snap)
+    inside = sorted(r for r in ROWS if DAY <= r[4] < DAY + timedelta(days=1))
+    assert df["customer_id"].tolist() == [r[0] for r in inside]
+    assert df["event_timestamp"].tolist() == [pd.Timestamp(r[4]) for r in inside]
+    assert run_step("validate_raw_batch", ds, "sql_shop_timed").success
 
 
 def test_a_rerun_with_the_same_rows_is_a_no_op_and_a_changed_row_a_new_snapshot(shop):
