@@ -154,7 +154,8 @@ def run_suite(df, specs: list[dict], docs_dir: Path, run_name: str) -> dict:
     suite = gx.ExpectationSuite(name="raw_batch")
     for spec in specs:
         suite.add_expectation(ExpectationConfiguration(
-            type=spec["type"], kwargs={k: _naive_utc(v) for k, v in spec["kwargs"].items()}, meta={"severity": spec["severity"]},
+            type=spec["type"], kwargs={k: _naive_utc(v) for k, v in spec["kwargs"].items()},
+            meta={"severity": spec["severity"]},
             severity=SEVERITY_TO_GX[spec["severity"]]).to_domain_obj())  # type: ignore[arg-type]  # GX coerces the name
     suite = ctx.suites.add(suite)
     vdef = ctx.validation_definitions.add(gx.ValidationDefinition(name="raw_batch", data=batch_def, suite=suite))
@@ -198,7 +199,8 @@ def run_suite(df, specs: list[dict], docs_dir: Path, run_name: str) -> dict:
             if len(values) >= MAX_VALUES:
                 break
         out.append({
-            "type": spec["type"], "rule": spec.get("rule", ""), "column": column, "severity": spec["severity"], "success": bool(r.success),
+            "type": spec["type"], "rule": spec.get("rule", ""), "column": column, "severity": spec["severity"],
+            "success": bool(r.success),
             "observed_value": res.get("observed_value"), "unexpected_count": res.get("unexpected_count"),
             "unexpected_percent": res.get("unexpected_percent"), "unexpected_values": values,
             "element_count": res.get("element_count"), "missing_count": res.get("missing_count"),
