@@ -104,7 +104,7 @@ def test_an_event_time_column_splits_by_day_and_travels_with_the_labels(env):
 
 @pytest.mark.parametrize("case", ["missing_key", "missing_label", "missing_date_column", "unparseable_dates",
                                   "regression_text", "undeclared_label", "too_little_history", "too_few_rows_a_day",
-                                  "days_for_a_timed_use_case", "no_such_file"])
+                                  "days_for_a_timed_use_case", "no_such_file", "cut_short", "duplicate_keys"])
 def test_bad_input_is_refused_in_one_line_and_nothing_lands(env, tmp_path, case):
     visits = pd.read_csv(VISITS, dtype=str)
     patients = pd.read_csv(PATIENTS, dtype=str)
@@ -144,6 +144,16 @@ def test_bad_input_is_refused_in_one_line_and_nothing_lands(env, tmp_path, case)
         visits.to_csv(bad, index=False)
         extra = ["--days", "12"]
         expect = "splits by that column (--date-column visit_time), not into --days slices"
+    elif case == "cut_short":
+        text = PATIENTS.read_text()
+        bad.write_text(text[: text.rindex("\n", 0, len(text) - 1) + 30])  # the last row cut mid-way
+        uc, extra = "breast_cancer", ["--days", "12"]
+        expect = "1 row(s) have fewer fields than the header (first at data row 569; a file cut short?)"
+    elif case == "duplicate_keys":
+        patients.loc[3, "patient_id"] = "P0002"
+        patients.to_csv(bad, index=False)
+        uc, extra = "breast_cancer", ["--days", "12"]
+        expect = "2 rows share a patient_id with another row of the same day (e.g. 'P0002')"
     elif case == "no_such_file":
         bad = tmp_path / "nowhere.csv"
         expect = "nowhere.csv: no such file"

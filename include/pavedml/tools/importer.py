@@ -89,11 +89,32 @@ def read_table(source: str, sql: str | None = None, db_url_env: str | None = Non
     try:
         if name.endswith((".parquet", ".pq")):
             return pd.read_parquet(io.BytesIO(data))
-        return pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, compression="infer"
-                           if not name.endswith(".gz") else "gzip")
+        df = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False,
+                         compression="gzip" if name.endswith(".gz") else None)
     except Exception as exc:  # noqa: BLE001 - any parser error is a refusal naming the file
         raise ImportRefused(f"{source} could not be parsed as {'Parquet' if 'parquet' in name else 'CSV'}: "
                             f"{type(exc).__name__}: {str(exc)[:200]}") from None
+    if not name.endswith((".parquet", ".pq")):
+        _check_fields(data, source, name.endswith(".gz"))
+    return df
+
+
+def _check_fields(data: bytes, source: str, gz: bool) -> None:
+    """Refuse a CSV with rows shorter than its header (pandas would fill them in): a file cut short."""
+    import csv
+    import gzip
+
+    text = (gzip.decompress(data) if gz else data).decode("utf-8", errors="replace").lstrip("\ufeff")
+    rows = csv.reader(io.StringIO(text, newline=""))
+    width = len(next(rows, []))
+    short, first = 0, 0
+    for number, row in enumerate(rows, start=1):
+        if row and len(row) < width:
+            short += 1
+            first = first or number
+    if short:
+        raise ImportRefused(f"{source}: {short} row(s) have fewer fields than the header (first at data row {first}; "
+                            "a file cut short?)")
 
 
 def _require(df, column: str, what: str, where: str) -> None:
@@ -272,6 +293,11 @@ def plan_files(args, uc: UseCase, layout: Layout) -> tuple[dict[str, bytes], dic
     frame["__labelled"] = labelled
     target = _is_positive(uc, number) if not uc.is_regression else number
 
+    if uc.schema_.columns[key].unique:
+        dup = frame.duplicated(["__day", key], keep=False)
+        if dup.any():
+            raise ImportRefused(f"{where}: {int(dup.sum())} rows share a {key} with another row of the same day "
+                                f"(e.g. {_examples(frame.loc[dup, key])}) but schema.columns.{key} is unique: true")
     days = sorted(frame["__day"].unique())
     per_day = frame.groupby("__day").size()
     floor = uc.schema_.row_count.min
