@@ -8,8 +8,8 @@ that interval into Feast's online store. Emits the `<use case>.features` Asset (
 
 | task | reads | writes |
 |---|---|---|
-| `wait_for_batch` | `landing/<uc>/customers/dt=<ds>/` (a sensor: it waits, freeing its worker slot between checks) | — |
-| `ingest_raw_batch` | `landing/<uc>/customers/dt=<ds>/` | `raw/dt=<ds>/<sha256>.parquet` + manifest |
+| `wait_for_batch` | `landing/<uc>/<dataset>/dt=<ds>/` (a sensor: it waits, freeing its worker slot between checks); with `batches.source` it counts the query's rows for the interval | — |
+| `ingest_raw_batch` | `landing/<uc>/<dataset>/dt=<ds>/`; with `batches.source` the query's rows, landed there first as the day's CSV extract | `raw/dt=<ds>/<sha256>.parquet` + manifest |
 | `validate_raw_batch` | the raw snapshot | `validation/dt=<ds>/<sha256>/` (Data Docs HTML, JSON) |
 | `build_features` | the validated snapshot | `features/dt=<ds>/part-0.parquet` |
 | `materialize_features` | the feature partition | Feast online store; Asset event |
@@ -20,6 +20,10 @@ that interval into Feast's online store. Emits the `<use case>.features` Asset (
   `batches.poke_interval_seconds` in reschedule mode, then fails; each of its retries looks once
   more, after the retry delay). Deliver it, then
   **Clear** `wait_for_batch` (downstream reruns too).
+- `source_unavailable` — (`batches.source`) the database cannot be reached; the task retries by
+  itself. Check the database and the URL in the variable `batches.source.url_env` names.
+- `source_query_failed` — (`batches.source`) the database refused the query (unknown table or
+  column, syntax); fix `batches.source.query` in the use-case file, then clear the task.
 - `batch_unreadable` — empty or unparseable file. It is copied to `quarantine/dt=<ds>/<sha>/`.
   Replace the landing file, then clear the task.
 - `validation_failed` — the summary lists each failed expectation, its column, observed vs
