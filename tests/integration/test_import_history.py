@@ -331,3 +331,21 @@ def test_simulate_never_overwrites_imported_history(env):
                            "2025-01-01", "--days", "3"], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 3 and "has imported history" in proc.stderr
     assert {f: (Path(env["PAVEDML_DATA_ROOT"]) / f).read_bytes() for f in landed(env)} == files
+
+
+def test_dates_in_other_spellings_and_zones_land_on_their_utc_day(env, tmp_path):
+    visits = pd.read_csv(VISITS, dtype=str)
+    visits.loc[0, "visit_time"] = "2025-03-01T23:30:00-02:00"  # 01:30 UTC on March 2
+    visits.loc[1, "visit_time"] = "2025-03-02 10:00"  # no zone: UTC
+    visits.loc[2, "visit_time"] = "3/3/2025 08:15"
+    bad = tmp_path / "visits.csv"
+    visits.to_csv(bad, index=False, lineterminator="\r\n")  # Windows line endings too
+    proc = run(env, "--use-case", "diabetes_visits", "--from", str(bad))
+    assert proc.returncode == 0, proc.stderr
+    root = Path(env["PAVEDML_DATA_ROOT"]) / "landing" / "diabetes_visits" / "visits"
+    day2 = pd.read_csv(root / "dt=2025-03-02" / "visits.csv", dtype=str).set_index("visit_id")
+    assert day2.loc["V0000", "visit_time"] == "2025-03-02T01:30:00+00:00"
+    assert day2.loc["V0001", "visit_time"] == "2025-03-02T10:00:00+00:00"
+    day3 = pd.read_csv(root / "dt=2025-03-03" / "visits.csv", dtype=str).set_index("visit_id")
+    assert day3.loc["V0002", "visit_time"] == "2025-03-03T08:15:00+00:00"
+    assert "V0000" not in pd.read_csv(root / "dt=2025-03-01" / "visits.csv", dtype=str)["visit_id"].tolist()

@@ -135,13 +135,16 @@ def parse_times(values, column: str, where: str):
     if text.isna().any() or (text == "").any():
         n = int((text.isna() | (text == "")).sum())
         raise ImportRefused(f"{where}: column {column!r} has {n} empty date value(s): every row needs its date")
-    parsed = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
+    from pavedml.steps.ingest import ZONE_RE, parse_timestamps
+
+    parsed, _ = parse_timestamps(values)  # ISO 8601, as ingest reads it (zone-less values are UTC)
+    if parsed is None:  # other spellings (1/31/2025, 31 Jan 2025): pandas infers each value's format
+        parsed = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns, UTC]")
+        zoned = text.str.contains(ZONE_RE, regex=True, na=False).astype(bool)
+        for part in (zoned, ~zoned):
+            if part.any():
+                parsed[part] = pd.to_datetime(text[part].astype(object), utc=True, errors="coerce", format="mixed")
     bad = parsed.isna()
-    if bad.any():  # not ISO 8601 throughout: let pandas infer each value's format
-        retry = pd.to_datetime(text[bad], utc=True, errors="coerce", format="mixed")
-        parsed = parsed.astype(retry.dtype)
-        parsed[bad] = retry
-        bad = parsed.isna()
     if bad.any():
         raise ImportRefused(f"{where}: column {column!r} has {int(bad.sum())} value(s) that are not dates "
                             f"(e.g. {_examples(text[bad])})")
