@@ -2,7 +2,9 @@
 
 Labels (entity, label timestamp, label) are joined point-in-time with Feast historical features:
 a feature row is used only if its timestamp is at or before the label's timestamp (and within the
-feature view's ttl). The split is by time: the most recent labelled snapshot days are the holdout,
+feature view's ttl). A label's timestamp is its ``event_timestamp`` when the labels file has one
+(use cases whose batches carry an event-time column), else the start of its ``snapshot_date``; its
+value is the task's target (:func:`label_values`: 0/1 for a classifier, the number for a regressor). The split is by time: the most recent labelled snapshot days are the holdout,
 the days before them the validation set, the rest the training set. Everything a run produces
 lives under ``training/<run key>/`` so a retry of the same DAG run reuses it.
 """
