@@ -164,6 +164,13 @@ def _import_arguments(parser) -> None:
     parser.add_argument("--labels", metavar="FILE", help="labels in a separate file (entity key, label column, "
                                                          "optionally the date column), matched by key")
     parser.add_argument("--replace", action="store_true", help="overwrite landing files that hold different content")
+    parser.add_argument("--shuffle", type=int, metavar="SEED", help="with --days: slice the rows in a seeded random "
+                                                                    "order (a table sorted by its label)")
+    parser.add_argument("--date-format", help="strftime format of the date column (e.g. '%%d/%%m/%%Y'); needed when "
+                                              "dates read two ways")
+    parser.add_argument("--row-key", action="store_true", help="the table has no key column: number its rows "
+                                                               "(in table order) into the entity.key column")
+    parser.add_argument("--sep", default=",", help="the CSV separator (default ',')")
 
 
 def _iso_date(text: str):

@@ -166,3 +166,6 @@ def test_status_screen_names_champion_runs_psi(loop):
     assert "telco_churn v" in screen and "holdout: " in screen
     assert "telco_churn_drift_monitor" in screen and "success" in screen
     assert "status DRIFT" in screen and "MonthlyCharges" in screen
+    # the model output's PSI line shows even when the features fill the screen's rows
+    assert screen.splitlines()[screen.splitlines().index("Quarantined batches") - 2].split()[:2] == ["prediction",
+                                                                                                  "output"]

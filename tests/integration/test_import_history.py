@@ -112,7 +112,7 @@ def test_bad_input_is_refused_in_one_line_and_nothing_lands(env, tmp_path, case)
     uc, extra, expect = "diabetes_visits", [], ""
     if case == "missing_key":
         visits.drop(columns=["visit_id"]).to_csv(bad, index=False)
-        expect = "has no column 'visit_id' (the entity.key)"
+        expect = "has no column 'visit_id' (the entity.key; a table without a key column can take the row number: --row-key)"
     elif case == "missing_label":
         visits.drop(columns=["progression"]).to_csv(bad, index=False)
         expect = "has no column 'progression' (the label.column)"
@@ -349,3 +349,80 @@ def test_dates_in_other_spellings_and_zones_land_on_their_utc_day(env, tmp_path)
     day3 = pd.read_csv(root / "dt=2025-03-03" / "visits.csv", dtype=str).set_index("visit_id")
     assert day3.loc["V0002", "visit_time"] == "2025-03-03T08:15:00+00:00"
     assert "V0000" not in pd.read_csv(root / "dt=2025-03-01" / "visits.csv", dtype=str)["visit_id"].tolist()
+
+
+@pytest.mark.parametrize("case", ["ambiguous_dates", "ordered_by_label", "trailing_separator", "semicolons",
+                                  "reserved_column", "far_apart_dates", "not_utf8"])
+def test_what_a_hostile_table_brings_is_refused_with_the_way_out(env, tmp_path, case):
+    visits = pd.read_csv(VISITS, dtype=str)
+    patients = pd.read_csv(PATIENTS, dtype=str)
+    bad = tmp_path / "t.csv"
+    uc, extra, expect = "diabetes_visits", [], ""
+    if case == "ambiguous_dates":
+        visits["visit_time"] = pd.to_datetime(visits["visit_time"]).dt.strftime("%d/%m/%Y %H:%M")
+        visits.to_csv(bad, index=False)
+        expect = "holds dates that read two ways, day first or month first (e.g. '01/03/2025 00:00'"
+    elif case == "ordered_by_label":
+        patients.sort_values("diagnosis", kind="stable").to_csv(bad, index=False)  # benign first, malignant last
+        uc, extra = "breast_cancer", ["--days", "12"]
+        expect = "hold only positive labels (the whole table: label rate 0.373): is the table ordered by its label? " \
+                 "pass --shuffle SEED"
+    elif case == "trailing_separator":
+        bad.write_text("\n".join(line + "," if i % 50 == 7 else line
+                                 for i, line in enumerate(PATIENTS.read_text().splitlines())) + "\n")
+        uc, extra = "breast_cancer", ["--days", "12"]
+        expect = "row(s) have more fields than the header's 14 (first at data row 7; a trailing separator"
+    elif case == "semicolons":
+        patients.to_csv(bad, index=False, sep=";")
+        uc, extra = "breast_cancer", ["--days", "12"]
+        expect = "the file looks separated by ';': pass --sep ';'"
+    elif case == "reserved_column":
+        patients.assign(event_timestamp="2025-01-01").to_csv(bad, index=False)
+        uc, extra = "breast_cancer", ["--days", "12"]
+        expect = "has a column 'event_timestamp': that name is the pipeline's own"
+    elif case == "far_apart_dates":
+        visits["visit_time"] = [f"{1990 + i % 12}-03-01T10:00:00Z" for i in range(len(visits))]
+        visits.to_csv(bad, index=False)
+        expect = "only 1 labelled day(s) fall within model.training_window_days=90 of the newest (2001-03-01)"
+    elif case == "not_utf8":
+        bad.write_bytes(PATIENTS.read_bytes().replace(b"P0001", "P0001\u00e9".encode("cp1252")))
+        uc, extra = "breast_cancer", ["--days", "12"]
+        expect = "is not UTF-8 text"
+    assert expect in refused(env, "--use-case", uc, "--from", str(bad), *extra)
+
+
+def test_the_ways_out_work(env, tmp_path):
+    """--date-format, --shuffle, --sep and --row-key each land what the refusal pointed at; NA spellings
+    in a numeric column land as empty cells; a float key lands as an integer; a re-import with fewer
+    days names the days it leaves."""
+    visits = pd.read_csv(VISITS, dtype=str)
+    dated = tmp_path / "dated.csv"
+    visits.assign(visit_time=pd.to_datetime(visits["visit_time"]).dt.strftime("%d/%m/%Y %H:%M"),
+                  bmi=visits["bmi"].where(visits.index % 40 != 3, "NA")).to_csv(dated, index=False)
+    proc = run(env, "--use-case", "diabetes_visits", "--from", str(dated), "--date-format", "%d/%m/%Y %H:%M")
+    assert proc.returncode == 0 and "12 day(s) 2025-03-01 .. 2025-03-12" in proc.stdout, proc.stderr
+    day = pd.read_csv(Path(env["PAVEDML_DATA_ROOT"]) / "landing/diabetes_visits/visits/dt=2025-03-04/visits.csv",
+                      dtype=str, keep_default_na=False)
+    assert "NA" not in set(day["bmi"]) and "" in set(day["bmi"])
+
+    patients = pd.read_csv(PATIENTS, dtype=str).sort_values("diagnosis", kind="stable")
+    ordered = tmp_path / "ordered.csv"
+    patients.drop(columns=["patient_id"]).to_csv(ordered, index=False, sep=";")
+    proc = run(env, "--use-case", "breast_cancer", "--from", str(ordered), "--sep", ";", "--row-key", "--days", "12",
+               "--shuffle", "7", "--start", "2025-02-01")
+    assert proc.returncode == 0, proc.stderr
+    first = pd.read_csv(Path(env["PAVEDML_DATA_ROOT"]) / "landing/breast_cancer/patients/dt=2025-02-01/patients.csv",
+                        dtype=str)
+    assert first["patient_id"].str.fullmatch(r"\d{3}").all() and first["patient_id"].is_unique
+    proc = run(env, "--use-case", "breast_cancer", "--from", str(ordered), "--sep", ";", "--row-key", "--days", "10",
+               "--shuffle", "7", "--start", "2025-02-01", "--replace")
+    assert proc.returncode == 0 and "2 landed day(s) are not part of this import (2025-02-11 .. 2025-02-12)" \
+        in proc.stdout, proc.stdout
+
+    keyed = pd.read_csv(PATIENTS).assign(patient_id=lambda d: (d.index + 100000).astype(float))
+    source = tmp_path / "float_keys.parquet"
+    keyed.to_parquet(source, index=False)
+    shutil.rmtree(env["PAVEDML_DATA_ROOT"])
+    assert run(env, "--use-case", "breast_cancer", "--from", str(source), "--days", "12").returncode == 0
+    labels = next((Path(env["PAVEDML_DATA_ROOT"]) / "landing/breast_cancer/labels").glob("dt=*/labels.csv"))
+    assert pd.read_csv(labels, dtype=str)["patient_id"].str.fullmatch(r"1\d{5}").all()

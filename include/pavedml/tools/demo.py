@@ -34,17 +34,6 @@ DAG_FEATURE_DAYS = 3
 FEATURE_STEPS = ("ingest_raw_batch", "validate_raw_batch", "build_features", "materialize_features")
 
 
-def imported_days(uc, layout) -> list[str]:
-    """The days whose batch has landed (by ``import-history`` or a delivery), oldest first."""
-    import re
-
-    from pavedml import storage
-
-    prefix = storage.join(layout.landing, uc.batches.dataset)
-    found = {m.group(1) for f in storage.list_prefix(prefix) if (m := re.search(r"/dt=(\d{4}-\d{2}-\d{2})/", f))}
-    return sorted(found)
-
-
 def plan(uc, days: list[str], simulated: bool = True) -> list[tuple[str, str, dict | None]]:
     """The demo's DAG runs in order: (pipeline, ds, conf)."""
     runs: list[tuple[str, str, dict | None]] = [("feature_pipeline", ds, None) for ds in days[-DAG_FEATURE_DAYS:]]
@@ -129,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     from pavedml.errors import ConfigError
     from pavedml.layout import Layout
     from pavedml.settings import get_settings
-    from pavedml.tools.importer import has_imports
+    from pavedml.tools.importer import has_imports, imported_days
     from pavedml.tools.simulate import check_simulatable, simulate
 
     quiet_airflow_environment()

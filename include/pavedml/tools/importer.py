@@ -62,7 +62,14 @@ class ImportResult(StepResult):
 
 
 # -- reading --------------------------------------------------------------------------------------
-def read_table(source: str, sql: str | None = None, db_url_env: str | None = None):
+#: Spellings of a missing value some exporters write into numeric columns (R, pandas, SQL dumps):
+#: in a column the schema types as a number they land as empty cells (ingest's missing value).
+NA_TOKENS = ("NA", "N/A", "n/a", "NaN", "nan", "NULL", "null", "None", "#N/A")
+#: Columns the pipeline writes into every snapshot: a table may not bring its own.
+RESERVED = ("event_timestamp",)
+
+
+def read_table(source: str, sql: str | None = None, db_url_env: str | None = None, sep: str = ","):
     """The whole table as a DataFrame. Files are read as text, exactly as delivered (the pipeline's
     ingest decides types); a SQL query keeps the database's types."""
     import pandas as pd
@@ -89,32 +96,49 @@ def read_table(source: str, sql: str | None = None, db_url_env: str | None = Non
     try:
         if name.endswith((".parquet", ".pq")):
             return pd.read_parquet(io.BytesIO(data))
-        df = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False,
-                         compression="gzip" if name.endswith(".gz") else None)
+        _check_fields(data, source, name.endswith(".gz"), sep)  # before pandas fills in or shifts fields
+        df = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, sep=sep, index_col=False,
+                         compression="gzip" if name.endswith(".gz") else None, encoding="utf-8-sig")
+    except ImportRefused:
+        raise
+    except UnicodeDecodeError as exc:
+        raise ImportRefused(f"{source} is not UTF-8 text ({exc.reason} at byte {exc.start}): convert it first, e.g. "
+                            f"iconv -f cp1252 -t utf-8 {name} > {name.rsplit('.', 1)[0]}.utf8.csv") from None
     except Exception as exc:  # noqa: BLE001 - any parser error is a refusal naming the file
         raise ImportRefused(f"{source} could not be parsed as {'Parquet' if 'parquet' in name else 'CSV'}: "
                             f"{type(exc).__name__}: {str(exc)[:200]}") from None
     if not name.endswith((".parquet", ".pq")):
-        _check_fields(data, source, name.endswith(".gz"))
+        if len(df.columns) == 1 and sep == ",":
+            for other, label in ((";", "';'"), ("\t", "'\\t'"), ("|", "'|'")):
+                if other in str(df.columns[0]):
+                    raise ImportRefused(f"{source}: the header is one column {str(df.columns[0])[:60]!r}: the file looks "
+                                        f"separated by {label}: pass --sep {label}")
     return df
 
 
-def _check_fields(data: bytes, source: str, gz: bool) -> None:
-    """Refuse a CSV with rows shorter than its header (pandas would fill them in): a file cut short."""
+def _check_fields(data: bytes, source: str, gz: bool, sep: str = ",") -> None:
+    """Refuse a CSV whose rows do not have the header's fields: shorter (pandas would fill them in:
+    a file cut short) or longer (pandas would shift every column: a trailing or unquoted comma)."""
     import csv
     import gzip
 
     text = (gzip.decompress(data) if gz else data).decode("utf-8", errors="replace").lstrip("\ufeff")
-    rows = csv.reader(io.StringIO(text, newline=""))
+    rows = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
     width = len(next(rows, []))
-    short, first = 0, 0
+    short = long = first_short = first_long = 0
     for number, row in enumerate(rows, start=1):
         if row and len(row) < width:
             short += 1
-            first = first or number
+            first_short = first_short or number
+        elif len(row) > width:
+            long += 1
+            first_long = first_long or number
     if short:
-        raise ImportRefused(f"{source}: {short} row(s) have fewer fields than the header (first at data row {first}; "
-                            "a file cut short?)")
+        raise ImportRefused(f"{source}: {short} row(s) have fewer fields than the header (first at data row "
+                            f"{first_short}; a file cut short?)")
+    if long:
+        raise ImportRefused(f"{source}: {long} row(s) have more fields than the header's {width} (first at data row "
+                            f"{first_long}; a trailing separator, or a value with an unquoted separator?)")
 
 
 def _require(df, column: str, what: str, where: str) -> None:
@@ -127,8 +151,9 @@ def _examples(values) -> str:
     return ", ".join(repr(v) for v in list(dict.fromkeys(values))[:EXAMPLES])
 
 
-def parse_times(values, column: str, where: str):
-    """A column as UTC timestamps (naive values are UTC); any value that does not parse refuses."""
+def parse_times(values, column: str, where: str, date_format: str | None = None):
+    """A column as UTC timestamps (naive values are UTC); any value that does not parse refuses, and
+    so do day/month spellings that read two ways (01/09/2026) unless ``date_format`` says which."""
     import pandas as pd
 
     text = values.astype("string").str.strip()
@@ -137,8 +162,24 @@ def parse_times(values, column: str, where: str):
         raise ImportRefused(f"{where}: column {column!r} has {n} empty date value(s): every row needs its date")
     from pavedml.steps.ingest import ZONE_RE, parse_timestamps
 
+    if date_format:
+        parsed = pd.to_datetime(text.astype(object), format=date_format, utc=True, errors="coerce")
+        bad = parsed.isna()
+        if bad.any():
+            raise ImportRefused(f"{where}: column {column!r} has {int(bad.sum())} value(s) not in --date-format "
+                                f"{date_format!r} (e.g. {_examples(text[bad])})")
+        return parsed
     parsed, _ = parse_timestamps(values)  # ISO 8601, as ingest reads it (zone-less values are UTC)
-    if parsed is None:  # other spellings (1/31/2025, 31 Jan 2025): pandas infers each value's format
+    if parsed is None:
+        slashed = text[text.str.match(r"^\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}")]
+        if len(slashed):
+            first = pd.to_datetime(slashed.astype(object), errors="coerce", format="mixed", dayfirst=False)
+            other = pd.to_datetime(slashed.astype(object), errors="coerce", format="mixed", dayfirst=True)
+            differ = first.notna() & other.notna() & (first != other)
+            if differ.any():
+                raise ImportRefused(f"{where}: column {column!r} holds dates that read two ways, day first or month "
+                                    f"first (e.g. {_examples(slashed[differ])}): pass --date-format, e.g. "
+                                    "'%d/%m/%Y' or '%m/%d/%Y' (add ' %H:%M' for times)")  # other spellings (1/31/2025, 31 Jan 2025): pandas infers each value's format
         parsed = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns, UTC]")
         zoned = text.str.contains(ZONE_RE, regex=True, na=False).astype(bool)
         for part in (zoned, ~zoned):
@@ -219,14 +260,15 @@ def attach_labels(df, labels_df, uc: UseCase, date_column: str | None, where: st
 
 
 # -- planning -------------------------------------------------------------------------------------
-def split_days(df, uc: UseCase, date_column: str | None, days: int | None, start: date | None, where: str):
+def split_days(df, uc: UseCase, date_column: str | None, days: int | None, start: date | None, where: str,
+               shuffle: int | None = None, date_format: str | None = None):
     """(frame with a ``__day`` column, parsed row times or None). By the date column's UTC day, or
     N even slices of the rows (table order) on consecutive days from ``start``."""
     import numpy as np
     import pandas as pd
 
     if date_column:
-        times = parse_times(df[date_column], date_column, where)
+        times = parse_times(df[date_column], date_column, where, date_format)
         out = df.assign(__day=times.dt.strftime("%Y-%m-%d").to_numpy())
         return out, times
     if not days or days < 1:
@@ -234,6 +276,8 @@ def split_days(df, uc: UseCase, date_column: str | None, days: int | None, start
                             "slices of a table without dates)")
     if days > len(df):
         raise ImportRefused(f"{where}: --days {days} is more than its {len(df)} rows")
+    if shuffle is not None:  # a table ordered by its label (or anything else) would give days of one class
+        df = df.sample(frac=1.0, random_state=shuffle).reset_index(drop=True)
     first = start or (datetime.now(UTC).date() - timedelta(days=days - 1))
     index = np.repeat(np.arange(days), [len(part) for part in np.array_split(np.arange(len(df)), days)])
     labels = pd.Series([(first + timedelta(days=int(i))).isoformat() for i in range(days)])
@@ -260,14 +304,28 @@ def _iso(times) -> list[str]:
 
 def plan_files(args, uc: UseCase, layout: Layout) -> tuple[dict[str, bytes], dict]:
     """Every file to land (URI -> bytes) and the figures to print, or ImportRefused."""
+    import numpy as np
     import pandas as pd
 
     where = args.sql.splitlines()[0][:80] if args.sql else args.source
-    df = read_table(args.source, args.sql, args.db_url_env)
+    df = read_table(args.source, args.sql, args.db_url_env, args.sep)
     if df.empty:
         raise ImportRefused(f"{where} holds no rows")
     df.columns = [str(c) for c in df.columns]
     key, column = uc.entity.key, uc.label.column
+    reserved = [c for c in RESERVED if c in df.columns]
+    if reserved:
+        raise ImportRefused(f"{where} has a column {reserved[0]!r}: that name is the pipeline's own (each row's event "
+                            "time); rename the column in your table (and the use case)")
+    if args.row_key:
+        if key in df.columns:
+            raise ImportRefused(f"--row-key: {where} already has a column {key!r} (the entity.key): drop --row-key")
+        df.insert(0, key, [f"{i:0{len(str(len(df)))}d}" for i in range(len(df))])  # stable: the table's row order
+    elif key in df.columns and df[key].dtype.kind == "f" and (df[key].dropna() % 1 == 0).all():
+        df[key] = df[key].astype("Int64")  # a database or Parquet typed the key as float: 100000, not 100000.0
+    for name, spec in uc.schema_.columns.items():  # missing-value spellings in numeric columns: empty cells
+        if spec.type in ("int", "float") and name in df.columns and df[name].dtype == object:
+            df[name] = df[name].where(~df[name].isin(NA_TOKENS), "")
     ts_col = uc.timestamp_column
     date_column = args.date_column or ts_col
     if ts_col and args.date_column and args.date_column != ts_col:
@@ -276,7 +334,8 @@ def plan_files(args, uc: UseCase, layout: Layout) -> tuple[dict[str, bytes], dic
     if ts_col and args.days:
         raise ImportRefused(f"use case {uc.name} takes each row's time from column {ts_col!r}: its history "
                             f"splits by that column (--date-column {ts_col}), not into --days slices")
-    _require(df, key, "the entity.key", where)
+    if key not in df.columns:
+        _require(df, key, "the entity.key; a table without a key column can take the row number: --row-key", where)
     if date_column:
         _require(df, date_column, "the --date-column" if not ts_col else "batches.timestamp.column", where)
     if args.labels:
@@ -287,7 +346,7 @@ def plan_files(args, uc: UseCase, layout: Layout) -> tuple[dict[str, bytes], dic
     missing_key = df[key].isna() | (df[key].astype("string").str.strip() == "")
     if missing_key.any():
         raise ImportRefused(f"{where}: {int(missing_key.sum())} row(s) have no {key} (the entity key)")
-    frame, times = split_days(df, uc, date_column, args.days, args.start, where)
+    frame, times = split_days(df, uc, date_column, args.days, args.start, where, args.shuffle, args.date_format)
     if ts_col:
         frame[ts_col] = _iso(times)  # one unambiguous spelling for ingest and the labels
     text, number = label_values(uc, frame[column], args.labels or where)
@@ -308,7 +367,7 @@ def plan_files(args, uc: UseCase, layout: Layout) -> tuple[dict[str, bytes], dic
     if len(small):
         raise ImportRefused(f"{len(small)} of {len(days)} day(s) hold fewer rows than schema.row_count.min={floor} "
                             f"(e.g. {small.index[0]}: {int(small.iloc[0])} rows), so validation would refuse them: "
-                            f"lower schema.row_count.min or import fewer --days")
+                            "lower schema.row_count.min" + (" or import fewer --days" if args.days else ""))
     labelled_days = sorted(set(frame.loc[labelled, "__day"]))
     split = uc.model.split
     need = split.holdout_days + split.validation_days + 1
@@ -316,6 +375,27 @@ def plan_files(args, uc: UseCase, layout: Layout) -> tuple[dict[str, bytes], dic
         raise ImportRefused(f"{len(labelled_days)} labelled day(s) of history; the time split needs at least {need} "
                             f"(model.split.holdout_days={split.holdout_days}, validation_days={split.validation_days}, "
                             "1 to train): import more days")
+    window = uc.model.training_window_days
+    recent = [d for d in labelled_days
+              if date.fromisoformat(d) > date.fromisoformat(labelled_days[-1]) - timedelta(days=window)]
+    if len(recent) < need:
+        raise ImportRefused(f"only {len(recent)} labelled day(s) fall within model.training_window_days={window} of the "
+                            f"newest ({labelled_days[-1]}); the time split needs {need}: your dates are "
+                            f"{'far apart' if len(labelled_days) >= need else 'too few'} for daily training")
+    if not uc.is_regression:
+        by_day = pd.Series(np.asarray(target)[labelled],
+                           index=frame.loc[labelled, "__day"].to_numpy()).groupby(level=0).mean()
+        tail = [d for d in labelled_days[-need + 1:]]
+        for block, block_days in (("holdout", tail[-split.holdout_days:]),
+                                  ("validation", tail[:split.validation_days])):
+            rates = by_day.loc[block_days]
+            if (rates == 0).all() or (rates == 1).all():
+                cls = "positive" if (rates == 1).all() else "negative"
+                raise ImportRefused(f"the first training's {block} days ({', '.join(block_days)}) hold only {cls} "
+                                    f"labels (the whole table: label rate {float(target[labelled].mean()):.3f}): "
+                                    "is the table ordered by its label? " + ("pass --shuffle SEED to slice it in a "
+                                                                            "random order" if args.days else
+                                                                            "a classifier needs both classes there"))
     files: dict[str, bytes] = {}
     batch_cols = [c for c in frame.columns if c not in (column, "__day", "__labelled")]
     delay = timedelta(days=uc.label.delay_days)
@@ -361,6 +441,17 @@ def record_import(layout: Layout, args, uc: UseCase, fig: dict, written: int, re
         fh.write(json.dumps(entry, sort_keys=True) + "\n")
 
 
+def imported_days(uc, layout) -> list[str]:
+    """The days whose batch has landed (by ``import-history`` or a delivery), oldest first."""
+    import re
+
+    from pavedml import storage
+
+    prefix = storage.join(layout.landing, uc.batches.dataset)
+    found = {m.group(1) for f in storage.list_prefix(prefix) if (m := re.search(r"/dt=(\d{4}-\d{2}-\d{2})/", f))}
+    return sorted(found)
+
+
 def has_imports(layout: Layout) -> bool:
     return layout.imports_log.exists() and layout.imports_log.stat().st_size > 0
 
@@ -374,6 +465,7 @@ def import_history(args) -> ImportResult:
     files, fig = plan_files(args, uc, layout)
     written = unchanged = replaced = 0
     conflicts = []
+    stale = sorted(set(imported_days(uc, layout)) - set(fig["days"]))
     existing: dict[str, bool] = {}
     for uri, data in files.items():
         if storage.exists(uri):
@@ -398,6 +490,9 @@ def import_history(args) -> ImportResult:
     if written or replaced:
         record_import(layout, args, uc, fig, written, replaced)
     notes = []
+    if stale:
+        notes.append(f"{len(stale)} landed day(s) are not part of this import ({stale[0]} .. {stale[-1]}) and stay as "
+                     "they are; remove their dt= folders if they should go (make demo runs the newest landed days)")
     start = uc.schedules.start_date
     if date.fromisoformat(days[0]) < start:
         notes.append(f"schedules.start_date is {start}, after the first imported day {days[0]}: set "
@@ -419,6 +514,8 @@ def import_history(args) -> ImportResult:
 def import_command(args) -> ImportResult:
     if args.date_column and args.days:
         raise ImportRefused("give either --date-column or --days, not both")
+    if args.shuffle is not None and not args.days:
+        raise ImportRefused("--shuffle goes with --days (it orders the rows before slicing them into days)")
     if args.sql:
         if args.db_url_env is None and "://" not in (args.source or ""):
             raise ImportRefused(f"--sql needs a database: --from <SQLAlchemy URL> or --db-url-env VAR "

@@ -48,7 +48,10 @@ def _psi_lines(layout: Layout) -> list[str]:
     record = storage.read_json(str(reports[-1]))
     table = (reports[-1].parent / PSI_TABLE).read_text().splitlines()
     head = f"  window {record['window']}  status {record['status'].upper()}  model v{record['model_version']}"
-    return [head] + [f"  {line}" for line in table[:9]] + (["  ..."] if len(table) > 9 else [])
+    output = [line for line in table if line.lstrip().startswith("prediction ")][-1:]
+    rows = [line for line in table if line not in output]
+    return ([head] + [f"  {line}" for line in rows[:9]] + (["  ..."] if len(rows) > 9 else [])
+            + [f"  {line}" for line in output])  # the model output's PSI, whatever the feature count
 
 
 def _quarantine_lines(layout: Layout) -> list[str]:
