@@ -138,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--dataset", default="batch", help="the batches' dataset name (landing folder)")
     dr.add_argument("--entity", help="the entity's name (default: derived from --name)")
     dr.add_argument("--days", type=int, help="without a date column: the --days you will import (sizes the defaults)")
+    dr.add_argument("--threshold", type=float, help="binary from a numeric label: positive when >= THRESHOLD")
+    dr.add_argument("--row-key", action="store_true", help="the table has no key: the entity key --key is the row "
+                                                           "number (import with --row-key too)")
+    dr.add_argument("--sep", default=",", help="the CSV separator (default ',')")
+    dr.add_argument("--date-format", help="strftime format of --date-column when its dates read two ways")
     dr.add_argument("--out", help="write to this file (include/use_cases/<name>.yaml) instead of stdout")
     dr.add_argument("--force", action="store_true", help="overwrite --out")
     lake = sub.add_parser("lake", help=COMMANDS["lake"][1], description=COMMANDS["lake"][1])

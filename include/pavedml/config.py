@@ -130,7 +130,9 @@ class TimestampColumn(_Strict):
     column: str
 
 
-SQL_PARAM_RE = re.compile(r"(?<![:\w]):(\w+)")
+#: A bound parameter as SQLAlchemy's text() finds one (a name right before ``::`` is not one).
+SQL_PARAM_RE = re.compile(r"(?<![:\w\\]):(\w+)(?!:)")
+SQL_CAST_RE = re.compile(r"(?<![:\w\\]):(\w+)::")
 SQL_PARAMS = ("interval_start", "interval_end", "ds")
 
 
@@ -157,11 +159,19 @@ class SqlSource(_Strict):
                 password = urlsplit(self.url).password
             except ValueError as exc:
                 raise ValueError(f"url is not a SQLAlchemy URL: {exc}") from None
-            if password:
+            from urllib.parse import parse_qs
+            from urllib.parse import urlsplit as _split
+
+            query_keys = {k.lower() for k in parse_qs(_split(self.url).query)}
+            if password or query_keys & {"password", "passwd", "pwd"}:
                 raise ValueError("url holds a password: put the URL in an environment variable and name it "
                                  "in url_env (no secrets in use-case files)")
             if "://" not in self.url:
                 raise ValueError(f"url {self.url!r} is not a SQLAlchemy URL (dialect://...)")
+        cast = SQL_CAST_RE.search(self.query)
+        if cast:
+            raise ValueError(f"query: ':{cast.group(1)}::' is a PostgreSQL cast SQLAlchemy cannot bind; write "
+                             f"CAST(:{cast.group(1)} AS <type>) instead")
         unknown = sorted(set(SQL_PARAM_RE.findall(self.query)) - set(SQL_PARAMS))
         if unknown:
             raise ValueError(f"query uses unknown parameter(s) {', '.join(':' + u for u in unknown)}; "
@@ -369,6 +379,9 @@ class UseCase(_Strict):
         elif self.label.positive is None and self.label.threshold is None:
             raise ValueError("label: binary_classification needs label.positive and label.negative "
                              "(a value or a list each) or label.threshold (positive when >= threshold)")
+        if "event_timestamp" in cols:
+            raise ValueError("schema.columns.event_timestamp: the name is the pipeline's own (each row's event time): "
+                             "rename the column (and name it in batches.timestamp.column if it is the row's time)")
         if self.label.column in cols:
             raise ValueError(f"label.column {self.label.column!r} is also a batch column in schema.columns: labels "
                              f"land separately (the {self.label.dataset} dataset), never in the daily batch")

@@ -90,9 +90,11 @@ def _engine(url: str, use_case: str):
 
     try:
         parsed = sa.engine.make_url(url)
-    except sa.exc.ArgumentError as exc:
-        raise ConfigError(f"{_whose(use_case)}batches.source URL {redact_urls(url)!r} is not a SQLAlchemy URL: "
-                          f"{exc}", details={"next": "write it as dialect+driver://user@host:port/db"}) from None
+    except (sa.exc.ArgumentError, ValueError):
+        # never echo a value that does not parse: without a scheme redact_urls cannot find its password
+        raise ConfigError(f"{_whose(use_case)}the batches.source URL is not a SQLAlchemy URL (its value is not shown: "
+                          "it may hold a password)",
+                          details={"next": "write it as dialect+driver://user:password@host:port/db"}) from None
     connect_args: dict[str, Any] = {}
     if parsed.get_backend_name() in _TIMEOUT_DIALECTS and "connect_timeout" not in parsed.query:
         connect_args["connect_timeout"] = CONNECT_TIMEOUT
@@ -180,6 +182,8 @@ def _connection(source: SqlSource, use_case: str) -> Iterator[tuple[Any, str]]:
         try:
             if engine.dialect.name == "postgresql":
                 conn.exec_driver_sql("SET TIME ZONE 'UTC'")
+            elif engine.dialect.name in ("mysql", "mariadb"):  # TIMESTAMP values in and out in UTC
+                conn.exec_driver_sql("SET time_zone = '+00:00'")
             yield conn, url
         finally:
             conn.close()

@@ -124,9 +124,9 @@ def test_bad_input_is_refused_in_one_line_and_nothing_lands(env, tmp_path, case)
         visits.to_csv(bad, index=False)
         expect = "column 'visit_time' has 2 value(s) that are not dates (e.g. 'next tuesday', '2025-13-45')"
     elif case == "regression_text":
-        visits.loc[[1, 2], "progression"] = ["high", "n/a"]
+        visits.loc[[1, 2], "progression"] = ["high", "lots"]
         visits.to_csv(bad, index=False)
-        expect = "label column 'progression' holds 2 value(s) that are not numbers (e.g. 'high', 'n/a')"
+        expect = "label column 'progression' holds 2 value(s) that are not numbers (e.g. 'high', 'lots')"
     elif case == "undeclared_label":
         patients.loc[5, "diagnosis"] = "unsure"
         patients.to_csv(bad, index=False)
@@ -153,7 +153,7 @@ def test_bad_input_is_refused_in_one_line_and_nothing_lands(env, tmp_path, case)
         patients.loc[3, "patient_id"] = "P0002"
         patients.to_csv(bad, index=False)
         uc, extra = "breast_cancer", ["--days", "12"]
-        expect = "2 rows share a patient_id with another row of the same day (e.g. 'P0002')"
+        expect = "2 labelled rows share their patient_id and day with another (e.g. 'P0002')"
     elif case == "no_such_file":
         bad = tmp_path / "nowhere.csv"
         expect = "nowhere.csv: no such file"
@@ -313,7 +313,7 @@ def test_draft_refuses_what_it_cannot_decide_in_one_line(env, tmp_path):
                  "--positive", "high", "--positive", "mid")
     assert proc.returncode == 0 and "positive: [high, mid]" in proc.stdout and "negative: low" in proc.stdout
     proc = draft(env, "--name", "grades", "--from", str(table), "--key", "customer", "--label", "grade")
-    assert proc.returncode == 3 and "no column 'customer' (--key)" in proc.stderr
+    assert proc.returncode == 3 and "no column 'customer' (--key (or --row-key" in proc.stderr
 
 
 def test_simulate_never_overwrites_imported_history(env):
@@ -426,3 +426,74 @@ def test_the_ways_out_work(env, tmp_path):
     assert run(env, "--use-case", "breast_cancer", "--from", str(source), "--days", "12").returncode == 0
     labels = next((Path(env["PAVEDML_DATA_ROOT"]) / "landing/breast_cancer/labels").glob("dt=*/labels.csv"))
     assert pd.read_csv(labels, dtype=str)["patient_id"].str.fullmatch(r"1\d{5}").all()
+
+
+def test_draft_reads_numbers_thresholds_and_tables_without_a_key(env, tmp_path):
+    table = tmp_path / "fair.parquet"
+    n = 400
+    pd.DataFrame({"age": [20 + i % 40 for i in range(n)],
+                  "rate": [str(1 + i % 5) if i % 37 else "NA" for i in range(n)],
+                  "affairs": [float(i % 7 == 0) * (i % 3 + 0.5) for i in range(n)],
+                  "children": [float(i % 2) for i in range(n)]}).to_parquet(table, index=False)
+    proc = draft(env, "--name", "fair", "--from", str(table), "--key", "row", "--row-key", "--label", "affairs",
+                 "--threshold", "0.01", "--days", "10")
+    assert proc.returncode == 0, proc.stderr
+    doc = yaml.safe_load(proc.stdout)
+    assert doc["label"]["threshold"] == 0.01 and doc["task"] == "binary_classification"
+    assert doc["schema"]["columns"]["rate"]["type"] == "int" and doc["schema"]["columns"]["rate"]["blank_as_null"]
+    assert "rate: NA read as missing" in proc.stdout and "row" not in doc["features"]["numeric"]
+    (Path(env["PAVEDML_USE_CASES_DIR"]) / "fair.yaml").write_text(proc.stdout)
+    proc = run(env, "--use-case", "fair", "--from", str(table), "--row-key", "--days", "10", "--shuffle", "1")
+    assert proc.returncode == 0, proc.stderr
+    proc = draft(env, "--name", "fair2", "--from", str(table), "--key", "row", "--row-key", "--label", "children",
+                 "--positive", "1")
+    assert proc.returncode == 0 and "positive: '1.0'" in proc.stdout, proc.stdout + proc.stderr
+    const = tmp_path / "const.csv"
+    pd.DataFrame({"id": range(10), "y": [1] * 10, "x": range(10)}).to_csv(const, index=False)
+    proc = draft(env, "--name", "const", "--from", str(const), "--key", "id", "--label", "y")
+    assert proc.returncode == 3 and "holds 1 distinct value(s) (1): nothing to learn" in proc.stderr
+
+
+def test_labels_the_pipeline_would_refuse_are_refused_at_import(env, tmp_path):
+    """Two labels for one key and day (a key that is not unique by schema), boolean labels
+    (Parquet) against positive: true, and a password in --from."""
+    cases = Path(env["PAVEDML_USE_CASES_DIR"])
+    raw = yaml.safe_load((cases / "breast_cancer.yaml").read_text())
+    raw["schema"]["columns"]["patient_id"]["unique"] = False
+    (cases / "breast_cancer.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    patients = pd.read_csv(PATIENTS, dtype=str)
+    patients.loc[1, "patient_id"] = "P0000"
+    bad = tmp_path / "dup.csv"
+    patients.to_csv(bad, index=False)
+    line = refused(env, "--use-case", "breast_cancer", "--from", str(bad), "--days", "12")
+    assert "2 labelled rows share their patient_id and day with another (e.g. 'P0000')" in line
+
+    raw["label"].update(positive=True, negative=False)
+    (cases / "breast_cancer.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    table = tmp_path / "bools.parquet"
+    pd.read_csv(PATIENTS).assign(diagnosis=lambda d: d["diagnosis"] == "malignant").to_parquet(table, index=False)
+    proc = run(env, "--use-case", "breast_cancer", "--from", str(table), "--days", "12", "--start", "2025-02-01")
+    assert proc.returncode == 0 and "label rate 0.373" in proc.stdout, proc.stderr
+    labels = pd.read_csv(Path(env["PAVEDML_DATA_ROOT"]) / "landing/breast_cancer/labels/dt=2025-02-02/labels.csv",
+                         dtype=str)
+    assert set(labels["diagnosis"]) <= {"True", "False"}
+
+    shutil.rmtree(env["PAVEDML_DATA_ROOT"])
+    line = refused(env, "--use-case", "diabetes_visits", "--from", "postgresql://bob:s3cret@127.0.0.1/x",
+                   "--sql", "SELECT * FROM visits")
+    assert "url holds a password" in line and "--db-url-env" in line and "s3cret" not in line
+
+
+def test_a_sql_source_use_case_imports_only_its_labels(env):
+    """Its runs extract their own days from the database: landing batch files there would be
+    overwritten by the first ingest (and a rerun of the import would then refuse)."""
+    path = Path(env["PAVEDML_USE_CASES_DIR"]) / "diabetes_visits.yaml"
+    raw = yaml.safe_load(path.read_text())
+    raw["batches"]["source"] = {"url_env": "CLINIC_DB", "query": "SELECT * FROM visits WHERE visit_time >= "
+                                                               ":interval_start AND visit_time < :interval_end"}
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    proc = run(env, "--use-case", "diabetes_visits", "--from", str(VISITS))
+    assert proc.returncode == 0, proc.stderr
+    assert "batches read by each run from its SQL query" in proc.stdout
+    files = landed(env)
+    assert files and all("/labels/" in f or f.endswith("imports.jsonl") for f in files), files

@@ -102,3 +102,28 @@ def test_config_import_is_cheap():
     code = "import sys, pavedml.config, pavedml.airflow.factory; print(sorted(m for m in ('pandas','numpy','sklearn') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(("source", "expect"), [
+    ({"url": "postgresql://bob@db/x?password=s3cret", "query": "SELECT 1"}, "url holds a password"),
+    ({"url": "postgresql://bob:s3cret@db/x", "query": "SELECT 1"}, "url holds a password"),
+    ({"url_env": "SHOP_DB", "query": "SELECT * FROM t WHERE d = :ds::date"}, "CAST(:ds AS <type>)"),
+    ({"url_env": "SHOP_DB", "query": "SELECT * FROM t WHERE d = :day"}, "unknown parameter(s) :day"),
+])
+def test_a_sql_source_is_refused_when_it_would_leak_or_fail(tmp_path, source, expect):
+    path = _write(tmp_path, lambda r: r["batches"].update(source=source))
+    with pytest.raises(ConfigError) as err:
+        load_use_case(path)
+    assert expect in err.value.message and "s3cret" not in err.value.message
+
+
+def test_a_cast_after_a_bound_parameter_is_fine_when_spelled_with_cast(tmp_path):
+    path = _write(tmp_path, lambda r: r["batches"].update(source={
+        "url_env": "SHOP_DB", "query": "SELECT * FROM t WHERE d = CAST(:ds AS date) AND x::text <> ''"}))
+    assert load_use_case(path).batches.source.query.startswith("SELECT")
+
+
+def test_the_pipelines_own_event_timestamp_is_not_a_schema_column(tmp_path):
+    path = _write(tmp_path, lambda r: r["schema"]["columns"].update(event_timestamp={"type": "timestamp"}))
+    with pytest.raises(ConfigError, match="event_timestamp: the name is the pipeline's own"):
+        load_use_case(path)

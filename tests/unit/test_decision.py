@@ -131,6 +131,24 @@ def test_mae_guardrail_on_a_rmse_win():
 def test_rmse_slice_regression_is_a_rise():
     chal = {"region=north": r(rmse=9.0), "region=south": r(rmse=5.0)}
     champ = {"region=north": r(rmse=8.0), "region=south": r(rmse=6.0)}
-    policy = Evaluation(primary_metric="rmse", max_slice_regression=0.5)
+    policy = Evaluation(primary_metric="rmse", max_slice_regression=0.1)
     v = decide(r(rmse=7.0), r(), policy, chal, champ)
-    assert v.outcome == "keep_champion" and v.reasons == ["slice region=north: rmse regressed by 1.0000 (allowed 0.5)"]
+    assert v.outcome == "keep_champion" and v.reasons == [
+        "slice region=north: rmse regressed by 1.0000 (12.5% of the champion's; allowed 10.0%)"]
+
+
+def test_a_primary_metric_that_is_not_a_number_never_promotes():
+    policy = Evaluation(primary_metric="rmse")
+    verdict = decide({"rmse": float("nan"), "mae": 1.0, "r2": float("nan")},
+                     {"rmse": 10.0, "mae": 8.0, "r2": 0.3}, policy)
+    assert verdict.outcome == "keep_champion" and "not a number" in verdict.reasons[0]
+
+
+def test_regression_slices_are_judged_relative_to_the_champion():
+    """rmse is in the target's units: 0.05 allows a slice 5% worse, whatever the target's scale."""
+    policy = Evaluation(primary_metric="rmse", max_slice_regression=0.05)
+    chal, champ = {"rmse": 50.0, "mae": 40.0, "r2": 0.5}, {"rmse": 55.0, "mae": 44.0, "r2": 0.4}
+    ok = decide(chal, champ, policy, {"sex=F": {"rmse": 60.0}}, {"sex=F": {"rmse": 58.0}})  # 3.4% worse
+    assert ok.outcome == "promote", ok.reasons
+    bad = decide(chal, champ, policy, {"sex=F": {"rmse": 63.0}}, {"sex=F": {"rmse": 58.0}})  # 8.6% worse
+    assert bad.outcome == "keep_champion" and "8.6% of the champion's" in bad.reasons[0]

@@ -31,6 +31,9 @@ from pavedml.results import PromotionDecision
 
 log = logging.getLogger(__name__)
 MIN_SLICE_ROWS = 30
+#: Metrics in the target's units (regression): a slice's allowed regression is a fraction of the
+#: champion's value there (``max_slice_regression: 0.05`` = 5% worse), not an absolute amount.
+RELATIVE_SLICE_METRICS = ("rmse", "mae")
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,12 @@ def decide(challenger: dict[str, float], champion: dict[str, float] | None, poli
     if champion is None:
         return Verdict("promote", ["no champion yet and every floor is met"])
     primary = policy.primary_metric
+    import math
+
+    if not math.isfinite(challenger[primary]) or not math.isfinite(champion[primary]):
+        return Verdict("keep_champion", [f"{primary} is not a number on this holdout (challenger "
+                                         f"{challenger[primary]}, champion {champion[primary]}): no decision can be "
+                                         "made on it"])
     # what the challenger gains: a rise, or for a lower-is-better metric a reduction
     uplift = -_worse_by(primary, challenger[primary], champion[primary])
     word = "reduction" if primary in LOWER_IS_BETTER else "uplift"
@@ -81,7 +90,12 @@ def decide(challenger: dict[str, float], champion: dict[str, float] | None, poli
         if champ is None or primary not in chal or primary not in champ:
             continue
         worse = _worse_by(primary, chal[primary], champ[primary])
-        if worse > policy.max_slice_regression:
+        if primary in RELATIVE_SLICE_METRICS:  # in the target's units: the allowance is a fraction of the champion's
+            relative = worse / abs(champ[primary]) if champ[primary] else (math.inf if worse > 0 else 0.0)
+            if relative > policy.max_slice_regression:
+                problems.append(f"slice {name}: {primary} regressed by {worse:.4f} ({relative:.1%} of the champion's; "
+                                f"allowed {policy.max_slice_regression:.1%})")
+        elif worse > policy.max_slice_regression:
             problems.append(f"slice {name}: {primary} regressed by {worse:.4f} "
                             f"(allowed {policy.max_slice_regression})")
     if problems:

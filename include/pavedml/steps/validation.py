@@ -594,10 +594,14 @@ def validate_labels(ctx: StepContext, uri: str, data: bytes, df) -> None:
     ``quarantine/labels/dt=<day>/<sha>/`` and the step stops: a label outside the declared values
     is never read as a negative, a target that is not a number never trains a regression."""
     import hashlib
+    import json
     import re
 
     uc = ctx.use_case
-    sha = hashlib.sha256(data).hexdigest()
+    # the content and the contract it is checked against: a changed label.* or task re-validates
+    contract = json.dumps({"task": uc.task, "label": uc.label.model_dump(mode="json"),
+                           "timestamp": uc.timestamp_column, "key": uc.entity.key}, sort_keys=True, default=str)
+    sha = hashlib.sha256(data + b"\0" + contract.encode()).hexdigest()
     m = re.search(r"/dt=(\d{4}-\d{2}-\d{2})/", uri)
     day = m.group(1) if m else "unknown"
     vdir = ctx.layout.labels_validation_dir(day, sha)

@@ -96,7 +96,8 @@ def what_next(uc, s, layout, days: list[str]) -> list[str]:
         f"  task logs                    {airflow_home}/logs/",
         "",
         "Your own data",
-        "  write include/use_cases/<name>.yaml (examples: include/examples/*/), then land its history with",
+        "  python -m pavedml draft-use-case --name <name> --from FILE --key COL --label COL --out include/use_cases/<name>.yaml",
+        "  (or copy an example from include/examples/*/), review it, then land its history with",
         "  python -m pavedml import-history --use-case <name> --from FILE (--date-column COLUMN | --days N)",
         "  and run it with make demo USE_CASE=<name> (README: \"Bring your own data\").",
     ]

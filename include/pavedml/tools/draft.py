@@ -18,7 +18,7 @@ import yaml
 
 from pavedml.config import NAME_RE, UseCase
 from pavedml.errors import ConfigError
-from pavedml.tools.importer import ImportRefused, parse_times, read_table
+from pavedml.tools.importer import NA_TOKENS, RESERVED, ImportRefused, _canon, parse_times, read_table
 
 log = logging.getLogger(__name__)
 #: Text columns with at most this many distinct values become categories (with allowed values).
@@ -28,21 +28,34 @@ MAX_CATEGORIES = 50
 def _numeric(text):
     import pandas as pd
 
-    values = text[text != ""]
+    values = text[(text != "") & ~text.isin(NA_TOKENS)]
     number = pd.to_numeric(values, errors="coerce")
     return number if len(values) and number.notna().all() else None
 
 
+def _numeric_one(value: str) -> float | None:
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
 def column_spec(text, name: str, notes: list[str]) -> tuple[dict, str | None]:
     """(schema spec, feature kind "numeric" | "categorical" | None) of one column (as text)."""
-    blank = int((text == "").sum())
+    blank = int(((text == "") | text.isin(NA_TOKENS)).sum())
     spec: dict = {}
     number = _numeric(text)
+    tokens = sorted(set(text[text.isin(NA_TOKENS)]))
+    if number is not None and tokens:
+        notes.append(f"{name}: {', '.join(tokens)} read as missing (import-history lands them as empty cells)")
     if number is not None:
         spec["type"] = "int" if (number % 1 == 0).all() else "float"
         kind: str | None = "numeric"
     else:
         distinct = sorted(text[text != ""].unique().tolist())
+        sample = text[text != ""].head(200)
+        if len(sample) and sample.str.match(r"^\d{4}-\d{2}-\d{2}|^\d{1,2}/\d{1,2}/\d{2,4}").all():
+            notes.append(f"{name}: looks like dates; if it is each row's time, draft with --date-column {name}")
         if len(distinct) <= MAX_CATEGORIES:
             spec.update(type="category", allowed=distinct)
             kind = "categorical"
@@ -62,12 +75,25 @@ def draft(args) -> dict:
     if not NAME_RE.fullmatch(name):
         raise ConfigError(f"--name {name!r}: a use-case name is lowercase letters, digits and underscores "
                           "(2-41 characters, starting with a letter)")
-    df = read_table(args.source, args.sql, args.db_url_env)
+    df = read_table(args.source, args.sql, args.db_url_env, args.sep)
     df.columns = [str(c) for c in df.columns]
-    for column, what in ((args.key, "--key"), (args.label, "--label"), (args.date_column, "--date-column")):
+    reserved = [c for c in RESERVED if c in df.columns]
+    if reserved:
+        raise ImportRefused(f"{args.source} has a column {reserved[0]!r}: that name is the pipeline's own (each row's "
+                            "event time); rename the column in your table first")
+    if args.row_key:
+        if args.key in df.columns:
+            raise ImportRefused(f"--row-key: {args.source} already has a column {args.key!r}: drop --row-key")
+        df.insert(0, args.key, [str(i) for i in range(len(df))])
+    for column, what in ((args.key, "--key (or --row-key for a table without one)"), (args.label, "--label"),
+                         (args.date_column, "--date-column")):
         if column and column not in df.columns:
             raise ImportRefused(f"{args.source}: no column {column!r} ({what}); its columns: "
                                 f"{', '.join(df.columns[:30])}")
+    if df[args.key].isna().any() or (df[args.key].astype("string").str.strip() == "").any():
+        raise ImportRefused(f"{args.source}: --key {args.key!r} is empty in "
+                            f"{int((df[args.key].isna() | (df[args.key].astype('string').str.strip() == '')).sum())} "
+                            "row(s): every row needs its key (or use --row-key)")
     text = df.astype("string").fillna("").apply(lambda c: c.str.strip())
     if text[args.key].duplicated().any() and not args.date_column:
         raise ImportRefused(f"{args.source}: --key {args.key!r} repeats ({int(text[args.key].duplicated().sum())} "
@@ -77,6 +103,15 @@ def draft(args) -> dict:
     values = sorted(v for v in label.unique().tolist() if v != "")
     number = _numeric(label)
     task = args.task
+    if len(values) < 2:
+        raise ImportRefused(f"label {args.label!r} holds {len(values)} distinct value(s) ({', '.join(values)}): "
+                            "nothing to learn")
+    if args.threshold is not None:
+        if number is None:
+            text_values = [repr(v) for v in values if _numeric_one(v) is None][:5]
+            raise ImportRefused(f"--threshold needs a numeric label; {args.label!r} holds text (e.g. "
+                                f"{', '.join(text_values)})")
+        task = "binary_classification"
     if task == "auto":
         task = "binary_classification" if len(values) == 2 or args.positive else "regression" if number is not None else ""
         if not task:
@@ -84,13 +119,19 @@ def draft(args) -> dict:
                                 f"{' ...' if len(values) > 6 else ''}): give --positive VALUE (repeatable) for a "
                                 "binary task, or a numeric label for regression")
     spec_label: dict = {"column": args.label, "delay_days": args.label_delay}
-    if task == "binary_classification":
+    if task == "binary_classification" and args.threshold is not None:
+        spec_label["threshold"] = args.threshold
+    elif task == "binary_classification":
         if args.positive:
-            positive = list(args.positive)
-            unknown = [p for p in positive if p not in values]
+            spelled = {_canon(v): v for v in values}
+            unknown = [p for p in args.positive if _canon(p) not in spelled]
             if unknown:
                 raise ImportRefused(f"--positive {', '.join(unknown)} is not a value of {args.label!r} "
-                                    f"({', '.join(values[:10])})")
+                                    f"({', '.join(values[:10])}{' ...' if len(values) > 10 else ''})")
+            positive = [spelled[_canon(p)] for p in args.positive]
+            if len(values) - len(positive) > MAX_CATEGORIES // 5:
+                raise ImportRefused(f"label {args.label!r} has {len(values)} values: list them all under "
+                                    "--positive, or use --threshold for a numeric label")
         else:
             if len(values) != 2:
                 raise ImportRefused(f"label {args.label!r} has {len(values)} distinct values: give --positive")
@@ -100,7 +141,9 @@ def draft(args) -> dict:
         spec_label.update(positive=positive if len(positive) > 1 else positive[0],
                           negative=negative if len(negative) > 1 else negative[0])
     elif number is None:
-        raise ImportRefused(f"label {args.label!r} is not numeric: regression needs a number")
+        bad = [v for v in values if _numeric_one(v) is None]
+        raise ImportRefused(f"label {args.label!r} holds {len(bad)} value(s) that are not numbers (e.g. "
+                            f"{', '.join(repr(v) for v in bad[:5])}): regression needs a number")
     columns: dict = {}
     numeric, categorical = [], []
     for col in df.columns:
@@ -110,7 +153,7 @@ def draft(args) -> dict:
             columns[col] = {"type": "string", "nullable": False, "unique": not args.date_column}
             continue
         if col == args.date_column:
-            parse_times(df[col], col, args.source)
+            parse_times(df[col], col, args.source, args.date_format)
             columns[col] = {"type": "timestamp", "nullable": False}
             continue
         spec, kind = column_spec(text[col], col, notes)
@@ -120,10 +163,11 @@ def draft(args) -> dict:
         elif kind == "categorical":
             categorical.append(col)
     if args.date_column:
-        per_day = pd.Series(parse_times(df[args.date_column], args.date_column, args.source).dt.date).value_counts()
-        rows_a_day = int(per_day.median())
+        times = parse_times(df[args.date_column], args.date_column, args.source, args.date_format)
+        per_day = pd.Series(times.dt.date).value_counts()
+        rows_a_day, fewest = int(per_day.median()), int(per_day.min())
     else:
-        rows_a_day = len(df) // max(1, args.days or 30)
+        rows_a_day = fewest = len(df) // max(1, args.days or 30)
     doc: dict = {
         "name": name,
         "description": f"Drafted from {Path(args.source).name if not args.sql else 'a SQL query'}: review me.",
@@ -132,7 +176,7 @@ def draft(args) -> dict:
         "entity": {"name": args.entity or name.rstrip("s"), "key": args.key},
         "batches": {"dataset": args.dataset,
                     "timestamp": {"column": args.date_column} if args.date_column else "interval_start"},
-        "schema": {"row_count": {"min": max(1, rows_a_day // 4)}, "columns": columns},
+        "schema": {"row_count": {"min": max(1, fewest // 2)}, "columns": columns},
         "label": spec_label,
         "features": {"numeric": numeric, "categorical": categorical},
         "model": {"registered_name": name, "family": "hist_gradient_boosting", "params": {"random_state": 42},
@@ -141,7 +185,7 @@ def draft(args) -> dict:
         "drift": {"min_samples": max(20, min(500, rows_a_day // 2))},
     }
     if args.date_column:
-        first = parse_times(df[args.date_column], args.date_column, args.source).min()
+        first = times.min()
         doc["schedules"] = {"start_date": first.date().isoformat()}
     if not numeric and not categorical:
         raise ImportRefused(f"{args.source}: no column besides the key, label and date can be a feature")

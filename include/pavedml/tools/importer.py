@@ -75,9 +75,16 @@ def read_table(source: str, sql: str | None = None, db_url_env: str | None = Non
     import pandas as pd
 
     if sql:
+        from pydantic import ValidationError
+
         from pavedml.sqlsource import read_query
 
-        spec = SqlSource(url=None if db_url_env else source, url_env=db_url_env, query=sql)
+        try:
+            spec = SqlSource(url=None if db_url_env else source, url_env=db_url_env, query=sql)
+        except ValidationError as exc:
+            first = exc.errors()[0]["msg"].removeprefix("Value error, ")
+            raise ImportRefused(f"--sql: {first}" + (" (pass --db-url-env VAR instead of the URL in --from)"
+                                                     if "password" in first else "")) from None
         return read_query(spec, {})
     name = source.rsplit("/", 1)[-1]
     try:
@@ -200,6 +207,7 @@ def label_values(uc: UseCase, labels, where: str):
 
     column = uc.label.column
     text = labels.astype("string").str.strip()
+    text = text.where(~text.isin(NA_TOKENS), "")  # a missing label: the row is not labelled
     if uc.is_regression or uc.label.threshold is not None:
         number = pd.to_numeric(text, errors="coerce")
         bad = number.isna() & text.notna() & (text != "")
@@ -221,7 +229,10 @@ def label_values(uc: UseCase, labels, where: str):
 
 
 def _canon(value) -> str:
-    """A label value's identity: numbers by value (1, "1", 1.0 and "1.0" are one), text as is."""
+    """A label value's identity: booleans by truth (True, "true", "TRUE" are one), numbers by value
+    (1, "1", 1.0 and "1.0" are one), text as is."""
+    if isinstance(value, bool) or str(value).strip().lower() in ("true", "false"):
+        return f"bool:{str(value).strip().lower()}"
     try:
         return repr(float(value))
     except (TypeError, ValueError):
@@ -355,6 +366,12 @@ def plan_files(args, uc: UseCase, layout: Layout) -> tuple[dict[str, bytes], dic
     frame["__labelled"] = labelled
     target = _is_positive(uc, number) if not uc.is_regression else number
 
+    once = [key, ts_col or "__day"]  # the labels contract: one label per key and day (or event time)
+    dup = frame[labelled].duplicated(once, keep=False)
+    if dup.any():
+        raise ImportRefused(f"{where}: {int(dup.sum())} labelled rows share their {key} and "
+                            f"{ts_col or 'day'} with another (e.g. {_examples(frame[labelled].loc[dup, key])}): a label "
+                            f"is one per {key} and {'event time' if ts_col else 'day'}")
     if uc.schema_.columns[key].unique:
         dup = frame.duplicated(["__day", key], keep=False)
         if dup.any():
@@ -400,8 +417,9 @@ def plan_files(args, uc: UseCase, layout: Layout) -> tuple[dict[str, bytes], dic
     batch_cols = [c for c in frame.columns if c not in (column, "__day", "__labelled")]
     delay = timedelta(days=uc.label.delay_days)
     for day, part in frame.groupby("__day", sort=True):
-        files[layout.landing_file(uc.batches.dataset, day, uc.batches.format)] = _batch_bytes(
-            part[batch_cols], uc.batches.format)
+        if uc.batches.source is None:  # a SQL source's runs extract their own day from the database
+            files[layout.landing_file(uc.batches.dataset, day, uc.batches.format)] = _batch_bytes(
+                part[batch_cols], uc.batches.format)
         lab_rows = part[part["__labelled"]]
         if lab_rows.empty:
             continue
@@ -499,7 +517,10 @@ def import_history(args) -> ImportResult:
                      f"schedules.start_date: {days[0]} in {uc.source_file} so Airflow runs these days")
     print(f"import-history {uc.name}: {len(days)} day(s) {days[0]} .. {days[-1]}, {fig['rows']} rows "
           f"({fig['rows_per_day'][0]}-{fig['rows_per_day'][1]} a day), {fig['labelled']} labelled, {fig['summary']}")
-    print(f"  batches at {storage.join(layout.landing, uc.batches.dataset)}/dt=<day>/; labels at "
+    where_batches = ("batches read by each run from its SQL query (batches.source), not landed"
+                     if uc.batches.source is not None else
+                     f"batches at {storage.join(layout.landing, uc.batches.dataset)}/dt=<day>/")
+    print(f"  {where_batches}; labels at "
           f"{storage.join(layout.landing, uc.label.dataset)}/dt=<day + {uc.label.delay_days}>/ "
           f"({fig['labels_from']} .. {fig['labels_to']})")
     print(f"  files: {written} written, {replaced} replaced, {unchanged} unchanged")

@@ -29,7 +29,7 @@ def _champion_lines(uc) -> list[str]:
     if mv is None:
         return ["  no champion yet"]
     metrics = ", ".join(f"{k.removeprefix('holdout_')}={float(v):.3f}" for k, v in sorted(mv.tags.items())
-                        if k.startswith("holdout_") and k[8:] in ("roc_auc", "pr_auc", "f1", "brier"))
+                        if k.startswith("holdout_") and k[8:] in ("roc_auc", "pr_auc", "f1", "brier", "rmse", "mae", "r2"))
     return [f"  {uc.model.registered_name} v{mv.version}  since {mv.tags.get('champion_since', '?')[:19]}",
             f"  holdout: {metrics}",
             f"  previous_champion: v{prev.version}" if prev else "  previous_champion: -"]
