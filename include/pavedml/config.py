@@ -379,6 +379,9 @@ class UseCase(_Strict):
         elif self.label.positive is None and self.label.threshold is None:
             raise ValueError("label: binary_classification needs label.positive and label.negative "
                              "(a value or a list each) or label.threshold (positive when >= threshold)")
+        if self.batches.dataset == self.label.dataset:
+            raise ValueError(f"batches.dataset and label.dataset are both {self.label.dataset!r}: batches and labels "
+                             "land in folders of their own")
         if "event_timestamp" in cols:
             raise ValueError("schema.columns.event_timestamp: the name is the pipeline's own (each row's event time): "
                              "rename the column (and name it in batches.timestamp.column if it is the row's time)")

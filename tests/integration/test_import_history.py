@@ -497,3 +497,25 @@ def test_a_sql_source_use_case_imports_only_its_labels(env):
     assert "batches read by each run from its SQL query" in proc.stdout
     files = landed(env)
     assert files and all("/labels/" in f or f.endswith("imports.jsonl") for f in files), files
+
+
+def test_small_things_a_real_table_brings(env, tmp_path):
+    """A header naming a column twice is refused; an id-like integer column stays out of a draft's
+    features; days without rows between the first and the last are named."""
+    twice = tmp_path / "twice.csv"
+    twice.write_text("patient_id,mean_radius,mean_radius,diagnosis\nP1,1,2,benign\n")
+    assert "the header names 'mean_radius' more than once" in refused(
+        env, "--use-case", "breast_cancer", "--from", str(twice), "--days", "1")
+
+    table = tmp_path / "ids.csv"
+    pd.read_csv(PATIENTS).assign(row_number=range(569)).to_csv(table, index=False)
+    proc = draft(env, "--name", "ids", "--from", str(table), "--key", "patient_id", "--label", "diagnosis",
+                 "--days", "12")
+    assert proc.returncode == 0 and "row_number: a different whole number in every row (an id?)" in proc.stdout
+    assert "row_number" not in yaml.safe_load(proc.stdout)["features"]["numeric"]
+
+    visits = pd.read_csv(VISITS, dtype=str)
+    gappy = tmp_path / "gappy.csv"
+    visits[~visits["visit_time"].str.startswith("2025-03-06")].to_csv(gappy, index=False)
+    proc = run(env, "--use-case", "diabetes_visits", "--from", str(gappy))
+    assert proc.returncode == 0 and "1 day(s) between 2025-03-01 and 2025-03-12 have no rows" in proc.stdout

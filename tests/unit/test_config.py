@@ -127,3 +127,9 @@ def test_the_pipelines_own_event_timestamp_is_not_a_schema_column(tmp_path):
     path = _write(tmp_path, lambda r: r["schema"]["columns"].update(event_timestamp={"type": "timestamp"}))
     with pytest.raises(ConfigError, match="event_timestamp: the name is the pipeline's own"):
         load_use_case(path)
+
+
+def test_batches_and_labels_land_in_folders_of_their_own(tmp_path):
+    path = _write(tmp_path, lambda r: r["label"].update(dataset=r["batches"]["dataset"]))
+    with pytest.raises(ConfigError, match="batches.dataset and label.dataset are both"):
+        load_use_case(path)

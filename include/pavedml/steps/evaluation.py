@@ -130,7 +130,7 @@ def decision_table(record: dict) -> str:
     for metric, value in chal["metrics"].items():
         other = champ["metrics"].get(metric) if champ else None
         delta = f"{value - other:+.4f}" if other is not None else ""
-        lines.append(f"| {metric} | {value:.4f} | {'' if other is None else f'{other:.4f}'} | {delta} |")
+        lines.append(f"| {metric}{' (lower is better)' if metric in LOWER_IS_BETTER else ''} | {value:.4f} | {'' if other is None else f'{other:.4f}'} | {delta} |")
     lines += ["", "Reasons:"] + [f"- {r}" for r in record["reasons"]]
     return "\n".join(lines) + "\n"
 

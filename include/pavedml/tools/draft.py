@@ -157,6 +157,9 @@ def draft(args) -> dict:
             columns[col] = {"type": "timestamp", "nullable": False}
             continue
         spec, kind = column_spec(text[col], col, notes)
+        if kind == "numeric" and spec["type"] == "int" and text[col].nunique() == len(text) > 20:
+            notes.append(f"{col}: a different whole number in every row (an id?): kept out of the features")
+            kind = None
         columns[col] = spec
         if kind == "numeric":
             numeric.append(col)
@@ -207,7 +210,10 @@ def draft_command(args):
             raise ConfigError(f"{path} exists: pass --force to overwrite it")
         if path.stem != args.name:
             raise ConfigError(f"--out {path}: a use-case file is named after its use case ({args.name}.yaml)")
-        path.write_text(body)
+        from pavedml import storage
+
+        with storage.atomic_path(path, suffix=".yaml") as tmp:  # the DAG processor reads this folder
+            Path(tmp).write_text(body)
         print(f"wrote {path}: {len(out['doc']['schema']['columns'])} columns, task {out['doc']['task']}, "
               f"{len(out['doc']['features']['numeric'])} numeric and {len(out['doc']['features']['categorical'])} "
               "categorical features")

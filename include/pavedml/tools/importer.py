@@ -131,7 +131,12 @@ def _check_fields(data: bytes, source: str, gz: bool, sep: str = ",") -> None:
 
     text = (gzip.decompress(data) if gz else data).decode("utf-8", errors="replace").lstrip("\ufeff")
     rows = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
-    width = len(next(rows, []))
+    header = next(rows, [])
+    width = len(header)
+    twice = sorted({h for h in header if header.count(h) > 1})
+    if twice:
+        raise ImportRefused(f"{source}: the header names {', '.join(map(repr, twice[:5]))} more than once: rename "
+                            "the columns so each name is one column")
     short = long = first_short = first_long = 0
     for number, row in enumerate(rows, start=1):
         if row and len(row) < width:
@@ -508,6 +513,11 @@ def import_history(args) -> ImportResult:
     if written or replaced:
         record_import(layout, args, uc, fig, written, replaced)
     notes = []
+    first_day, last_day = date.fromisoformat(days[0]), date.fromisoformat(days[-1])
+    gaps = (last_day - first_day).days + 1 - len(days)
+    if gaps:
+        notes.append(f"{gaps} day(s) between {days[0]} and {days[-1]} have no rows: a scheduled run for such a day "
+                     "waits for its batch and then fails as batch_missing")
     if stale:
         notes.append(f"{len(stale)} landed day(s) are not part of this import ({stale[0]} .. {stale[-1]}) and stay as "
                      "they are; remove their dt= folders if they should go (make demo runs the newest landed days)")
