@@ -107,10 +107,13 @@ def sample_columns() -> list[str]:
 
 
 def check_simulatable(uc) -> None:
-    """The simulator replays the Telco sample: a use case whose schema it does not hold is refused
-    in one line that names the supported way in (``import-history``)."""
+    """The simulator replays the Telco sample: a use case whose entity key or label it does not hold
+    (or that is not a daily-snapshot classifier) is refused in one line that names the supported
+    way in (``import-history``)."""
     have = set(sample_columns())
-    missing = [c for c in [*uc.schema_.columns, uc.label.column] if c not in have]
+    # the entity key and the label are what it cannot do without; another schema column it lacks
+    # makes a batch the pipeline's validation refuses, as a delivery without that column would be
+    missing = [c for c in (uc.entity.key, uc.label.column) if c not in have]
     if missing or uc.task != "binary_classification" or uc.timestamp_column:
         why = (f"needs column(s) {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''} it does not have"
                if missing else "is not a Telco-shaped daily snapshot classifier")
