@@ -56,6 +56,12 @@ STEPS: dict[str, tuple[str, str]] = {
                     "PSI of the latest scoring window against the champion's frozen reference; reports."),
     "request_retraining": ("pavedml.steps.monitoring:request_retraining",
                            "Emit one retrain request per drifted window (cooldown honoured); else skip."),
+    "measure_performance": ("pavedml.steps.performance:measure_performance",
+                            "Join scored days with their labels as they land; realized metrics per day and model version."),
+    "request_performance_retraining": ("pavedml.steps.performance:request_performance_retraining",
+                                       "Alert and request retraining when the champion's realized metric falls too far; else skip."),
+    "judge_live_evidence": ("pavedml.steps.live:judge_live_evidence",
+                            "Promote a shadow challenger once its labelled shadow days beat the champion by policy; else skip."),
 }
 #: Steps that read only the landing zone (``PAVEDML_LANDING_URI``), never the working copy: no lake sync.
 LANDING_ONLY = frozenset({"check_landing_batch"})

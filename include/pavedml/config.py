@@ -275,6 +275,22 @@ class Evaluation(_Strict):
     slices: list[str] = []
     max_slice_regression: float = Field(default=0.05, ge=0)
     require_approval: bool = False
+    #: A registered challenger that was not promoted is scored in shadow (beside the champion, never
+    #: served) for this many days after it was registered; 0: never. One waiting for live evidence
+    #: (``require_shadow_days``) is scored in shadow until it is decided, whatever this says.
+    shadow_days: int = Field(default=7, ge=0, le=365)
+    #: Promotion on live evidence: a challenger that wins offline is not promoted at once but scored in
+    #: shadow until it has this many labelled shadow days, then promoted only if it beats the champion
+    #: on the same rows by the policy (uplift with confidence; a tie keeps the champion). 0: offline only.
+    require_shadow_days: int = Field(default=0, ge=0, le=90)
+    #: Canary: this fraction of entities (a stable hash of the entity key) is served the challenger's
+    #: score in the published predictions while a challenger is in shadow; recorded per row.
+    canary_fraction: float = Field(default=0.0, ge=0, le=0.5)
+    #: Labelled rows (all shadow days together) below which live evidence is not judged.
+    live_min_rows: int = Field(default=200, ge=10)
+    #: Confidence of the live uplift: the lower bound of this two-sided interval (paired bootstrap
+    #: over rows) must be above ``min_uplift``.
+    live_confidence: float = Field(default=0.9, gt=0.5, lt=1)
 
     @field_validator("primary_metric")
     @classmethod
@@ -303,6 +319,16 @@ class Drift(_Strict):
     #: Rows sampled from each side for the Evidently HTML report (its cost grows fast with rows).
     report_sample_rows: int = Field(default=20_000, ge=100)
     per_feature: dict[str, dict[Literal["warn", "alert"], float]] = {}
+    #: What the window is compared with: ``training`` (the champion's training split, frozen with the
+    #: version), ``rolling`` (the ``reference_days`` scored days just before the window) or ``seasonal``
+    #: (``reference_days`` scored days centred on the same day ``season_days`` ago: seasonal inputs stay
+    #: quiet, a real change still shows).
+    reference: Literal["training", "rolling", "seasonal"] = "training"
+    reference_days: int = Field(default=28, ge=1, le=366)
+    season_days: int = Field(default=365, ge=7, le=3650)
+    #: What counts toward the verdict (a retrain request): input features, the model's output
+    #: (score PSI) and, once labels land, the target. Everything is reported either way.
+    judge_on: list[Literal["features", "predictions", "target"]] = ["features"]
 
     @model_validator(mode="after")
     def _ordered(self) -> Drift:
@@ -311,12 +337,36 @@ class Drift(_Strict):
         return self
 
 
+class Performance(_Strict):
+    """Realized performance: predictions joined with their labels once they land."""
+
+    #: A realized metric below its floor (a ceiling for lower-is-better metrics) alerts. Default: the
+    #: evaluation floors.
+    floors: dict[str, float] | None = None
+    #: The champion's realized primary metric worse than its training holdout by more than this alerts
+    #: (absolute; for rmse/mae a fraction of the holdout value).
+    max_drop: float = Field(default=0.05, ge=0)
+    #: Labelled rows (pooled over ``judge_days``) below which the monitor refuses to judge.
+    min_rows: int = Field(default=200, ge=10)
+    #: The newest labelled scored days pooled for the alert judgement.
+    judge_days: int = Field(default=1, ge=1, le=90)
+    #: Scored days looked back at each run (labels arriving late are picked up within this many days).
+    lookback_days: int = Field(default=14, ge=1, le=365)
+    #: Bootstrap resamples for the confidence intervals.
+    bootstrap: int = Field(default=200, ge=0, le=5000)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    #: Request retraining (the drift monitor's Asset, same dedup and cooldown) when the champion alerts.
+    request_retraining: bool = True
+
+
 class Schedules(_Strict):
     start_date: date = date(2025, 1, 1)
     feature_pipeline: str | None = "@daily"
     training_pipeline: str | None = "@weekly"
     batch_scoring: str | None = "@daily"
     drift_monitor: str | None = "@daily"
+    #: the realized-performance monitor also runs on each labels Asset event
+    performance_monitor: str | None = "@daily"
     #: a run still unfinished this long after it was queued sends a deadline alert (fractions allowed)
     expected_duration_minutes: float = Field(default=60, gt=0)
 
@@ -334,6 +384,7 @@ class UseCase(_Strict):
     model: ModelSpec
     evaluation: Evaluation = Evaluation()
     drift: Drift = Drift()
+    performance: Performance = Performance()
     schedules: Schedules = Schedules()
     #: Where the file came from (set by the loader, not by the file).
     source_file: str = ""
@@ -370,6 +421,12 @@ class UseCase(_Strict):
             wrong = [m for m in names if m not in metrics]
             if wrong:
                 raise ValueError(f"{where}: {', '.join(map(repr, wrong))} is not a {self.task} metric; "
+                                 f"known: {', '.join(metrics)}")
+        floors = self.performance.floors
+        if floors:
+            wrong = [m for m in floors if m not in metrics]
+            if wrong:
+                raise ValueError(f"performance.floors: {', '.join(map(repr, wrong))} is not a {self.task} metric; "
                                  f"known: {', '.join(metrics)}")
         if self.task == "regression":
             label = self.label
@@ -447,6 +504,12 @@ class UseCase(_Strict):
     @property
     def feature_view(self) -> str:
         return f"{self.entity.name}_features"
+
+    @property
+    def performance_floors(self) -> dict[str, float]:
+        """The realized-performance floors: ``performance.floors`` or else the evaluation's."""
+        floors = self.performance.floors
+        return dict(self.evaluation.floors if floors is None else floors)
 
     @property
     def feature_service(self) -> str:

@@ -38,6 +38,8 @@ LEDGER_ENTRIES = "registry/ledger"
 DRIFT_REPORT, PSI_TABLE, EVIDENTLY_REPORT = "report.json", "psi_table.txt", "evidently.html"
 #: The PSI history of every drift check (``drift/``) and its plot.
 PSI_HISTORY, PSI_HISTORY_PLOT = "psi_history.csv", "psi_history.png"
+#: Realized performance: one day's record in ``performance/dt=<ds>/``, the history and its plot in ``performance/``.
+PERFORMANCE_DAY, PERFORMANCE_HISTORY, PERFORMANCE_PLOT = "metrics.json", "history.csv", "history.png"
 
 
 def split_file(split: str) -> str:
@@ -170,3 +172,24 @@ class Layout:
     @property
     def retrain_requests(self) -> Path:
         return self.root / "drift" / "retrain_requests.jsonl"
+
+    # -- realized performance (predictions joined with their labels once they land)
+    def performance_dir(self, ds: Day) -> Path:
+        return self.root / "performance" / f"dt={ds}"
+
+    def performance_day(self, ds: Day) -> Path:
+        """One scored day's realized metrics per model version (``metrics.json``)."""
+        return self.performance_dir(ds) / PERFORMANCE_DAY
+
+    @property
+    def performance_history(self) -> Path:
+        """Realized metrics per scored day, model version and metric (CSV; a rerun replaces its days)."""
+        return self.root / "performance" / PERFORMANCE_HISTORY
+
+    @property
+    def performance_plot(self) -> Path:
+        return self.root / "performance" / PERFORMANCE_PLOT
+
+    def live_decision(self, challenger_version: str) -> Path:
+        """The live-evidence decision record of a challenger in shadow (``require_shadow_days``)."""
+        return self.root / "registry" / "live" / f"v{challenger_version}.json"
