@@ -122,6 +122,9 @@ class ScoringResult(StepResult):
     #: a classifier's share of rows predicted positive; a regressor's mean predicted value
     positive_rate: float | None = None
     prediction_mean: float | None = None
+    #: the challenger scored in shadow on the same rows (None: none in shadow) and the canary rows served its score
+    challenger_version: str | None = None
+    canary_rows: int = 0
     asset_extra: dict = field(default_factory=dict)
 
 

@@ -323,6 +323,7 @@ def _register(ctx: StepContext, model_uri: str, run_id: str, metrics: dict) -> s
     name = ctx.use_case.model.registered_name
     client = mlflow.MlflowClient()
     mv = mlflow.register_model(model_uri, name, tags={DAG_RUN_TAG: ctx.dag_run_key, "use_case": ctx.use_case.name,
+                                                      "trained_through": ctx.ds_iso, "task": ctx.use_case.task,
                                                       "drift_reference": f"runs:/{run_id}/{DRIFT_REFERENCE}",
                                                       **{k: f"{v:.6f}" for k, v in metrics.items()
                                                          if k.startswith("holdout_")}})

@@ -2,7 +2,15 @@
 
 Each row gets ``prediction`` (a classifier's class, 1 at ``probability >= 0.5``, else 0; a
 regressor's predicted value) and, for a classifier, ``probability`` (of the positive class), with
-``model_name`` and ``model_version``.
+``model_name`` and ``model_version`` (the version whose score was published for the row).
+
+**Shadow challenger.** While the ``challenger`` alias names another version than the champion, and
+that version is in shadow (:func:`shadow_challenger`), it scores the same rows: every row carries
+``champion_version``/``champion_score`` and ``challenger_version``/``challenger_score`` (a model's
+score: the positive class's probability, or the predicted value). The challenger's score is never
+the published decision, except on canary rows: with ``evaluation.canary_fraction`` and a
+challenger awaiting live evidence, a stable hash of the entity key sends that fraction of entities
+to the challenger (``served_by = challenger`` and its ``model_version`` on those rows).
 
 Features come from Feast's offline store for the interval: the feature view's batch source
 filtered to the interval's partition, which is exactly what ``get_historical_features`` returns
@@ -54,6 +62,55 @@ def champion(ctx: StepContext):
     return client, mv
 
 
+#: The challenger's ``evaluation.outcome`` tag while it waits for live evidence (``require_shadow_days``).
+AWAITING_LIVE = "shadow"
+#: The registered version's tag naming the day its training labels were known by (its run's ds).
+TRAINED_THROUGH = "trained_through"
+#: Hash key of the canary selection (fixed: an entity stays on the same side from day to day).
+CANARY_HASH_KEY = "pavedml-canary-1"
+
+
+def trained_through(mv) -> str:
+    """The day a version's training labels were known by: its ``trained_through`` tag, else (a version
+    registered before the tag existed) the day it was registered."""
+    tag = (mv.tags or {}).get(TRAINED_THROUGH)
+    if tag:
+        return str(tag)[:10]
+    return datetime.fromtimestamp(int(mv.creation_timestamp) / 1000, UTC).date().isoformat()
+
+
+def shadow_challenger(ctx: StepContext, client, champion_mv):
+    """The ``challenger`` version to score in shadow on ``ds``, or None. In shadow: another version than
+    the champion, READY, trained on labels known before ``ds`` (never scored on days it learned from),
+    and either awaiting live evidence (its ``evaluation.outcome`` tag is ``shadow``: until decided) or
+    registered no more than ``evaluation.shadow_days`` days before ``ds``."""
+    from pavedml.adapters.tracking import CHALLENGER, alias_version, unavailable_as_error
+
+    uc = ctx.use_case
+    with unavailable_as_error(ctx.settings.mlflow_tracking_uri):
+        mv = alias_version(client, uc.model.registered_name, CHALLENGER)
+    if mv is None or str(mv.version) == str(champion_mv.version) or mv.status != "READY":
+        return None
+    since = trained_through(mv)
+    if ctx.ds_iso <= since:
+        return None
+    if (mv.tags or {}).get("evaluation.outcome") == AWAITING_LIVE:
+        return mv
+    days = (ctx.ds - datetime.fromisoformat(since).date()).days
+    return mv if days <= uc.evaluation.shadow_days else None
+
+
+def canary_rows(keys, fraction: float):
+    """A boolean mask: the entities (a stable hash of the key's text) served the challenger's score."""
+    import numpy as np
+    import pandas as pd
+
+    if fraction <= 0 or len(keys) == 0:
+        return np.zeros(len(keys), dtype=bool)
+    hashed = pd.util.hash_array(np.asarray(keys.astype(str), dtype=object), hash_key=CANARY_HASH_KEY)
+    return hashed < np.uint64(int(fraction * 2**64))
+
+
 def score_customers(ctx: StepContext) -> ScoringResult:
     import mlflow
     import numpy as np
@@ -63,33 +120,64 @@ def score_customers(ctx: StepContext) -> ScoringResult:
     uc, ds = ctx.use_case, ctx.ds_iso
     started = time.perf_counter()
     client, mv = champion(ctx)
-    model = mlflow.sklearn.load_model(f"models:/{uc.model.registered_name}/{mv.version}")
+    name = uc.model.registered_name
+    model = mlflow.sklearn.load_model(f"models:/{name}/{mv.version}")
+    shadow = shadow_challenger(ctx, client, mv)
     table, sha = read_interval_features(ctx, [uc.entity.key, "event_timestamp", *uc.feature_columns])
     features = table.to_pandas()
-    scores = model_scores(model, features[uc.feature_columns], uc.task)
+    X = features[uc.feature_columns]
+    scores = model_scores(model, X, uc.task)
     out = features[[uc.entity.key, "event_timestamp"]].copy()
+    published = scores
+    served_by = np.full(len(out), "champion", dtype=object)
+    versions = np.full(len(out), str(mv.version), dtype=object)
+    challenger_scores = np.full(len(out), np.nan)
+    canary = np.zeros(len(out), dtype=bool)
+    if shadow is not None:
+        challenger_model = mlflow.sklearn.load_model(f"models:/{name}/{shadow.version}")
+        challenger_scores = model_scores(challenger_model, X, uc.task)
+        if (shadow.tags or {}).get("evaluation.outcome") == AWAITING_LIVE:
+            canary = canary_rows(out[uc.entity.key], uc.evaluation.canary_fraction)
+        published = np.where(canary, challenger_scores, scores)
+        served_by[canary] = "challenger"
+        versions[canary] = str(shadow.version)
     if uc.is_regression:
-        out[PREDICTION] = scores
+        out[PREDICTION] = published
     else:
-        out[PROBABILITY] = scores
-        out[PREDICTION] = (scores >= DECISION_THRESHOLD).astype("int8")
-    out["model_name"] = uc.model.registered_name
-    out["model_version"] = str(mv.version)
+        out[PROBABILITY] = published
+        out[PREDICTION] = (published >= DECISION_THRESHOLD).astype("int8")
+    out["model_name"] = name
+    out["model_version"] = versions
+    out["served_by"] = served_by
+    out["champion_version"] = str(mv.version)
+    out["champion_score"] = scores
+    out["challenger_version"] = str(shadow.version) if shadow is not None else None
+    out["challenger_score"] = challenger_scores
     out["feature_snapshot_sha256"] = sha
     out["scored_at"] = datetime.now(UTC)
+    shadow_version = str(shadow.version) if shadow is not None else None
     partition = ctx.layout.predictions_partition(ds)
     with storage.atomic_dir(partition, staging=ctx.layout.staging) as tmp:
         out.to_parquet(tmp / PART_FILE, index=False)
-        storage.write_json(str(tmp / SCORED_FILE), {"model_name": uc.model.registered_name,
-                                                       "model_version": str(mv.version), "rows": len(out),
+        storage.write_json(str(tmp / SCORED_FILE), {"model_name": name, "model_version": str(mv.version),
+                                                       "challenger_version": shadow_version,
+                                                       "canary_fraction": uc.evaluation.canary_fraction
+                                                       if canary.any() else 0.0,
+                                                       "canary_rows": int(canary.sum()), "rows": len(out),
                                                        "feature_snapshot_sha256": sha, "dag_run": ctx.run_id})
     seconds = time.perf_counter() - started
     mean = round(float(np.mean(out[PREDICTION])), 4) if len(out) else 0.0
-    log.info("scored %d rows of %s with %s v%s in %.1fs (%s %.4f)", len(out), ds, uc.model.registered_name,
+    log.info("scored %d rows of %s with %s v%s in %.1fs (%s %.4f)", len(out), ds, name,
              mv.version, seconds, "mean prediction" if uc.is_regression else "positive rate", mean)
-    extra = {"ds": ds, "model_version": str(mv.version), "rows": len(out), "feature_snapshot_sha256": sha}
-    return ScoringResult(step="score_customers", use_case=uc.name, ds=ds, model_name=uc.model.registered_name,
-                         model_version=str(mv.version), rows=len(out), partition=str(partition),
+    if shadow is not None:
+        log.info("challenger v%s scored the same rows in shadow%s", shadow.version,
+                 f"; {int(canary.sum())} canary row(s) ({uc.evaluation.canary_fraction:.0%} of entities) were "
+                 "served its score" if canary.any() else " (never served)")
+    extra = {"ds": ds, "model_version": str(mv.version), "challenger_version": shadow_version, "rows": len(out),
+             "canary_rows": int(canary.sum()), "feature_snapshot_sha256": sha}
+    return ScoringResult(step="score_customers", use_case=uc.name, ds=ds, model_name=name,
+                         model_version=str(mv.version), challenger_version=shadow_version,
+                         canary_rows=int(canary.sum()), rows=len(out), partition=str(partition),
                          feature_snapshot_sha256=sha, seconds=round(seconds, 3),
                          positive_rate=None if uc.is_regression else mean,
                          prediction_mean=mean if uc.is_regression else None, asset_extra=extra)
