@@ -12,6 +12,10 @@ The policy (use-case ``evaluation``) in order:
    more than ``max_slice_regression`` (slices under ``MIN_SLICE_ROWS`` rows, or a classifier's slice
    holding one class, are not judged).
 
+With ``require_shadow_days: N`` a challenger that wins here against a champion is not promoted yet:
+the outcome is ``shadow`` (its ``evaluation.outcome`` tag), batch scoring scores it in shadow, and
+:func:`pavedml.steps.live.judge_live_evidence` decides once it has N labelled shadow days.
+
 Both models are scored on the holdout by :func:`pavedml.metrics.model_scores` (the positive class's
 probability, or the predicted value for a regressor) and measured with the task's metrics.
 """
@@ -38,7 +42,7 @@ RELATIVE_SLICE_METRICS = ("rmse", "mae")
 
 @dataclass(frozen=True)
 class Verdict:
-    outcome: str  # promote | keep_champion | reject
+    outcome: str  # promote | keep_champion | reject | shadow (won offline, awaiting live evidence)
     reasons: list[str] = field(default_factory=list)
 
     @property
@@ -174,6 +178,12 @@ def evaluate_challenger(ctx: StepContext) -> PromotionDecision:
     else:
         verdict = decide(scored["challenger"]["metrics"], scored.get("champion", {}).get("metrics"), uc.evaluation,
                          scored["challenger"]["slices"], scored.get("champion", {}).get("slices"))
+    need = uc.evaluation.require_shadow_days
+    if verdict.promote and champion is not None and need and not ctx.params.force_promote:
+        verdict = Verdict("shadow", [*verdict.reasons,
+                                     f"awaiting live evidence: scored in shadow beside champion v{champion.version} and "
+                                     f"promoted only if it beats it on the same rows over {need} labelled day(s) "
+                                     "(evaluation.require_shadow_days)"])
     record = {"model": name, "outcome": verdict.outcome, "promote": verdict.promote, "reasons": verdict.reasons,
               "policy": uc.evaluation.model_dump(), "holdout_rows": len(holdout),
               "challenger": scored["challenger"], "champion": scored.get("champion"),
