@@ -168,3 +168,26 @@ class RetrainRequestResult(StepResult):
     #: the ``drift_detected`` alert; the task that ran the step records and e-mails it
     #: (:func:`pavedml.airflow.operators.finish_step`): a step never holds the SMTP connection
     alert: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PerformanceResult(StepResult):
+    """One run of ``measure_performance``: which scored days were measured (their labels or
+    predictions changed), left as they were, or wait for labels; the champion's realized primary
+    metric on the newest labelled day."""
+
+    measured: list
+    unchanged: list
+    #: scored days whose labels have not landed yet
+    waiting: list
+    primary_metric: str
+    model_version: str | None
+    value: float | None
+    lo: float | None
+    hi: float | None
+    n: int
+    newest_day: str | None
+    history: str = ""
+    #: the plot (performance/history.png), linked from the task
+    report: str = ""
+    seconds: float = 0.0

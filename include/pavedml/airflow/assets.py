@@ -21,3 +21,9 @@ def predictions(use_case: str) -> Asset:
 
 def champion(use_case: str) -> Asset:
     return Asset(name=f"{use_case}.champion", uri=f"pavedml://{use_case}/champion")
+
+
+def labels(use_case: str) -> Asset:
+    """Posted by whoever delivers labels (extra ``{"ds": <label partition day>}``); the performance
+    monitor runs on it."""
+    return Asset(name=f"{use_case}.labels", uri=f"pavedml://{use_case}/labels")

@@ -15,18 +15,24 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import time
 from datetime import date, timedelta
 
 from pavedml import storage
+from pavedml.config import LOWER_IS_BETTER
 from pavedml.context import StepContext
+from pavedml.errors import SkipStep
 from pavedml.layout import PART_FILE
 from pavedml.metrics import LABEL, PREDICTION, PROBABILITY
+from pavedml.results import PerformanceResult, RetrainRequestResult
 
 log = logging.getLogger(__name__)
 #: The columns :func:`labelled_predictions` returns besides the entity key.
 JOINED_COLUMNS = ("event_timestamp", LABEL, "champion_version", "champion_score", "challenger_version",
                   "challenger_score", "served_by")
 LABEL_TS = "event_timestamp"
+#: Beside history.csv: which labels file holds labels of which times (see :class:`LabelsIndex`).
+LABELS_INDEX = "labels_index.json"
 
 
 def label_partitions(ctx: StepContext, ds: date) -> list[str]:
@@ -35,6 +41,8 @@ def label_partitions(ctx: StepContext, ds: date) -> list[str]:
     uc = ctx.use_case
     out = []
     for offset in range(uc.label.delay_days + uc.performance.lookback_days + 1):
+        if ds + timedelta(days=offset) > ctx.ds:
+            break  # a run on ctx.ds knows the labels landed by then, never later ones (backfills, tests)
         day = (ds + timedelta(days=offset)).isoformat()
         for fmt in ("csv", "parquet"):
             uri = ctx.layout.landing_file(uc.label.dataset, day, fmt)
@@ -124,15 +132,77 @@ def read_scored_day(ctx: StepContext, ds: date):
     return df
 
 
-def labelled_predictions(ctx: StepContext, ds: date | str):
+class LabelsIndex:
+    """Which labels file holds labels of which times: ``uri -> {sha256, first, last}`` (the
+    oldest and newest label time in it), kept in ``performance/labels_index.json`` so a file is
+    parsed and validated once per content, and a day is joined only with the files whose label
+    times reach into it. Within one run each file is read once for its hash."""
+
+    def __init__(self, ctx: StepContext):
+        self.ctx = ctx
+        self.path = ctx.layout.performance_history.with_name(LABELS_INDEX)
+        self.entries: dict[str, dict] = storage.read_json(str(self.path)) if self.path.exists() else {}
+        self._sha: dict[str, str] = {}
+        self._frames: dict[str, object] = {}
+
+    def sha(self, uri: str) -> str:
+        if uri not in self._sha:
+            data = storage.read_bytes(uri)
+            self._sha[uri] = hashlib.sha256(data).hexdigest()
+            entry = self.entries.get(uri)
+            if entry is None or entry["sha256"] != self._sha[uri]:
+                labels = read_labels_file(self.ctx, uri, data)
+                ts = labels[LABEL_TS]
+                self.entries[uri] = {"sha256": self._sha[uri], "rows": len(labels),
+                                     "first": ts.min().isoformat() if len(labels) else None,
+                                     "last": ts.max().isoformat() if len(labels) else None}
+                self._frames[uri] = labels  # the join of this day may read it next: parsed once
+        return self._sha[uri]
+
+    def files_for(self, ds: date) -> list[tuple[str, str]]:
+        """(uri, sha256) of the labels files holding labels with a time on day ``ds`` (UTC)."""
+        import pandas as pd
+
+        start = pd.Timestamp(ds, tz="UTC")
+        end = start + pd.Timedelta(days=1)
+        out = []
+        self._frames = {}
+        for uri in label_partitions(self.ctx, ds):
+            sha = self.sha(uri)
+            entry = self.entries[uri]
+            if entry["first"] is not None and pd.Timestamp(entry["first"]) < end and pd.Timestamp(entry["last"]) >= start:
+                out.append((uri, sha))
+        relevant = {uri for uri, _ in out}
+        self._frames = {uri: f for uri, f in self._frames.items() if uri in relevant}  # one day in memory
+        return out
+
+    def frame(self, uri: str):
+        labels = self._frames.get(uri)
+        if labels is None:
+            labels = read_labels_file(self.ctx, uri)
+            self._frames[uri] = labels
+        return labels
+
+    def save(self) -> None:
+        storage.write_json(str(self.path), self.entries)
+
+
+def labelled_predictions(ctx: StepContext, ds: date | str, index: LabelsIndex | None = None):
     """The scored rows of day ``ds`` that have a label, as a DataFrame with columns ``<entity key>``
     (text), ``event_timestamp`` (UTC), ``label`` (:data:`LABEL`: 0/1 or the number),
     ``champion_version``, ``champion_score``, ``challenger_version``, ``challenger_score`` (null
     without a shadow challenger) and ``served_by``; or None when the day is not scored or no label
-    for it has landed. Labels are matched on (entity key, label time == ``event_timestamp``)."""
+    for it has landed. Labels are matched on (entity key, label time == ``event_timestamp``); a
+    broken labels file stops with the error of the labels suite naming it."""
     import pandas as pd
 
     day = date.fromisoformat(ds) if isinstance(ds, str) else ds
+    if not ctx.layout.predictions_scored(day.isoformat()).exists():
+        return None
+    index = index or LabelsIndex(ctx)
+    files = index.files_for(day)
+    if not files:
+        return None
     scored = read_scored_day(ctx, day)
     if scored is None:
         return None
@@ -140,8 +210,8 @@ def labelled_predictions(ctx: StepContext, ds: date | str):
     times = scored["event_timestamp"]
     lo, hi = times.min(), times.max()
     frames = []
-    for uri in label_partitions(ctx, day):
-        labels = read_labels_file(ctx, uri)
+    for uri, _ in files:
+        labels = index.frame(uri)
         labels = labels[(labels[LABEL_TS] >= lo) & (labels[LABEL_TS] <= hi)]
         if len(labels):
             frames.append(labels)
@@ -154,12 +224,506 @@ def labelled_predictions(ctx: StepContext, ds: date | str):
     return joined[[key, *JOINED_COLUMNS]].reset_index(drop=True)
 
 
-def files_digest(ctx: StepContext, ds: date) -> str:
-    """sha256 over the day's predictions file and every labels file that may hold its labels: a
-    day whose digest is unchanged need not be measured again."""
+def day_digest(ctx: StepContext, ds: date, files: list[tuple[str, str]]) -> str:
+    """sha256 over the day's predictions file and the labels files holding its labels: a day whose
+    digest is unchanged is not measured again (its metrics.json stays as it is)."""
     h = hashlib.sha256()
     path = ctx.layout.predictions_partition(ds.isoformat()) / PART_FILE
-    h.update(str(path).encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
-    for uri in label_partitions(ctx, ds):
-        h.update(uri.encode() + b"\0" + hashlib.sha256(storage.read_bytes(uri)).digest())
+    h.update(b"predictions\0" + hashlib.sha256(path.read_bytes()).digest())
+    for uri, sha in files:
+        h.update(f"\0{uri}\0{sha}".encode())
     return h.hexdigest()
+
+
+# -- the numeric core: realized metrics with confidence intervals (pure numpy / scikit-learn) -------
+
+#: Rows a bootstrap resample draws at most (m-out-of-n; its standard error is scaled by sqrt(m/n)).
+BOOTSTRAP_ROWS = 20_000
+#: Bins of the expected calibration error (equal width on [0, 1]).
+ECE_BINS = 10
+CI_METHOD = {
+    "roc_auc": "Hanley-McNeil (1982) analytic standard error",
+    "brier": "normal interval of the mean per-row loss", "log_loss": "normal interval of the mean per-row loss",
+    "mae": "normal interval of the mean absolute error",
+    "rmse": "normal interval of the mean squared error (delta method), square-rooted",
+    "mean_predicted": "normal interval of the mean", "observed_rate": "normal interval of the mean",
+    "pr_auc": f"bootstrap standard error (m-out-of-n: at most {BOOTSTRAP_ROWS} rows a resample, scaled by "
+              "sqrt(m/n)), normal interval",
+    "ece": "bootstrap standard error (as pr_auc)", "r2": "bootstrap standard error (as pr_auc)",
+}
+
+
+def expected_calibration_error(y, p, bins: int = ECE_BINS) -> float:
+    """Sum over equal-width probability bins of (share of rows) x |mean predicted - observed rate|."""
+    import numpy as np
+
+    y = np.asarray(y, dtype="float64")
+    p = np.asarray(p, dtype="float64")
+    which = np.minimum((p * bins).astype("int64"), bins - 1)
+    count = np.bincount(which, minlength=bins)
+    gap = np.abs(np.bincount(which, weights=p, minlength=bins) - np.bincount(which, weights=y, minlength=bins))
+    return float(gap.sum() / max(len(y), 1)) if count.any() else float("nan")
+
+
+def _z(confidence: float) -> float:
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf((1 + confidence) / 2)
+
+
+def _mean_ci(values, z: float) -> tuple[float, float, float]:
+    import numpy as np
+
+    values = np.asarray(values, dtype="float64")
+    mean = float(values.mean())
+    half = z * float(values.std(ddof=1)) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
+    return mean, mean - half, mean + half
+
+
+def _bootstrap_se(stat, y, s, resamples: int, seed: int) -> float | None:
+    import numpy as np
+
+    n = len(y)
+    if resamples < 2 or n < 2:
+        return None
+    m = min(n, BOOTSTRAP_ROWS)
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        idx = rng.integers(0, n, m)
+        try:
+            v = stat(y[idx], s[idx])
+        except ValueError:  # one class only in a tiny resample
+            continue
+        if np.isfinite(v):
+            values.append(v)
+    if len(values) < 2:
+        return None
+    return float(np.std(values, ddof=1)) * float(np.sqrt(m / n))
+
+
+def _around(value: float, se: float | None, z: float) -> tuple[float | None, float | None]:
+    return (value - z * se, value + z * se) if se is not None else (None, None)
+
+
+def _entry(value, lo=None, hi=None, bounds=(None, None)) -> dict:
+    import math
+
+    def clean(v):
+        if v is None or not math.isfinite(v):
+            return None
+        lo_b, hi_b = bounds
+        v = max(v, lo_b) if lo_b is not None else v
+        v = min(v, hi_b) if hi_b is not None else v
+        return round(float(v), 6)
+
+    return {"value": clean(value), "lo": clean(lo), "hi": clean(hi)}
+
+
+def realized_metrics(task: str, y, scores, *, resamples: int = 200, confidence: float = 0.95,
+                     seed: int = 0) -> dict[str, dict]:
+    """Metric -> {"value", "lo", "hi"} of ``scores`` against labels ``y`` (intervals at
+    ``confidence``; None where undefined, e.g. AUC on a single class). Classification: roc_auc,
+    pr_auc, brier, log_loss (the point values from :func:`pavedml.metrics.classification_metrics`),
+    calibration (mean_predicted, observed_rate, ece over 10 bins). Regression: rmse, mae, r2,
+    mean_predicted, observed_rate (the mean target). Intervals: :data:`CI_METHOD` (analytic where
+    a formula exists, so 1M rows cost no resampling; a capped bootstrap otherwise)."""
+    import numpy as np
+    from sklearn import metrics as m
+
+    from pavedml.metrics import is_regression
+
+    y = np.asarray(y, dtype="float64")
+    s = np.asarray(scores, dtype="float64")
+    z = _z(confidence)
+    out: dict[str, dict] = {}
+    if is_regression(task):
+        err = s - y
+        mse, mse_lo, mse_hi = _mean_ci(err ** 2, z)
+        out["rmse"] = _entry(np.sqrt(mse), np.sqrt(max(mse_lo, 0.0)), np.sqrt(max(mse_hi, 0.0)))
+        out["mae"] = _entry(*_mean_ci(np.abs(err), z), bounds=(0.0, None))
+        r2 = float(m.r2_score(y, s)) if len(y) > 1 else float("nan")
+        se = _bootstrap_se(m.r2_score, y, s, resamples, seed)
+        out["r2"] = _entry(r2, *_around(r2, se, z))
+        out["mean_predicted"] = _entry(*_mean_ci(s, z))
+        out["observed_rate"] = _entry(*_mean_ci(y, z))
+        return out
+    from pavedml.metrics import classification_metrics
+
+    two_classes = 0 < y.sum() < len(y)
+    point = classification_metrics(y.astype("int64"), s) if two_classes else {}
+    n1, n0 = float(y.sum()), float(len(y) - y.sum())
+    if two_classes:
+        a = point["roc_auc"]
+        q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+        se = float(np.sqrt(max(a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n0 - 1) * (q2 - a * a), 0.0) / (n1 * n0)))
+        out["roc_auc"] = _entry(a, a - z * se, a + z * se, bounds=(0.0, 1.0))
+        ap = point["pr_auc"]
+        se_ap = _bootstrap_se(m.average_precision_score, y, s, resamples, seed)
+        out["pr_auc"] = _entry(ap, *_around(ap, se_ap, z), bounds=(0.0, 1.0))
+    else:
+        out["roc_auc"] = out["pr_auc"] = _entry(None)
+    p = np.clip(s, 1e-15, 1 - 1e-15)
+    out["brier"] = _entry(*_mean_ci((s - y) ** 2, z), bounds=(0.0, 1.0))
+    out["log_loss"] = _entry(*_mean_ci(-(y * np.log(p) + (1 - y) * np.log(1 - p)), z), bounds=(0.0, None))
+    out["mean_predicted"] = _entry(*_mean_ci(s, z), bounds=(0.0, 1.0))
+    out["observed_rate"] = _entry(*_mean_ci(y, z), bounds=(0.0, 1.0))
+    ece = expected_calibration_error(y, s)
+    se_ece = _bootstrap_se(expected_calibration_error, y, s, resamples, seed + 1)
+    out["ece"] = _entry(ece, *_around(ece, se_ece, z), bounds=(0.0, 1.0))
+    return out
+
+
+# -- measure_performance ------------------------------------------------------------------------------
+
+def _version_blocks(ctx: StepContext, joined, seed: int) -> list[dict]:
+    """One block per (role, model version) of a day's joined rows: n, label mean, metrics."""
+    uc = ctx.use_case
+    blocks = []
+    roles = (("champion", "champion_version", "champion_score"),
+             ("challenger", "challenger_version", "challenger_score"))
+    for role, vcol, scol in roles:
+        rows = joined[joined[scol].notna() & joined[vcol].notna()]
+        for version, grp in rows.groupby(vcol, sort=True):
+            y = grp[LABEL].to_numpy(dtype="float64")
+            blocks.append({"role": role, "model_version": str(version), "n": len(grp),
+                           "label_mean": round(float(y.mean()), 6),
+                           "metrics": realized_metrics(uc.task, y, grp[scol].to_numpy(dtype="float64"),
+                                                       resamples=uc.performance.bootstrap,
+                                                       confidence=uc.performance.confidence, seed=seed)})
+    return blocks
+
+
+def measure_performance(ctx: StepContext) -> PerformanceResult:
+    """Realized metrics per scored day and model version for every day in ``[ds - lookback_days,
+    ds]`` whose labels have landed, one day in memory at a time. Writes
+    ``performance/dt=<d>/metrics.json`` (only when the day's predictions or labels files changed:
+    the record is keyed by their hash, and holds no time of its own, so a rerun leaves it as it
+    is), ``performance/history.csv`` and the plot ``performance/history.png``."""
+    uc, ds = ctx.use_case, ctx.ds
+    started = time.perf_counter()
+    days = [ds - timedelta(days=i) for i in reversed(range(uc.performance.lookback_days + 1))]
+    index = LabelsIndex(ctx)
+    measured, unchanged, waiting, records = [], [], [], {}
+    for day in days:
+        d = day.isoformat()
+        if not ctx.layout.predictions_scored(d).exists():
+            continue
+        files = index.files_for(day)
+        if not files:
+            waiting.append(d)
+            continue
+        digest = day_digest(ctx, day, files)
+        path = ctx.layout.performance_day(d)
+        if path.exists() and (old := storage.read_json(str(path))).get("digest") == digest:
+            unchanged.append(d)
+            records[d] = old
+            continue
+        joined = labelled_predictions(ctx, day, index)
+        if joined is None:
+            waiting.append(d)
+            continue
+        record = {"ds": d, "use_case": uc.name, "task": uc.task, "digest": digest, "rows": len(joined),
+                  "primary_metric": uc.evaluation.primary_metric, "confidence": uc.performance.confidence,
+                  "bootstrap": uc.performance.bootstrap, "ci_method": CI_METHOD,
+                  "predictions": str(ctx.layout.predictions_partition(d) / PART_FILE),
+                  "labels_files": [uri for uri, _ in files],
+                  "versions": _version_blocks(ctx, joined, seed=int(digest[:8], 16))}
+        del joined
+        storage.write_json(str(path), record)
+        measured.append(d)
+        records[d] = record
+    index.save()
+    history = _update_history(ctx, {d: records[d] for d in measured}) if measured else _read_history(ctx)
+    holdouts = _holdouts(ctx, history)
+    plot = _plot(ctx, history, holdouts) if len(history) else ""
+    table = _table(ctx, records)
+    log.info("realized %s of %s (days x versions; value [CI] n):\n%s", uc.evaluation.primary_metric, uc.name, table)
+    if waiting:
+        log.info("scored days without labels yet: %s (label delay %d day(s))", ", ".join(waiting), uc.label.delay_days)
+    newest = _newest_champion(records)
+    pm = uc.evaluation.primary_metric
+    metric = newest["metrics"].get(pm, {}) if newest else {}
+    return PerformanceResult(step="measure_performance", use_case=uc.name, ds=ctx.ds_iso, measured=measured,
+                             unchanged=unchanged, waiting=waiting, primary_metric=pm,
+                             model_version=newest["model_version"] if newest else None,
+                             value=metric.get("value"), lo=metric.get("lo"), hi=metric.get("hi"),
+                             n=newest["n"] if newest else 0, newest_day=newest["ds"] if newest else None,
+                             history=str(ctx.layout.performance_history), report=plot,
+                             seconds=round(time.perf_counter() - started, 3))
+
+
+def _newest_champion(records: dict) -> dict | None:
+    for d in sorted(records, reverse=True):
+        blocks = [b for b in records[d]["versions"] if b["role"] == "champion"]
+        if blocks:
+            best = max(blocks, key=lambda b: b["n"])
+            return {**best, "ds": d}
+    return None
+
+
+HISTORY_COLUMNS = ["ds", "model_version", "role", "metric", "value", "lo", "hi", "n"]
+
+
+def _read_history(ctx: StepContext):
+    import pandas as pd
+
+    path = ctx.layout.performance_history
+    if path.exists():
+        return pd.read_csv(path, dtype={"ds": str, "model_version": str})
+    return pd.DataFrame(columns=HISTORY_COLUMNS)
+
+
+def _update_history(ctx: StepContext, records: dict):
+    """history.csv: one row per ds, model version, role and metric; a measured day replaces its rows."""
+    import pandas as pd
+
+    rows = [{"ds": d, "model_version": b["model_version"], "role": b["role"], "metric": name,
+             "value": v["value"], "lo": v["lo"], "hi": v["hi"], "n": b["n"]}
+            for d, rec in records.items() for b in rec["versions"] for name, v in sorted(b["metrics"].items())]
+    new = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+    old = _read_history(ctx)
+    history = pd.concat([old[~old["ds"].isin(list(records))], new], ignore_index=True) if len(old) else new
+    history = history.sort_values(["ds", "role", "model_version", "metric"]).reset_index(drop=True)
+    path = ctx.layout.performance_history
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with storage.atomic_path(path, suffix=".csv") as tmp:
+        history.to_csv(tmp, index=False)
+    return history
+
+
+def champion_holdout(ctx: StepContext, version: str) -> dict[str, float]:
+    """``{metric: value}`` of a model version on its training holdout (``holdout_<metric>`` of its
+    registry tags, else of its MLflow run); empty when the registry does not know it."""
+    from pavedml.adapters.tracking import setup, unavailable_as_error
+
+    client, _ = setup(ctx)
+    name = ctx.use_case.model.registered_name
+    with unavailable_as_error(ctx.settings.mlflow_tracking_uri):
+        try:
+            mv = client.get_model_version(name, str(version))
+        except Exception as exc:  # noqa: BLE001 - an unknown version: MlflowException(RESOURCE_DOES_NOT_EXIST)
+            if "RESOURCE_DOES_NOT_EXIST" not in str(exc) and "not found" not in str(exc).lower():
+                raise
+            log.warning("%s v%s is not in the registry: its training holdout is unknown", name, version)
+            return {}
+        out = {k.removeprefix("holdout_"): float(v) for k, v in (mv.tags or {}).items() if k.startswith("holdout_")}
+        if not out and mv.run_id:
+            run = client.get_run(mv.run_id)
+            out = {k.removeprefix("holdout_"): float(v) for k, v in run.data.metrics.items()
+                   if k.startswith("holdout_")}
+    return out
+
+
+def _holdouts(ctx: StepContext, history) -> dict[str, float]:
+    """Champion version -> its training-holdout primary metric (for the plot; best effort: an
+    unavailable registry leaves the line out, the step does not fail for a picture)."""
+    pm = ctx.use_case.evaluation.primary_metric
+    out: dict[str, float] = {}
+    if not len(history):
+        return out
+    for version in sorted(set(history.loc[history["role"] == "champion", "model_version"].astype(str))):
+        try:
+            value = champion_holdout(ctx, version).get(pm)
+        except Exception as exc:  # noqa: BLE001 - the plot goes without the line
+            log.warning("training holdout of v%s unknown (%s): the plot leaves its line out", version,
+                        str(exc).splitlines()[0][:200])
+            return out
+        if value is not None:
+            out[version] = value
+    return out
+
+
+def _plot(ctx: StepContext, history, holdouts: dict[str, float]) -> str:
+    """history.png: the realized primary metric per day (champion and shadow challenger, with their
+    intervals), the floor and the champion's training-holdout line; under it the score PSI per day
+    (``drift/psi_history.csv`` rows for the model output) when the drift monitor recorded it."""
+    import matplotlib
+    import pandas as pd
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    uc = ctx.use_case
+    pm = uc.evaluation.primary_metric
+    psi = None
+    if ctx.layout.drift_history.exists():
+        drift = pd.read_csv(ctx.layout.drift_history, dtype={"ds": str})
+        psi = drift[drift["feature"].isin(["prediction", "probability"])]
+        psi = psi if len(psi) else None
+    fig, axes = plt.subplots(2 if psi is not None else 1, 1, figsize=(8, 6 if psi is not None else 4.5),
+                             sharex=True, squeeze=False)
+    ax = axes[0][0]
+    rows = history[history["metric"] == pm]
+    for (role, version), grp in rows.groupby(["role", "model_version"]):
+        grp = grp.sort_values("ds")
+        x = pd.to_datetime(grp["ds"])
+        line = ax.plot(x, grp["value"], marker="o" if role == "champion" else "s",
+                       linestyle="-" if role == "champion" else "--", label=f"{role} v{version}")[0]
+        ax.fill_between(x, grp["lo"].astype(float), grp["hi"].astype(float), color=line.get_color(), alpha=0.15)
+    floor = uc.performance_floors.get(pm)
+    if floor is not None:
+        ax.axhline(floor, color="red", linestyle="--", label=f"{'ceiling' if pm in LOWER_IS_BETTER else 'floor'} {floor}")
+    for version, value in holdouts.items():
+        ax.axhline(value, color="grey", linestyle=":", label=f"training holdout v{version} {value:.4f}")
+    ax.set_ylabel(f"realized {pm}")
+    ax.set_title(f"Realized performance: {uc.name}")
+    ax.legend(fontsize=7, loc="best")
+    if psi is not None:
+        ax2 = axes[1][0]
+        ax2.plot(pd.to_datetime(psi["ds"]), psi["psi"], marker="o", color="purple", label="score PSI")
+        ax2.axhline(uc.drift.warn, color="orange", linestyle="--", label="warn")
+        ax2.axhline(uc.drift.alert, color="red", linestyle="--", label="alert")
+        ax2.set_ylabel("PSI of the model output")
+        ax2.legend(fontsize=7, loc="upper left")
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    plot = ctx.layout.performance_plot
+    with storage.atomic_path(plot, suffix=plot.suffix) as tmp:
+        fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    return str(plot)
+
+
+def _table(ctx: StepContext, records: dict) -> str:
+    """Days x (role, version): ``value [lo, hi] n=<rows>`` of the primary metric."""
+    pm = ctx.use_case.evaluation.primary_metric
+    cols = sorted({(b["role"], b["model_version"]) for r in records.values() for b in r["versions"]})
+    if not cols:
+        return "(no labelled scored day in the lookback window)"
+
+    def fmt(v):
+        return "-" if v is None else f"{v:.4f}"
+
+    head = "day         " + "".join(f"{role + ' v' + version:<34}" for role, version in cols)
+    lines = [head]
+    for d in sorted(records):
+        cells = {(b["role"], b["model_version"]): b for b in records[d]["versions"]}
+        row = f"{d}  "
+        for col in cols:
+            b = cells.get(col)
+            if b is None:
+                row += f"{'':<34}"
+                continue
+            m = b["metrics"].get(pm, {})
+            row += f"{fmt(m.get('value'))} [{fmt(m.get('lo'))}, {fmt(m.get('hi'))}] n={b['n']:<8}"[:33].ljust(34)
+        lines.append(row.rstrip())
+    return "\n".join(lines)
+
+
+# -- request_performance_retraining ---------------------------------------------------------------
+
+def measured_days(ctx: StepContext) -> list[str]:
+    """The labelled scored days of the lookback window ending at ds with a metrics record (oldest first)."""
+    uc, ds = ctx.use_case, ctx.ds
+    days = [(ds - timedelta(days=i)).isoformat() for i in reversed(range(uc.performance.lookback_days + 1))]
+    return [d for d in days if ctx.layout.performance_day(d).exists()]
+
+
+def judge_realized(uc, metrics: dict[str, dict], holdout: dict[str, float]) -> list[str]:
+    """What is wrong with the champion's realized metrics (empty: nothing): a metric below its floor
+    (above it for a lower-is-better metric: a ceiling), or the primary metric worse than the
+    training holdout by more than ``performance.max_drop`` (absolute; for rmse/mae a fraction)."""
+    out = []
+    for name, floor in sorted(uc.performance_floors.items()):
+        value = (metrics.get(name) or {}).get("value")
+        if value is None:
+            continue
+        if name in LOWER_IS_BETTER and value > floor:
+            out.append(f"{name} {value:.4f} above its ceiling {floor}")
+        elif name not in LOWER_IS_BETTER and value < floor:
+            out.append(f"{name} {value:.4f} below its floor {floor}")
+    pm = uc.evaluation.primary_metric
+    value, base = (metrics.get(pm) or {}).get("value"), holdout.get(pm)
+    drop = uc.performance.max_drop
+    if value is not None and base is not None:
+        if pm in ("rmse", "mae"):
+            worse = (value - base) / base if base > 0 else 0.0
+            if worse > drop:
+                out.append(f"{pm} {value:.4f} is {worse:.1%} worse than the training holdout {base:.4f} "
+                           f"(max_drop {drop:.0%})")
+        else:
+            worse = value - base if pm in LOWER_IS_BETTER else base - value
+            if worse > drop:
+                out.append(f"{pm} {value:.4f} is {worse:.4f} worse than the training holdout {base:.4f} "
+                           f"(max_drop {drop})")
+    return out
+
+
+def request_performance_retraining(ctx: StepContext) -> RetrainRequestResult:
+    """Judge the champion over the newest ``performance.judge_days`` labelled days, pooled (the
+    metric recomputed on the joined rows, not an average of days). Degraded (:func:`judge_realized`)
+    with at least ``performance.min_rows`` rows: a ``performance_degraded`` alert and, with
+    ``performance.request_retraining``, a retrain request (the drift monitor's Asset, file, dedup and
+    cooldown: :func:`pavedml.retrain.record_request`; the dedup key is the judged days and the hash
+    of their data). Otherwise :class:`SkipStep` saying why (no Asset event). A degradation whose
+    request the cooldown holds back (or that may not request) is still recorded as an alert (the
+    alerts file; the task is skipped, so no mail)."""
+    import pandas as pd
+
+    from pavedml.alerts import send
+    from pavedml.retrain import record_request
+
+    uc, ds = ctx.use_case, ctx.ds_iso
+    perf = uc.performance
+    pm = uc.evaluation.primary_metric
+    days = measured_days(ctx)
+    if not days:
+        raise SkipStep(f"no labelled scored day in the {perf.lookback_days} days up to {ds} "
+                       f"(label delay {uc.label.delay_days} day(s)): nothing to judge")
+    judged = days[-perf.judge_days:]
+    index = LabelsIndex(ctx)
+    frames = [f for d in judged if (f := labelled_predictions(ctx, d, index)) is not None]
+    if not frames:
+        raise SkipStep(f"no labelled rows for {', '.join(judged)}: nothing to judge")
+    version = str(frames[-1]["champion_version"].mode().iloc[0])
+    pooled = pd.concat([f.loc[f["champion_version"] == version, [LABEL, "champion_score"]] for f in frames],
+                       ignore_index=True)
+    n = len(pooled)
+    where = f"{', '.join(judged)}"
+    if n < perf.min_rows:
+        raise SkipStep(f"too few labelled rows to judge champion v{version}: {n} over {where} < "
+                       f"performance.min_rows {perf.min_rows}")
+    data_hash = hashlib.sha256("".join(storage.read_json(str(ctx.layout.performance_day(d)))["digest"]
+                                       for d in judged).encode()).hexdigest()
+    metrics = realized_metrics(uc.task, pooled[LABEL].to_numpy(dtype="float64"),
+                               pooled["champion_score"].to_numpy(dtype="float64"), resamples=perf.bootstrap,
+                               confidence=perf.confidence, seed=int(data_hash[:8], 16))
+    holdout = champion_holdout(ctx, version)
+    breaches = judge_realized(uc, metrics, holdout)
+    m = metrics.get(pm) or {}
+    value = m.get("value")
+    shown = "n/a" if value is None else f"{value:.4f} [{m.get('lo')}, {m.get('hi')}]"
+    if not breaches:
+        raise SkipStep(f"champion v{version} realized {pm} {shown} on {n} labelled rows of {where}: within its "
+                       f"floors and {perf.max_drop} of its training holdout {holdout.get(pm, 'unknown')}")
+    floor = uc.performance_floors.get(pm)
+    first = (f"PERFORMANCE DEGRADED [{uc.name}] champion v{version} realized {pm} {shown} vs "
+             f"floor {floor if floor is not None else 'none'} / training holdout "
+             f"{'unknown' if pm not in holdout else format(holdout[pm], '.4f')} on {n} labelled rows of {where}")
+    plot = str(ctx.layout.performance_plot)
+    lines = [first, *[f"  - {b}" for b in breaches], "metric          value     CI"]
+    for name, v in metrics.items():
+        if v["value"] is not None:
+            lines.append(f"  {name:<14} {v['value']:<9.4f} [{v['lo']}, {v['hi']}]")
+    lines.append(f"Plot: {plot}")
+    alert = {"kind": "performance_degraded", "dag_id": ctx.dag_id, "task_id": "request_performance_retraining",
+             "run_id": ctx.run_id, "summary": "\n".join(lines)}
+    key = {"judged_days": judged, "data_hash": data_hash}
+    extra = {"ds": ds, "model_version": version, "metric": pm, "value": value, "holdout": holdout.get(pm),
+             "floor": floor, "breaches": breaches, "rows": n, "report": plot}
+    if not perf.request_retraining:
+        send({**alert, "summary": alert["summary"] + "\nNo retrain request: performance.request_retraining is false."})
+        raise SkipStep(f"{first}; no retrain request (performance.request_retraining: false); alert recorded")
+    try:
+        record_request(ctx, key, extra, source="performance")
+    except SkipStep as exc:
+        if exc.message.startswith("cooldown"):
+            send({**alert, "summary": alert["summary"] + f"\nNo retrain request: {exc.message}."})
+        raise
+    lines.insert(1, "Retraining was requested (the training DAG runs on it).")
+    alert["summary"] = "\n".join(lines)
+    log.warning("%s", alert["summary"])
+    return RetrainRequestResult(step="request_performance_retraining", use_case=uc.name, ds=ds, requested=True,
+                                reason="; ".join(breaches), window=judged,
+                                asset_extra={**key, **extra, "source": "performance"}, alert=alert)
