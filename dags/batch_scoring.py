@@ -7,6 +7,15 @@ Predictions land in `predictions/dt=<ds>/part-0.parquet` with the model version 
 feature-snapshot hash; a rerun replaces the partition (never duplicates). Emits the
 `<use case>.predictions` Asset.
 
+**Shadow challenger and canary.** While the `challenger` alias names another version than the
+champion — registered within `evaluation.shadow_days` (default 7) after the day it was trained
+through, or waiting for live evidence (`evaluation.require_shadow_days`) — it scores the same rows:
+every row has `champion_version`/`champion_score` and `challenger_version`/`challenger_score`, never
+served as the decision. With `evaluation.canary_fraction`, a challenger waiting for live evidence is
+served to that fraction of entities (a stable hash of the key): those rows say
+`served_by = challenger` and carry its `model_version`. `_SCORED.json` and the task's result name both
+versions and the canary rows.
+
 **Failures and what to do.**
 - `registry_error` — *has no champion yet*: run the training pipeline first.
 - `feature_check_failed` — *no offline features for <ds>*: the feature pipeline for that day did

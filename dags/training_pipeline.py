@@ -31,6 +31,10 @@ overrides (JSON object), a reason, and *force promote* (off by default; recorded
   (the summary names the parameter): every task checks the run's parameters before it reads data.
   Trigger a new run with corrected values.
 - A `reject`/`keep_champion` outcome is not a failure: read the decision record.
+- A `shadow` outcome (with `evaluation.require_shadow_days`): the challenger won offline and now runs in
+  shadow beside the champion; the performance monitor's `judge_live_evidence` promotes it only once
+  its labelled shadow days beat the champion on the same rows (record: `registry/live/v<version>.json`).
+  `force_promote` skips the wait.
 """
 
 from __future__ import annotations
