@@ -20,8 +20,16 @@ The model's output drifts too: at training the distribution of the fitted model'
 training split (the positive class's probability, or the predicted value for a regressor) is frozen
 under the reference's ``"prediction"`` key (:func:`build_prediction_reference`, a reference of one
 numeric feature named ``prediction``), and the drift check reports its PSI on the window's
-predictions beside the features'. It is reported and warns, but it does NOT count toward the drift
-verdict: retraining is requested on feature drift only.
+predictions beside the features' (:meth:`DriftReport.table`). Whether it counts toward the verdict is
+the use case's choice (``drift.judge_on``); by default only features do.
+
+What the window is compared with is a choice (``drift.reference``): the reference frozen at
+training, or one built from a period of the pipeline's own days (:func:`reference_period`):
+``rolling`` (the days just before the window) or ``seasonal`` (the same period one season ago, so a
+seasonal input compares July with last July, not with the months the model was trained on). A
+time-based reference is built from that period's data exactly as the training one is (quantile bins
+of the period, :func:`build_reference`; :func:`build_reference_from_chunks` for periods larger than
+memory). The target (labels, once they land) is compared the same way under the name ``target``.
 
 Only the standard library is imported at module level (DAG files import this module); numpy and
 pandas are imported inside the functions that need them.
@@ -31,7 +39,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -43,6 +51,10 @@ log = logging.getLogger(__name__)
 REFERENCE_FORMAT = "pavedml.psi_reference/1"
 #: The key of a drift reference holding the model output's reference, and its one feature's name.
 PREDICTION = "prediction"
+#: The name under which the target's (the labels') PSI is reported.
+TARGET = "target"
+#: What a window can be compared with (``drift.reference``).
+REFERENCE_KINDS = ("training", "rolling", "seasonal")
 EPSILON = 1e-6
 MISSING = "missing"
 UNSEEN = "__unseen__"
@@ -56,14 +68,20 @@ __all__ = [
     "MISSING",
     "PREDICTION",
     "REFERENCE_FORMAT",
+    "REFERENCE_KINDS",
+    "TARGET",
     "UNSEEN",
     "DriftReport",
     "FeaturePsi",
     "PsiAccumulator",
+    "ReferencePeriod",
     "build_prediction_reference",
     "build_reference",
+    "build_reference_from_chunks",
     "compute_psi",
     "psi_from_proportions",
+    "reference_period",
+    "select_days",
 ]
 
 
@@ -112,16 +130,23 @@ class DriftReport:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def table(self, prediction: FeaturePsi | None = None) -> str:
-        """Fixed-width text table (feature, kind, psi, status), highest PSI first; with the PSI of
-        the model's output (``prediction``) as a last line marked as outside the verdict."""
+    def table(self, prediction: FeaturePsi | None = None, target: FeaturePsi | None = None,
+              judged: Iterable[str] = ()) -> str:
+        """Fixed-width text table (feature, kind, psi, status), highest PSI first; then the PSI of
+        the target (``target``) and of the model's output (``prediction``, always the last line),
+        each marked as counting toward the verdict when named in ``judged``, else as reported only."""
+        judged = set(judged)
         rows = sorted(self.features, key=lambda f: (-f.psi, f.name))
-        width = max([len("feature"), *(len(f.name) for f in rows), len(PREDICTION) if prediction else 0])
+        outputs = [(f, kind, what) for f, kind, what in ((target, "target", "the target"),
+                                                          (prediction, "output", "the model's output"))
+                   if f is not None]
+        width = max([len("feature"), *(len(f.name) for f in rows), *(len(f.name) for f, _, _ in outputs)])
         lines = [f"{'feature':<{width}}  {'kind':<11}  {'psi':>8}  status"]
         lines += [f"{f.name:<{width}}  {f.kind:<11}  {f.psi:>8.4f}  {f.status}" for f in rows]
-        if prediction is not None:
-            lines.append(f"{PREDICTION:<{width}}  {'output':<11}  {prediction.psi:>8.4f}  {prediction.status}"
-                         "  (the model's output: reported, not part of the verdict)")
+        for f, kind, what in outputs:
+            note = (f"({what}: counts toward the verdict, drift.judge_on)" if f.name in judged
+                    else f"({what}: reported, not part of the verdict)")
+            lines.append(f"{f.name:<{width}}  {kind:<11}  {f.psi:>8.4f}  {f.status}  {note}")
         return "\n".join(lines)
 
 
@@ -237,6 +262,130 @@ def build_prediction_reference(scores, bins: int = 10) -> dict[str, Any]:
 
     frame = pd.DataFrame({PREDICTION: np.asarray(scores, dtype="float64")})
     return build_reference(frame, [PREDICTION], [], bins=bins)
+
+
+def build_reference_from_chunks(read_chunks: Callable[[], Iterable[Any]], numeric: list[str],
+                                categorical: list[str], bins: int = 10, *, total_rows: int | None = None,
+                                max_sample_rows: int = 1_000_000) -> dict[str, Any]:
+    """:func:`build_reference` over data streamed in chunks (``read_chunks()`` returns a fresh
+    iterator of pandas DataFrames or pyarrow batches each time it is called).
+
+    Up to ``max_sample_rows`` rows the chunks are gathered and :func:`build_reference` runs on them
+    (identical result). Beyond, the quantile cuts come from every k-th row (``k = ceil(total_rows /
+    max_sample_rows)``) and the categories from all rows; a second pass counts the expected
+    proportions of every row in those buckets, so memory stays bounded by the sample.
+
+    Raises:
+        DriftInputError: as :func:`build_reference`.
+    """
+    import pandas as pd
+
+    def frames():
+        for chunk in read_chunks():
+            if hasattr(chunk, "to_pandas") and hasattr(chunk, "schema"):
+                _require_columns(list(chunk.schema.names), [*numeric, *categorical])
+                chunk = chunk.select([*numeric, *categorical]).to_pandas()
+            yield chunk
+
+    if total_rows is None or total_rows <= max_sample_rows:
+        parts = list(frames())
+        data = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[*numeric, *categorical])
+        return build_reference(data, numeric, categorical, bins=bins)
+    stride = -(-total_rows // max_sample_rows)
+    samples: list[Any] = []
+    categories: dict[str, set[Any]] = {name: set() for name in categorical}
+    offset = 0
+    for chunk in frames():
+        start = (-offset) % stride  # every stride-th row of the whole stream
+        samples.append(chunk[numeric].iloc[start::stride])
+        for name in categorical:
+            categories[name].update(chunk[name].dropna().unique().tolist())
+        offset += len(chunk)
+    sample = pd.concat(samples, ignore_index=True)
+    skeleton: dict[str, Any] = build_reference(sample, numeric, [], bins=bins) if numeric else {
+        "format": REFERENCE_FORMAT, "bins": bins, "epsilon": EPSILON, "features": {}}
+    for name in categorical:
+        cats = _sorted_categories(list(categories[name]), name)
+        skeleton["features"][name] = {"kind": "categorical", "categories": cats,
+                                      "expected": [0.0] * (len(cats) + 2)}
+    acc = PsiAccumulator(skeleton)
+    for chunk in frames():
+        acc.update(chunk)
+    n = acc.n_rows
+    if n == 0:
+        raise DriftInputError("cannot build a drift reference from 0 rows", details={"rows": 0})
+    for name, counts in acc.counts().items():
+        spec = skeleton["features"][name]
+        spec["expected"] = [c / n for c in counts]
+        spec["null_fraction"] = counts[-1 if spec["kind"] == "numeric" else -2] / n
+    skeleton["n"] = n
+    log.info("built PSI reference over %d streamed rows (quantiles from every %d-th row)", n, stride)
+    return skeleton
+
+
+# ------------------------------------------------------------------------------------ time periods
+
+
+@dataclass(frozen=True)
+class ReferencePeriod:
+    """The days a window is compared with: empty for ``training`` (the reference frozen with the
+    model version), else ``reference_days`` consecutive days, oldest first."""
+
+    kind: str
+    days: list[str]
+
+    def describe(self) -> str:
+        """``seasonal reference 2024-01-05 .. 2024-02-01 (28 days)``."""
+        if not self.days:
+            return f"{self.kind} reference (frozen at training)"
+        return f"{self.kind} reference {self.days[0]} .. {self.days[-1]} ({len(self.days)} days)"
+
+
+def reference_period(window: Sequence[Any], kind: str, reference_days: int = 28,
+                     season_days: int = 365) -> ReferencePeriod:
+    """The reference days of a window (ISO dates or ``date`` objects, any order).
+
+    ``rolling``: the ``reference_days`` days just before the window's first day. ``seasonal``:
+    ``reference_days`` days centred on the window's middle day ``season_days`` back (for the usual
+    one-day window, its end), i.e. the same period one season ago; with an even count the extra day
+    is before the centre. ``training``: no days.
+
+    Raises:
+        DriftInputError: an unknown kind, an empty window, or non-positive day counts.
+    """
+    from datetime import date, timedelta
+
+    if kind not in REFERENCE_KINDS:
+        raise DriftInputError(f"unknown drift reference {kind!r}; expected one of {', '.join(REFERENCE_KINDS)}",
+                              details={"reference": kind, "next": "set drift.reference in the use case"})
+    if kind == "training":
+        return ReferencePeriod(kind, [])
+    if not window:
+        raise DriftInputError("the drift window holds no day", details={"window": []})
+    if reference_days < 1 or season_days < 1:
+        raise DriftInputError(f"reference_days ({reference_days}) and season_days ({season_days}) must be positive",
+                              details={"reference_days": reference_days, "season_days": season_days})
+    days = sorted(d if isinstance(d, date) else date.fromisoformat(str(d)) for d in window)
+    if kind == "rolling":
+        start = days[0] - timedelta(days=reference_days)
+    else:
+        centre = days[(len(days) - 1) // 2] - timedelta(days=season_days)
+        start = centre - timedelta(days=reference_days // 2)
+    return ReferencePeriod(kind, [(start + timedelta(days=i)).isoformat() for i in range(reference_days)])
+
+
+def select_days(frame, days: Iterable[Any], column: str | None = None):
+    """The rows of a DataFrame keyed by day (a ``DatetimeIndex``, or a datetime ``column``) whose
+    day is one of ``days`` (ISO dates or ``date`` objects): how a reference period or a window is
+    cut from a plain table."""
+    import pandas as pd
+
+    wanted = pd.DatetimeIndex(sorted({pd.Timestamp(str(d)) for d in days}))
+    keys = frame.index if column is None else frame[column]
+    stamps = pd.DatetimeIndex(pd.to_datetime(keys))
+    if stamps.tz is not None:
+        stamps = stamps.tz_convert("UTC").tz_localize(None)
+    return frame[stamps.normalize().isin(wanted)]
 
 
 # ------------------------------------------------------------------------------------- accumulator
