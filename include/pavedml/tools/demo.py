@@ -3,7 +3,9 @@
 Uses the embedded default profile (SQLite Airflow metadata, local folders, SQLite Feast online
 store, SQLite MLflow). The days before the last three are history, landed by the feature steps in
 this process; then every DAG runs through Airflow (``dag.test()``, see :mod:`pavedml.airflow.devrun`): the
-feature pipeline for the last three days, training, scoring, drift and retraining, so
+feature pipeline for the last three days, training (five days before the end when the days allow,
+so the first scored days' labels land within the demo), scoring of every day after it, drift,
+realized performance and retraining, so
 ``make airflow`` shows the runs afterwards. The simulated days end today
 (UTC) unless ``--start`` says otherwise: unpausing a DAG then schedules runs for days that have data.
 The terminal shows a line per task; task logs are in Airflow's log folder.
@@ -34,19 +36,31 @@ DAG_FEATURE_DAYS = 3
 FEATURE_STEPS = ("ingest_raw_batch", "validate_raw_batch", "build_features", "materialize_features")
 
 
+#: With this many days beyond :func:`minimum_days`, the first model is trained that much earlier and
+#: scores the days after it, so the labels of the first scored days land within the demo and the
+#: performance monitor has realized metrics to show.
+SCORED_AHEAD = 3
+
+
 def plan(uc, days: list[str], simulated: bool = True) -> list[tuple[str, str, dict | None]]:
     """The demo's DAG runs in order: (pipeline, ds, conf)."""
     runs: list[tuple[str, str, dict | None]] = [("feature_pipeline", ds, None) for ds in days[-DAG_FEATURE_DAYS:]]
-    runs += [
+    retrain = ("training_pipeline", days[-1], {"reason": "demo: retrain after drift" if simulated
+                                               else "demo: retrain on the newest labels"})
+    if len(days) >= minimum_days(uc) + SCORED_AHEAD:
+        first = -2 - SCORED_AHEAD
+        runs += [("training_pipeline", days[first], {"reason": "demo: first model"})]
+        runs += [("batch_scoring", ds, None) for ds in days[first + 1:]]
+        return runs + [("drift_monitor", days[-1], None), ("performance_monitor", days[-1], None), retrain]
+    return runs + [
         ("training_pipeline", days[-2], {"reason": "demo: first model"}),
         ("batch_scoring", days[-2], None),
         ("drift_monitor", days[-2], None),
         ("batch_scoring", days[-1], None),
         ("drift_monitor", days[-1], None),
-        ("training_pipeline", days[-1], {"reason": "demo: retrain after drift" if simulated
-                                         else "demo: retrain on the newest labels"}),
+        ("performance_monitor", days[-1], None),
+        retrain,
     ]
-    return runs
 
 
 def land_history(uc, days: list[str]) -> None:
@@ -82,7 +96,7 @@ def what_next(uc, s, layout, days: list[str]) -> list[str]:
         "  make airflow                 Airflow UI http://127.0.0.1:8080 and MLflow UI http://127.0.0.1:5000",
         "                               (AIRFLOW_PORT=... MLFLOW_PORT=... to change); the demo's runs are there.",
         f"                               user admin, password in {airflow_home}/simple_auth_manager_passwords.json.generated",
-        "  make status                  champion, last DAG runs, latest PSI, quarantines",
+        "  make status                  champion, last DAG runs, latest PSI, realized metrics, quarantines",
         f"  make run DAG={uc.dag_id('batch_scoring')} DATE={days[-1]}",
         "                               run one DAG for one day again (a line per task)",
         "",
@@ -90,6 +104,7 @@ def what_next(uc, s, layout, days: list[str]) -> list[str]:
         f"  GX Data Docs                 {layout.root / 'validation'}/dt=<day>/<snapshot>/",
         f"  Evidently drift reports      {layout.root / 'drift'}/dt=<day>/",
         f"  PSI history                  {layout.drift_history} (.png beside it)",
+        f"  realized performance         {layout.performance_history} (.png beside it)",
         f"  promotion decisions          {layout.decision_page('<run>')}, ledger {layout.ledger}",
         f"  predictions                  {layout.predictions_root}",
         f"  alerts                       {s.alerts_file}",
@@ -178,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     from pavedml.airflow.devrun import load_dagbag
 
     bag = load_dagbag()
-    mine = [uc.dag_id(p) for p in ("feature_pipeline", "training_pipeline", "batch_scoring", "drift_monitor")]
+    mine = [uc.dag_id(p) for p in ("feature_pipeline", "training_pipeline", "batch_scoring", "drift_monitor",
+                                   "performance_monitor")]
     missing = [d for d in mine if d not in bag.dags]
     if missing:
         errors = "\n".join(f"  {path}: {str(err).strip().splitlines()[-1]}" for path, err in bag.import_errors.items())
