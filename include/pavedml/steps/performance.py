@@ -3,7 +3,8 @@
 :func:`labelled_predictions` is the join (one scored day at a time, only the columns it needs):
 a day's ``predictions/dt=<d>/part-0.parquet`` with the labels that landed for it. Labels for
 snapshot day ``d`` land in the landing-zone partition ``dt = d + label.delay_days`` but may come
-later, so every partition ``dt`` in ``[d, d + delay_days + performance.lookback_days]`` is read
+later, so every partition ``dt`` in ``[d, d + delay_days + performance.lookback_days]`` (up to the
+run's own day) is read
 (each validated like training reads it: the labels suite, :func:`label_values`,
 :func:`label_timestamps`) and a label is kept only when its time equals a prediction's
 ``event_timestamp`` for the same entity key. A label delivered twice (a correction in a later
@@ -36,8 +37,9 @@ LABELS_INDEX = "labels_index.json"
 
 
 def label_partitions(ctx: StepContext, ds: date) -> list[str]:
-    """The landing-zone labels files that may hold labels of scored day ``ds`` (oldest partition
-    first; per day the CSV, else the Parquet file, as training reads them)."""
+    """The landing-zone labels files that may hold labels of scored day ``ds``: partitions ``dt`` in
+    ``[ds, ds + delay_days + lookback_days]`` up to the run's own day (labels known by the end of
+    it, as training reads them). Oldest partition first; per day the CSV, else the Parquet file."""
     uc = ctx.use_case
     out = []
     for offset in range(uc.label.delay_days + uc.performance.lookback_days + 1):

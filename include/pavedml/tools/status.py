@@ -1,7 +1,8 @@
 """``python -m pavedml status`` (``make status``): one terminal screen for on-call.
 
 The current champion (version, holdout metrics, since when), the last run of every DAG of the use
-case, the latest PSI table and the open quarantines.
+case, the latest realized performance (champion and shadow challenger on the newest labelled day,
+with the floor, the training holdout and the plot), the latest PSI table and the open quarantines.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import json
 import logging
 
 from pavedml import storage
-from pavedml.config import get_use_case
+from pavedml.config import LOWER_IS_BETTER, get_use_case
 from pavedml.layout import DRIFT_REPORT, PSI_TABLE, QUARANTINE_REASON, Layout
 from pavedml.settings import get_settings
 
@@ -54,6 +55,38 @@ def _psi_lines(layout: Layout) -> list[str]:
             + [f"  {line}" for line in output])  # the model output's PSI, whatever the feature count
 
 
+def _performance_lines(uc, layout: Layout) -> list[str]:
+    """The newest labelled day's realized primary metric per model version (value, interval, rows),
+    the floor and the champion's training holdout, and the plot."""
+    records = sorted(layout.root.glob("performance/dt=*/metrics.json"))
+    if not records:
+        return [f"  no labelled scored day yet (labels land {uc.label.delay_days} day(s) after scoring)"]
+    record = storage.read_json(str(records[-1]))
+    pm = record["primary_metric"]
+    lines = [f"  {record['ds']}  {pm} (realized, {record['confidence']:.0%} interval)"]
+    versions = sorted({b["model_version"] for b in record["versions"] if b["role"] == "champion"})
+    for b in sorted(record["versions"], key=lambda b: (b["role"] != "champion", b["model_version"])):
+        m = b["metrics"].get(pm) or {}
+        value = "n/a" if m.get("value") is None else f"{m['value']:.4f} [{m['lo']:.4f}, {m['hi']:.4f}]"
+        role = "champion" if b["role"] == "champion" else "shadow challenger"
+        lines.append(f"  {role:<18} v{b['model_version']:<4} {value}  n={b['n']}")
+    floor = uc.performance_floors.get(pm)
+    holdout = "?"
+    try:
+        from pavedml.adapters.tracking import connect
+
+        client, _ = connect(get_settings(), uc.name)
+        tags = client.get_model_version(uc.model.registered_name, versions[-1]).tags if versions else {}
+        holdout = f"{float(tags[f'holdout_{pm}']):.4f}" if f"holdout_{pm}" in tags else "?"
+    except Exception:  # status must render even when MLflow is down
+        holdout = "? (MLflow unavailable)"
+    lines.append(f"  {'ceiling' if pm in LOWER_IS_BETTER else 'floor'} {floor if floor is not None else '-'}"
+                 f"  training holdout {holdout}")
+    if layout.performance_plot.exists():
+        lines.append(f"  plot: {layout.performance_plot}")
+    return lines
+
+
 def _quarantine_lines(layout: Layout) -> list[str]:
     root = layout.quarantine_root
     found = [p for pattern in ("dt=*/*", "labels/dt=*/*") for p in root.glob(pattern) if p.is_dir()] \
@@ -74,6 +107,7 @@ def render(use_case: str) -> str:
     layout = Layout.for_use_case(uc.name, get_settings())
     out = [f"pavedml status: {uc.name}", "", "Champion"] + _champion_lines(uc)
     out += ["", "Last DAG runs"] + _run_lines(uc)
+    out += ["", "Realized performance"] + _performance_lines(uc, layout)
     out += ["", "Latest PSI"] + _psi_lines(layout)
     out += ["", "Quarantined batches"] + _quarantine_lines(layout)
     return "\n".join(out)
