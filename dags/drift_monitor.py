@@ -2,12 +2,31 @@
 ### Drift monitor — `<use case>_drift_monitor`
 
 **What it does.** `wait_for_drift` (a PSI sensor, reschedule mode) waits until the scoring window
-(the last `drift.window_days` days ending at `ds`) is scored, then compares it with the champion's
-drift reference (quantile bins and proportions frozen from its training data): PSI per feature,
-warn/alert thresholds from the use case (`drift.warn`, `drift.alert`; the form can change the alert threshold), a minimum sample size below which it
-refuses to judge. It writes `drift/dt=<ds>/` (report JSON, PSI table, an Evidently HTML report) and
-the PSI history (`drift/psi_history.csv` and `.png`). When at least `drift.min_alert_features`
-features alert, `request_retraining` emits the `<use case>.retrain_request` Asset (extra: PSI table,
+(the last `drift.window_days` days ending at `ds`) is scored, then compares it with a reference:
+PSI per feature, warn/alert thresholds from the use case (`drift.warn`, `drift.alert`; the form can
+change the alert threshold), a minimum sample size below which it refuses to judge. It writes
+`drift/dt=<ds>/` (report JSON, PSI table, an Evidently HTML report) and the PSI history
+(`drift/psi_history.csv` and `.png`).
+
+**Which reference** (`drift.reference`):
+- `training` (default): the champion's training split (quantile bins frozen with the version).
+  Seasonal inputs fire every time the season moves away from the training months.
+- `rolling`: the `drift.reference_days` (28) days just before the window: catches a sudden change,
+  follows slow ones.
+- `seasonal`: `drift.reference_days` days centred on the same day `drift.season_days` (365) ago:
+  July is compared with last July, so the season stays quiet and a real change shows.
+A time-based reference is binned on that period's features; if the period has fewer rows than
+`drift.min_samples` (e.g. less than a season of history) the status is `insufficient_data` and
+the reason names the period and the days without features. It never falls back to another one.
+
+**What is judged** (`drift.judge_on`, default `[features]`). Always reported (report JSON, PSI
+table, history rows `prediction` and `target`): the model's output (score PSI) and, once labels
+have landed for the window's days (`label.delay_days` later; rerun the day to include them), the
+target. Name `predictions` / `target` in `judge_on` to make their alert a drift verdict.
+`features` fires when at least `drift.min_alert_features` features alert. The PSI table also notes,
+for a flagged feature, its PSI against the same period last season ("likely seasonal").
+
+When the verdict is drift, `request_retraining` emits the `<use case>.retrain_request` Asset (extra: PSI table,
 window, data hash) — once per window, and not again within `drift.cooldown_days`. The training
 pipeline is scheduled on that Asset. Without drift, `request_retraining` is *skipped* and the run
 succeeds; the PSI table is in the sensor's log.
@@ -24,6 +43,8 @@ blocks a run for another day. Step errors fail the task normally.
 **Failures and what to do.**
 - `drift_input_invalid` — the champion has no drift reference (trained before references
   existed): retrain, then rerun.
+- status `insufficient_data` naming a reference period — not enough history for `rolling` /
+  `seasonal`: wait, lower `drift.reference_days`, or use `reference: training` until a season exists.
 - `tracking_unavailable` — MLflow did not answer; the task retries by itself.
 """
 

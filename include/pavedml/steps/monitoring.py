@@ -1,19 +1,33 @@
 """check_drift and request_retraining: the PSI drift loop.
 
-``check_drift`` compares the champion's drift reference (bin edges and expected proportions frozen
-from its training data) with the latest scoring window, streaming the window in chunks. It writes
-``drift/dt=<ds>/`` (report JSON, PSI table, an Evidently HTML report for people) and the PSI history
-(table + plot). Status: ``waiting`` (the window is not scored yet: the sensor pokes again),
-``insufficient_data`` (fewer rows than ``drift.min_samples``: it refuses to judge), ``no_drift``
-or ``drift`` (at least ``drift.min_alert_features`` features at or above their alert threshold).
+``check_drift`` compares the latest scoring window with a reference, streaming the window in
+chunks. It writes ``drift/dt=<ds>/`` (report JSON, PSI table, an Evidently HTML report for people,
+training reference only) and the PSI history (table + plot). Status: ``waiting`` (the window is not
+scored yet: the sensor pokes again), ``insufficient_data`` (fewer rows than ``drift.min_samples`` in
+the window or in a time-based reference's period: it refuses to judge and names what is missing),
+``no_drift`` or ``drift``.
 
-The model's output is checked too: the PSI of the window's predictions (a classifier's
-``probability``, a regressor's ``prediction``) against their distribution on the champion's training
-split (the reference's ``prediction`` entry, see :func:`pavedml.drift.build_prediction_reference`)
-is recorded in the report JSON, the PSI table and ``DriftCheckResult.prediction_psi`` and logged as a
-warning at or above the warn threshold. It does NOT count toward the verdict: retraining is requested
-on feature drift only (a shifted output with stable features is a question for people, not a
-retrain). A version trained before this check has no such reference: ``prediction_psi`` is None.
+The reference (``drift.reference``):
+- ``training``: bin edges and expected proportions frozen from the champion's training split;
+- ``rolling``: the ``drift.reference_days`` days just before the window;
+- ``seasonal``: ``drift.reference_days`` days centred on the window's day ``drift.season_days`` ago.
+A time-based reference is built from the features partitions of those days (quantile bins of the
+period, as training builds its own, :func:`pavedml.drift.build_reference_from_chunks`). A period
+without enough rows (less than a season of history, say) is ``insufficient_data``: never silently
+replaced by another reference.
+
+Beside the features, two outputs are measured: the model's output (``prediction``: the window's
+scores against the training split's scores, or against the reference period's published scores)
+and, once labels land, the target (``target``: the labels of the window's days against the
+reference period's labels, or, for the training reference, a classifier's training positive rate
+from the version's dataset manifest; a regressor's target is not checked against training). Both
+are in the report JSON, the PSI table and the PSI history (rows ``prediction`` and ``target``);
+they count toward the verdict only when ``drift.judge_on`` names them (``predictions``,
+``target``); ``features`` counts when at least ``drift.min_alert_features`` features alert.
+
+Under a training or rolling reference, each warning/alerting feature gets a seasonality note: its
+PSI against the same period one season ago when that period has data ("likely seasonal" when quiet
+there).
 
 ``request_retraining`` turns a ``drift`` verdict into one retrain request per window (the Asset
 event the training DAG is scheduled on, carrying the PSI table, window and data hash), honouring
@@ -83,10 +97,33 @@ def judge(report, policy) -> str:
     return "drift" if len(report.alerts) >= policy.min_alert_features else "no_drift"
 
 
-def check_drift(ctx: StepContext) -> DriftCheckResult:
-    import pyarrow.parquet as pq
+def verdict(report, policy, outputs: dict) -> tuple[str, list[str]]:
+    """(status, what fired) over what ``policy.judge_on`` names: the features (``min_alert_features``
+    alerting, as :func:`judge`), the model's output (``prediction``) and the target (``target``),
+    each a FeaturePsi or None in ``outputs``. ``insufficient_data`` when nothing named fired and the
+    features (when named) or every named part could not be judged."""
+    fired: list[str] = []
+    judged_parts = []
+    if "features" in policy.judge_on:
+        if report.judged:
+            judged_parts.append("features")
+            if len(report.alerts) >= policy.min_alert_features:
+                fired += list(report.alerts)
+    for part, name in (("predictions", "prediction"), ("target", "target")):
+        psi = outputs.get(name)
+        if part in policy.judge_on and psi is not None and psi.status != "insufficient_data":
+            judged_parts.append(part)
+            if psi.status == "alert":
+                fired.append(name)
+    if fired:
+        return "drift", fired
+    if not judged_parts or ("features" in policy.judge_on and not report.judged):
+        return "insufficient_data", []
+    return "no_drift", []
 
-    from pavedml.drift import PsiAccumulator
+
+def check_drift(ctx: StepContext) -> DriftCheckResult:
+    from pavedml.drift import PREDICTION, TARGET, PsiAccumulator, reference_period
 
     uc, ds = ctx.use_case, ctx.ds_iso
     days = window_days(ctx)
@@ -100,93 +137,358 @@ def check_drift(ctx: StepContext) -> DriftCheckResult:
                                 reason=f"no predictions yet for {', '.join(missing)}")
     versions = {storage.read_json(str(ctx.layout.predictions_scored(d)))["model_version"] for d in days}
     version = max(versions, key=int)  # the champion that scored the latest window
-    reference, sample_path = load_reference(ctx, version)
-    acc = PsiAccumulator(reference)
-    hashes = []
-    for d in days:
-        part = ctx.layout.features_file(d)
-        hashes.append(storage.read_json(str(ctx.layout.features_source(d)))["sha256"])
-        for batch in pq.ParquetFile(part).iter_batches(batch_size=uc.drift.chunk_rows, columns=acc.features):
-            acc.update(batch)
-    data_hash = hashlib.sha256("".join(hashes).encode()).hexdigest()
+    policy = uc.drift
+    period = reference_period(days, policy.reference, policy.reference_days, policy.season_days)
     alert, warn = ctx.params.alert_threshold, ctx.params.warn_threshold
-    report = acc.result(warn=warn, alert=alert, per_feature=uc.drift.per_feature, min_samples=uc.drift.min_samples)
-    status = judge(report, uc.drift)
+    hashes = [storage.read_json(str(ctx.layout.features_source(d)))["sha256"] for d in days]
+    data_hash = hashlib.sha256("".join(hashes).encode()).hexdigest()
+    sample_path = None
+    reference: dict | None
+    if policy.reference == "training":
+        reference, sample_path = load_reference(ctx, version)
+        reference_info: dict = {"kind": "training", "days": [], "model_version": version}
+    else:
+        reference, reference_info, missing_reason = _time_reference(ctx, period)
+        if reference is None:
+            return _insufficient_reference(ctx, days, version, data_hash, period, reference_info, missing_reason,
+                                           warn=warn, alert=alert)
+    acc = PsiAccumulator(reference)
+    for d in days:
+        for batch in _iter_batches(ctx.layout.features_file(d), acc.features, policy.chunk_rows):
+            acc.update(batch)
+    report = acc.result(warn=warn, alert=alert, per_feature=policy.per_feature, min_samples=policy.min_samples)
+    notes: dict[str, str] = {}
+    prediction = _prediction_psi(ctx, reference, version, days, period, notes, warn=warn, alert=alert)
+    target = _target_psi(ctx, version, days, period, notes, warn=warn, alert=alert)
+    status, fired = verdict(report, policy, {PREDICTION: prediction, TARGET: target})
+    seasonality = _seasonality_notes(ctx, report, days, warn=warn, alert=alert)
     out = ctx.layout.drift_dir(ds)
     record = {"status": status, "window": days, "model_version": version, "data_hash": data_hash,
-              "thresholds": {"warn": warn, "alert": alert, "min_alert_features": uc.drift.min_alert_features},
+              "reference": reference_info, "judge_on": list(policy.judge_on), "alerts": fired,
+              "thresholds": {"warn": warn, "alert": alert, "min_alert_features": policy.min_alert_features},
               "report": report.as_dict(), "checked_at": datetime.now(UTC).isoformat(), "dag_run": ctx.run_id}
-    prediction = _prediction_psi(ctx, reference, version, days, warn=warn, alert=alert)
-    if prediction is not None:
-        record["prediction"] = {**prediction.as_dict(), "counts_toward_verdict": False}
-    table = report.table(prediction)
-    if prediction is None:
-        table += "\n(prediction: no reference for the model's output in this version; not checked)"
+    for name, psi, part in ((PREDICTION, prediction, "predictions"), (TARGET, target, "target")):
+        if psi is not None:
+            record[name] = {**psi.as_dict(), "counts_toward_verdict": part in policy.judge_on}
+        else:
+            record[name] = {"checked": False, "reason": notes.get(name, ""),
+                            "counts_toward_verdict": part in policy.judge_on}
+    if seasonality:
+        record["seasonality"] = seasonality
+    judged = {name for name, part in ((PREDICTION, "predictions"), (TARGET, "target")) if part in policy.judge_on}
+    lines = report.table(prediction, target, judged).splitlines()
+    n_outputs = sum(f is not None for f in (prediction, target))
+    extra = [note["note"] if name == "*" else f"{name}: {note['note']}" for name, note in seasonality.items()]
+    extra += [f"({name}: not checked: {notes.get(name, 'no reference')})"
+              for name in (TARGET, PREDICTION) if record[name].get("checked") is False]
+    # the model output's line stays last (make status shows it whatever the feature count)
+    lines[len(lines) - n_outputs:len(lines) - n_outputs] = extra
+    table = "\n".join([f"reference: {period.describe() if period.days else 'training split of v' + version}",
+                        *lines])
     with storage.atomic_dir(out) as tmp:
         storage.write_json(str(tmp / DRIFT_REPORT), record)
         (tmp / PSI_TABLE).write_text(table + "\n")
         wrote_evidently = _evidently_report(ctx, sample_path, days, tmp / EVIDENTLY_REPORT)
     evidently = str(out / EVIDENTLY_REPORT) if wrote_evidently else ""
-    _update_history(ctx, ds, report, warn=warn, alert=alert)
-    log.info("PSI of %s v%s on window %s (%d rows): %s\n%s", uc.model.registered_name, version, days,
-             report.n_rows, status, table)
+    _update_history(ctx, ds, [*report.features, *(f for f in (prediction, target) if f is not None)],
+                    warn=warn, alert=alert)
+    log.info("PSI of %s v%s on window %s (%d rows) against the %s: %s\n%s", uc.model.registered_name, version,
+             days, report.n_rows, period.describe(), status, table)
     if evidently:
         log.info("Evidently report: %s", evidently)
+    reason = report.reason or ""
+    if status == "insufficient_data" and not reason:
+        reason = "; ".join(f"{k}: {v}" for k, v in notes.items()) or "nothing named in drift.judge_on was judged"
     return DriftCheckResult(step="check_drift", use_case=uc.name, ds=ds, status=status, window=days,
                             model_version=version, model_name=uc.model.registered_name, data_hash=data_hash,
-                            alerts=list(report.alerts),
+                            alerts=fired,
                             warnings=list(report.warnings), psi={f.name: round(f.psi, 5) for f in report.features},
                             report=str(ctx.layout.drift_report(ds)), evidently_report=evidently,
-                            reason=report.reason or "",
+                            reason=reason,
                             prediction_psi=None if prediction is None else round(prediction.psi, 5))
 
 
+def _iter_batches(path, columns: list[str], chunk_rows: int):
+    import pyarrow.parquet as pq
+
+    yield from pq.ParquetFile(path).iter_batches(batch_size=chunk_rows, columns=columns)
+
+
+def _rows(path) -> int:
+    import pyarrow.parquet as pq
+
+    return int(pq.ParquetFile(path).metadata.num_rows)
+
+
+def _time_reference(ctx: StepContext, period) -> tuple[dict | None, dict, str]:
+    """(reference built from the features of the period's days, its description, why None): None
+    when fewer than ``drift.min_samples`` rows (or no partition at all) exist for the period."""
+    from pavedml.drift import build_reference_from_chunks
+
+    uc = ctx.use_case
+    columns = uc.feature_columns
+    present = [d for d in period.days if ctx.layout.features_file(d).exists()]
+    rows = sum(_rows(ctx.layout.features_file(d)) for d in present)
+    info = {"kind": period.kind, "days": period.days, "days_with_features": len(present), "rows": rows}
+    if rows < uc.drift.min_samples:
+        missing = [d for d in period.days if d not in set(present)]
+        built = sorted(p.name.removeprefix("dt=") for p in ctx.layout.features_root.glob("dt=*"))
+        have = f"features exist for {built[0]} .. {built[-1]}" if built else "no features built at all"
+        what = ("no features partition for any of its days" if not present else
+                f"only {rows} feature rows on {len(present)} of its {len(period.days)} days "
+                f"(drift.min_samples is {uc.drift.min_samples}); days without features: "
+                f"{_span(missing)}")
+        return None, info, f"{period.describe()}: {what} ({have})"
+    reference = build_reference_from_chunks(
+        lambda: (b for d in present for b in _iter_batches(ctx.layout.features_file(d), columns, uc.drift.chunk_rows)),
+        uc.numeric_features, uc.categorical_features, bins=uc.drift.bins, total_rows=rows)
+    return reference, info, ""
+
+
+def _span(days: list[str]) -> str:
+    if not days:
+        return "none"
+    return days[0] if len(days) == 1 else f"{days[0]} .. {days[-1]} ({len(days)} days)"
+
+
+def _insufficient_reference(ctx: StepContext, days, version, data_hash, period, info, reason, *, warn, alert):
+    """The result (and report) of a check whose time-based reference lacks data: never judged, never
+    silently compared with another reference."""
+    uc, ds = ctx.use_case, ctx.ds_iso
+    log.warning("drift not judged: %s", reason)
+    record = {"status": "insufficient_data", "window": days, "model_version": version, "data_hash": data_hash,
+              "reference": info, "judge_on": list(uc.drift.judge_on), "alerts": [], "reason": reason,
+              "thresholds": {"warn": warn, "alert": alert, "min_alert_features": uc.drift.min_alert_features},
+              "report": {"features": [], "n_rows": 0, "judged": False, "min_samples": uc.drift.min_samples,
+                         "alerts": [], "warnings": [], "reason": reason},
+              "checked_at": datetime.now(UTC).isoformat(), "dag_run": ctx.run_id}
+    with storage.atomic_dir(ctx.layout.drift_dir(ds)) as tmp:
+        storage.write_json(str(tmp / DRIFT_REPORT), record)
+        (tmp / PSI_TABLE).write_text(f"not judged: {reason}\n")
+    return DriftCheckResult(step="check_drift", use_case=uc.name, ds=ds, status="insufficient_data", window=days,
+                            model_version=version, model_name=uc.model.registered_name, data_hash=data_hash,
+                            alerts=[], warnings=[], psi={}, report=str(ctx.layout.drift_report(ds)), reason=reason)
+
+
 def _prediction_column(uc, path) -> str | None:
-    """The model output column of a predictions file: a regressor's ``prediction``; a classifier's
+    """The model output column of a predictions file: ``champion_score`` (the champion's score on
+    every row, canary rows included) when there; else a regressor's ``prediction``, a classifier's
     ``probability`` (``churn_probability`` in partitions scored before the rename)."""
     import pyarrow.parquet as pq
 
     from pavedml.metrics import PREDICTION, PROBABILITY
 
     names = set(pq.ParquetFile(path).schema_arrow.names)
-    wanted = (PREDICTION,) if uc.is_regression else (PROBABILITY, "churn_probability")
+    wanted = ("champion_score", PREDICTION) if uc.is_regression else ("champion_score", PROBABILITY,
+                                                                      "churn_probability")
     return next((c for c in wanted if c in names), None)
 
 
-def _prediction_psi(ctx: StepContext, reference: dict, version: str, days: list[str], *, warn: float,
-                    alert: float):
-    """PSI of the window's model output (the rows scored by ``version``, whose reference it is)
-    against the reference's ``prediction`` entry (a FeaturePsi), or None when the reference has
-    none or a predictions file lacks the output column."""
-    import pyarrow.parquet as pq
-
-    from pavedml.drift import PREDICTION, PsiAccumulator
+def _scores(ctx: StepContext, days: list[str], version: str | None):
+    """Chunks of the model output of ``days``' predictions as one-column frames (``prediction``):
+    with ``version``, only the rows that version scored (whose training reference it is)."""
+    from pavedml.drift import PREDICTION
     from pavedml.layout import PART_FILE
 
     uc = ctx.use_case
-    ref = reference.get(PREDICTION)
-    if ref is None:
-        log.info("the drift reference of this version has no prediction distribution (trained before it was "
-                 "recorded): prediction drift is not checked")
-        return None
-    acc = PsiAccumulator(ref)
     for d in days:
         path = ctx.layout.predictions_partition(d) / PART_FILE
         column = _prediction_column(uc, path)
         if column is None:
-            log.warning("predictions %s hold no model output column: prediction drift is not checked", path)
-            return None
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=uc.drift.chunk_rows,
-                                                       columns=[column, "model_version"]):
+            raise DriftInputError(f"predictions {path} hold no model output column", details={"file": str(path)})
+        by = "champion_version" if column == "champion_score" else "model_version"
+        for batch in _iter_batches(path, [column, by], uc.drift.chunk_rows):
             chunk = batch.to_pandas()
-            chunk = chunk[chunk["model_version"].astype(str) == str(version)]
-            acc.update(chunk[[column]].rename(columns={column: PREDICTION}))
+            if version is not None:
+                chunk = chunk[chunk[by].astype(str) == str(version)]
+            yield chunk[[column]].rename(columns={column: PREDICTION})
+
+
+def _prediction_psi(ctx: StepContext, reference: dict, version: str, days: list[str], period, notes: dict,
+                    *, warn: float, alert: float):
+    """PSI of the window's model output (a FeaturePsi) or None (why in ``notes["prediction"]``).
+    Training reference: the rows scored by ``version`` against the reference's ``prediction`` entry.
+    Time-based: the window's published champion scores against those of the reference period's
+    scored days (quantile bins of the period)."""
+    from pavedml.drift import PREDICTION, PsiAccumulator, build_reference_from_chunks
+
+    uc = ctx.use_case
+    try:
+        if not period.days:
+            ref = reference.get(PREDICTION)
+            if ref is None:
+                notes[PREDICTION] = ("the drift reference of this version has no prediction distribution (trained "
+                                     "before it was recorded)")
+                log.info("%s: prediction drift is not checked", notes[PREDICTION])
+                return None
+        else:
+            scored = [d for d in period.days if ctx.layout.predictions_scored(d).exists()]
+            from pavedml.layout import PART_FILE
+
+            rows = sum(_rows(ctx.layout.predictions_partition(d) / PART_FILE) for d in scored)
+            if rows < uc.drift.min_samples:
+                notes[PREDICTION] = (f"{period.describe()}: {rows} scored rows on {len(scored)} of its "
+                                     f"{len(period.days)} days (drift.min_samples is {uc.drift.min_samples})")
+                log.warning("prediction drift not checked: %s", notes[PREDICTION])
+                return None
+            ref = build_reference_from_chunks(lambda: _scores(ctx, scored, None), [PREDICTION], [],
+                                              bins=uc.drift.bins, total_rows=rows)
+        acc = PsiAccumulator(ref)
+        for chunk in _scores(ctx, days, version if not period.days else None):
+            acc.update(chunk)
+    except DriftInputError as err:
+        notes[PREDICTION] = err.message if hasattr(err, "message") else str(err)
+        log.warning("prediction drift is not checked: %s", notes[PREDICTION])
+        return None
     result = acc.result(warn=warn, alert=alert, min_samples=uc.drift.min_samples).features[0]
     if result.status in ("warn", "alert"):
-        log.warning("the model's output drifted: PSI %.4f of %s (%s; not part of the verdict, which is on "
-                    "features only)", result.psi, "prediction" if uc.is_regression else "probability",
-                    result.status)
+        log.warning("the model's output drifted: PSI %.4f of %s (%s; %s)", result.psi,
+                    "prediction" if uc.is_regression else "probability", result.status,
+                    "counts toward the verdict" if "predictions" in uc.drift.judge_on
+                    else "not part of the verdict")
     return result
+
+
+def _labels_of_days(ctx: StepContext, days: list[str]):
+    """The labels (:data:`pavedml.metrics.LABEL` values) whose label time falls on one of ``days``,
+    from the landing partitions where they are due (``dt`` from the first day to the last day plus
+    ``label.delay_days``; a label landing later than that is not looked for), validated as training
+    reads them. An empty frame when none landed."""
+    import io
+
+    import pandas as pd
+
+    from pavedml.metrics import LABEL
+    from pavedml.steps.training import label_timestamps, label_values
+    from pavedml.steps.validation import validate_labels
+
+    uc = ctx.use_case
+    wanted = set(days)
+    first, last = date.fromisoformat(min(days)), date.fromisoformat(max(days))
+    frames = []
+    for offset in range((last - first).days + uc.label.delay_days + 1):
+        day = (first + timedelta(days=offset)).isoformat()
+        for fmt in ("csv", "parquet"):
+            uri = ctx.layout.landing_file(uc.label.dataset, day, fmt)
+            if not storage.exists(uri):
+                continue
+            data = storage.read_bytes(uri)
+            df = pd.read_parquet(io.BytesIO(data)) if fmt == "parquet" else pd.read_csv(io.BytesIO(data), dtype=str)
+            validate_labels(ctx, uri, data, df)
+            stamps = label_timestamps(df, uri)
+            keep = stamps.dt.strftime("%Y-%m-%d").isin(wanted).to_numpy()
+            frames.append(pd.DataFrame({
+                uc.entity.key: df[uc.entity.key].astype(str).to_numpy()[keep],
+                "label_time": stamps.to_numpy()[keep],
+                LABEL: label_values(uc, df[uc.label.column], uri)[keep]}))
+            break
+    if not frames:
+        return pd.DataFrame({LABEL: []})
+    labels = pd.concat(frames, ignore_index=True).drop_duplicates([uc.entity.key, "label_time"], keep="last")
+    return labels[[LABEL]].rename(columns={LABEL: "target"}).reset_index(drop=True)
+
+
+def _training_target_reference(ctx: StepContext, version: str) -> tuple[dict | None, str]:
+    """A classifier's target reference from the positive rate of ``version``'s training split
+    (recorded in its dataset manifest): the target is binary, so its rate is its distribution.
+    A regressor's training split records only its mean: (None, why)."""
+    from pavedml.drift import EPSILON, REFERENCE_FORMAT, TARGET
+
+    uc = ctx.use_case
+    if uc.is_regression:
+        return None, ("training reference: only the mean of the training target is recorded for a regressor; "
+                      "use drift.reference rolling or seasonal to watch the target")
+    import mlflow
+
+    from pavedml.adapters.tracking import setup, unavailable_as_error
+
+    client, _ = setup(ctx)
+    with unavailable_as_error(ctx.settings.mlflow_tracking_uri):
+        mv = client.get_model_version(uc.model.registered_name, version)
+        try:
+            local = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="dataset/dataset.json")
+        except Exception:  # noqa: BLE001 - an older run without the manifest: reported, not fatal
+            return None, f"v{version}'s run has no dataset manifest (dataset/dataset.json)"
+    rate = (json.loads(Path(local).read_text()).get("positive_rate") or {}).get("train")
+    if rate is None:
+        return None, f"v{version}'s dataset manifest records no training positive rate"
+    rate = float(rate)
+    return {"format": REFERENCE_FORMAT, "bins": 2, "epsilon": EPSILON, "n": None, "features": {
+        TARGET: {"kind": "categorical", "categories": [0, 1], "expected": [1.0 - rate, rate, 0.0, 0.0],
+                 "null_fraction": 0.0}}}, ""
+
+
+def _target_psi(ctx: StepContext, version: str, days: list[str], period, notes: dict, *, warn: float,
+                alert: float):
+    """PSI of the target (the labels of the window's days, once they land) against the reference
+    period's labels (a time-based reference) or the training split's positive rate (training), or
+    None with the reason in ``notes["target"]``."""
+    from pavedml.drift import TARGET, PsiAccumulator, build_reference
+
+    uc = ctx.use_case
+    window = _labels_of_days(ctx, days)
+    if window.empty:
+        notes[TARGET] = f"no labels have landed yet for the window {_span(days)}"
+        log.info("target drift not checked: %s", notes[TARGET])
+        return None
+    window = window.astype("int64" if not uc.is_regression else "float64")
+    if not period.days:
+        ref, why = _training_target_reference(ctx, version)
+        if ref is None:
+            notes[TARGET] = why
+            return None
+    else:
+        labels = _labels_of_days(ctx, period.days)
+        if len(labels) < uc.drift.min_samples:
+            notes[TARGET] = (f"{period.describe()}: {len(labels)} labels landed for its days "
+                             f"(drift.min_samples is {uc.drift.min_samples})")
+            log.warning("target drift not checked: %s", notes[TARGET])
+            return None
+        labels = labels.astype(window.dtypes[TARGET])
+        numeric, categorical = ([TARGET], []) if uc.is_regression else ([], [TARGET])
+        ref = build_reference(labels, numeric, categorical, bins=uc.drift.bins)
+    acc = PsiAccumulator(ref)
+    acc.update(window)
+    result = acc.result(warn=warn, alert=alert, min_samples=uc.drift.min_samples).features[0]
+    if result.status in ("warn", "alert"):
+        log.warning("the target drifted: PSI %.4f (%s; %s)", result.psi, result.status,
+                    "counts toward the verdict" if "target" in uc.drift.judge_on else "not part of the verdict")
+    return result
+
+
+def _seasonality_notes(ctx: StepContext, report, days: list[str], *, warn: float, alert: float) -> dict:
+    """For each warning/alerting feature (under a training or rolling reference): its PSI against
+    the same period one season ago, when that period has enough feature rows. Quiet there: "likely
+    seasonal"; drifted there too: "not only seasonal". Cheap: only those features are re-counted."""
+    from pavedml.drift import PsiAccumulator, build_reference_from_chunks, reference_period
+
+    uc = ctx.use_case
+    flagged = [f.name for f in report.features if f.status in ("warn", "alert")]
+    if uc.drift.reference == "seasonal" or not flagged or not report.judged:
+        return {}
+    period = reference_period(days, "seasonal", uc.drift.reference_days, uc.drift.season_days)
+    present = [d for d in period.days if ctx.layout.features_file(d).exists()]
+    rows = sum(_rows(ctx.layout.features_file(d)) for d in present)
+    if rows < uc.drift.min_samples:  # one note for all: no season behind the window yet
+        return {"*": {"seasonal_psi": None, "period": period.days,
+                      "note": f"seasonal: no comparison for {', '.join(flagged)} "
+                              f"({period.describe()} holds {rows} feature rows)"}}
+    numeric = [n for n in flagged if n in uc.numeric_features]
+    categorical = [n for n in flagged if n in uc.categorical_features]
+    reference = build_reference_from_chunks(
+        lambda: (b for d in present for b in _iter_batches(ctx.layout.features_file(d), flagged, uc.drift.chunk_rows)),
+        numeric, categorical, bins=uc.drift.bins, total_rows=rows)
+    acc = PsiAccumulator(reference)
+    for d in days:
+        for batch in _iter_batches(ctx.layout.features_file(d), flagged, uc.drift.chunk_rows):
+            acc.update(batch)
+    out = {}
+    for f in acc.result(warn=warn, alert=alert, per_feature=uc.drift.per_feature, min_samples=0).features:
+        verdict_ = "likely seasonal" if f.status == "ok" else "not only seasonal"
+        out[f.name] = {"seasonal_psi": round(f.psi, 5), "period": period.days,
+                       "note": f"seasonal: PSI {f.psi:.4f} vs same period last season "
+                               f"({period.days[0]} .. {period.days[-1]}): {verdict_}"}
+    return out
 
 
 def _evidently_report(ctx: StepContext, sample_path: str | None, days: list[str], target: Path) -> bool:
@@ -213,13 +515,14 @@ def _evidently_report(ctx: StepContext, sample_path: str | None, days: list[str]
     return True
 
 
-def _update_history(ctx: StepContext, ds: str, report, *, warn: float, alert: float) -> None:
-    """PSI per feature per day (CSV, one row per ds and feature; a rerun replaces its day) + a plot
-    with the thresholds this run judged by (``warn``, ``alert``)."""
+def _update_history(ctx: StepContext, ds: str, features, *, warn: float, alert: float) -> None:
+    """PSI per feature per day (CSV, one row per ds and feature, the model's output as ``prediction``
+    and the target as ``target``; a rerun replaces its day) + a plot with the thresholds this run
+    judged by (``warn``, ``alert``)."""
     import pandas as pd
 
     path = ctx.layout.drift_history
-    rows = pd.DataFrame([{"ds": ds, "feature": f.name, "psi": f.psi, "status": f.status} for f in report.features])
+    rows = pd.DataFrame([{"ds": ds, "feature": f.name, "psi": f.psi, "status": f.status} for f in features])
     if path.exists():
         old = pd.read_csv(path, dtype={"ds": str})
         rows = pd.concat([old[old["ds"] != ds], rows], ignore_index=True)
@@ -271,8 +574,12 @@ def request_retraining(ctx: StepContext) -> RetrainRequestResult:
             if ctx.ds < until and ds != last["ds"]:
                 raise SkipStep(f"cooldown: last retrain request on {last['ds']}; next one allowed from {until}")
         psi = {f["name"]: round(f["psi"], 5) for f in record["report"]["features"]}
+        for name in ("prediction", "target"):  # the outputs judged by drift.judge_on
+            if record.get(name, {}).get("counts_toward_verdict") and "psi" in record[name]:
+                psi[name] = round(record[name]["psi"], 5)
+        alerts = record.get("alerts", record["report"]["alerts"])
         extra = {"ds": ds, "window": record["window"], "data_hash": record["data_hash"],
-                 "model_version": record["model_version"], "alerts": record["report"]["alerts"], "psi": psi,
+                 "model_version": record["model_version"], "alerts": alerts, "psi": psi,
                  "report": str(report_path)}
         fh.write(json.dumps({"at": datetime.now(UTC).isoformat(), **extra}, sort_keys=True) + "\n")
     log.info("retrain requested for %s (alerts: %s)", record["window"], ", ".join(extra["alerts"]))
@@ -283,7 +590,7 @@ def request_retraining(ctx: StepContext) -> RetrainRequestResult:
 
 def drift_alert(use_case: str, ctx: StepContext, record: dict, psi: dict, report_path) -> dict:
     """The ``drift_detected`` alert whose first line names the drifted features (sent by the task)."""
-    alerting = record["report"]["alerts"]
+    alerting = record.get("alerts", record["report"]["alerts"])
     window = ", ".join(record["window"])
     lines = [f"DRIFT DETECTED [{use_case}] window {window}: PSI alert on {', '.join(alerting)}",
              f"Model version {record['model_version']}; retraining was requested (the training DAG runs on it).",
