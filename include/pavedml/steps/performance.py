@@ -34,6 +34,8 @@ JOINED_COLUMNS = ("event_timestamp", LABEL, "champion_version", "champion_score"
 LABEL_TS = "event_timestamp"
 #: Beside history.csv: which labels file holds labels of which times (see :class:`LabelsIndex`).
 LABELS_INDEX = "labels_index.json"
+#: Beside history.csv: the training-holdout metrics of each champion version measured (for the plot).
+HOLDOUTS = "holdouts.json"
 
 
 def label_partitions(ctx: StepContext, ds: date) -> list[str]:
@@ -59,7 +61,7 @@ def read_labels_file(ctx: StepContext, uri: str, data: bytes | None = None):
     the labels suite (a broken contract stops the step and quarantines the file, naming it)."""
     import pandas as pd
 
-    from pavedml.steps.training import label_timestamps, label_values
+    from pavedml.steps.training import label_values
     from pavedml.steps.validation import validate_labels
 
     uc = ctx.use_case
@@ -74,9 +76,24 @@ def read_labels_file(ctx: StepContext, uri: str, data: bytes | None = None):
                                 details={"next": f"re-deliver {uri} whole, then clear measure_performance"}) from None
     validate_labels(ctx, uri, data, df)
     return pd.DataFrame({uc.entity.key: df[uc.entity.key].astype(str),
-                         LABEL_TS: _utc_ns(label_timestamps(df, uri)),
+                         LABEL_TS: _label_times(df, uri),
                          LABEL: label_values(uc, df[uc.label.column], uri)},
                         index=df.index)
+
+
+def _label_times(df, where: str):
+    """:func:`label_timestamps`, parsed once per distinct value (a day's labels share a handful of
+    snapshot dates or event times: parsing 1M equal strings costs seconds, mapping them does not)."""
+    import pandas as pd
+
+    from pavedml.steps.training import label_timestamps
+
+    column = LABEL_TS if LABEL_TS in df.columns else "snapshot_date"
+    if column not in df.columns:
+        return _utc_ns(label_timestamps(df, where))  # its error names the missing column
+    codes, uniques = pd.factorize(df[column], use_na_sentinel=False)
+    parsed = _utc_ns(label_timestamps(pd.DataFrame({column: uniques}), where))
+    return pd.Series(parsed.array.take(codes), index=df.index)
 
 
 def _utc_ns(values):
@@ -168,7 +185,6 @@ class LabelsIndex:
         start = pd.Timestamp(ds, tz="UTC")
         end = start + pd.Timedelta(days=1)
         out = []
-        self._frames = {}
         for uri in label_partitions(self.ctx, ds):
             sha = self.sha(uri)
             entry = self.entries[uri]
@@ -220,10 +236,30 @@ def labelled_predictions(ctx: StepContext, ds: date | str, index: LabelsIndex | 
     if not frames:
         return None
     labels = pd.concat(frames, ignore_index=True).drop_duplicates([key, LABEL_TS], keep="last")
-    joined = scored.merge(labels, on=[key, LABEL_TS], how="inner", validate="many_to_one")
+    joined = _join(scored, labels, key)
     if not len(joined):
         return None
     return joined[[key, *JOINED_COLUMNS]].reset_index(drop=True)
+
+
+def _join(scored, labels, key: str):
+    """Inner join on (key, label time == event_timestamp). Keys are matched by their 64-bit hash
+    with the time as an integer (a merge on 1M Python strings costs seconds), then checked equal."""
+    import pandas as pd
+
+    def ints(df):
+        return pd.DataFrame({"_k": pd.util.hash_array(df[key].to_numpy(dtype=object)),
+                             "_t": df[LABEL_TS].to_numpy(dtype="datetime64[ns]").view("int64")})
+
+    left, right = ints(scored), ints(labels)
+    left["_l"] = range(len(left))
+    right["_r"] = range(len(right))
+    pairs = left.merge(right, on=["_k", "_t"], how="inner", validate="many_to_one")
+    joined = scored.iloc[pairs["_l"].to_numpy()].reset_index(drop=True)
+    matched = labels.iloc[pairs["_r"].to_numpy()].reset_index(drop=True)
+    same = joined[key].to_numpy() == matched[key].to_numpy()
+    joined[LABEL] = matched[LABEL].to_numpy()
+    return joined[same]
 
 
 def day_digest(ctx: StepContext, ds: date, files: list[tuple[str, str]]) -> str:
@@ -240,7 +276,7 @@ def day_digest(ctx: StepContext, ds: date, files: list[tuple[str, str]]) -> str:
 # -- the numeric core: realized metrics with confidence intervals (pure numpy / scikit-learn) -------
 
 #: Rows a bootstrap resample draws at most (m-out-of-n; its standard error is scaled by sqrt(m/n)).
-BOOTSTRAP_ROWS = 20_000
+BOOTSTRAP_ROWS = 10_000
 #: Bins of the expected calibration error (equal width on [0, 1]).
 ECE_BINS = 10
 CI_METHOD = {
@@ -326,7 +362,7 @@ def realized_metrics(task: str, y, scores, *, resamples: int = 200, confidence: 
                      seed: int = 0) -> dict[str, dict]:
     """Metric -> {"value", "lo", "hi"} of ``scores`` against labels ``y`` (intervals at
     ``confidence``; None where undefined, e.g. AUC on a single class). Classification: roc_auc,
-    pr_auc, brier, log_loss (the point values from :func:`pavedml.metrics.classification_metrics`),
+    pr_auc, brier, log_loss (as :func:`pavedml.metrics.classification_metrics` computes them),
     calibration (mean_predicted, observed_rate, ece over 10 bins). Regression: rmse, mae, r2,
     mean_predicted, observed_rate (the mean target). Intervals: :data:`CI_METHOD` (analytic where
     a formula exists, so 1M rows cost no resampling; a capped bootstrap otherwise)."""
@@ -350,10 +386,11 @@ def realized_metrics(task: str, y, scores, *, resamples: int = 200, confidence: 
         out["mean_predicted"] = _entry(*_mean_ci(s, z))
         out["observed_rate"] = _entry(*_mean_ci(y, z))
         return out
-    from pavedml.metrics import classification_metrics
-
     two_classes = 0 < y.sum() < len(y)
-    point = classification_metrics(y.astype("int64"), s) if two_classes else {}
+    # the scikit-learn scores classification_metrics reports (its thresholded f1/precision/recall
+    # are left out: they say little about a score's quality and cost seconds at 1M rows)
+    point = {"roc_auc": float(m.roc_auc_score(y, s)), "pr_auc": float(m.average_precision_score(y, s))} \
+        if two_classes else {}
     n1, n0 = float(y.sum()), float(len(y) - y.sum())
     if two_classes:
         a = point["roc_auc"]
@@ -524,15 +561,23 @@ def _holdouts(ctx: StepContext, history) -> dict[str, float]:
     out: dict[str, float] = {}
     if not len(history):
         return out
+    # a version's holdout metrics never change: kept beside the history, MLflow asked once per version
+    path = ctx.layout.performance_history.with_name(HOLDOUTS)
+    known: dict[str, dict] = storage.read_json(str(path)) if path.exists() else {}
     for version in sorted(set(history.loc[history["role"] == "champion", "model_version"].astype(str))):
-        try:
-            value = champion_holdout(ctx, version).get(pm)
-        except Exception as exc:  # noqa: BLE001 - the plot goes without the line
-            log.warning("training holdout of v%s unknown (%s): the plot leaves its line out", version,
-                        str(exc).splitlines()[0][:200])
-            return out
-        if value is not None:
-            out[version] = value
+        if version not in known:
+            try:
+                found = champion_holdout(ctx, version)
+            except Exception as exc:  # noqa: BLE001 - the plot goes without the line
+                log.warning("training holdout of v%s unknown (%s): the plot leaves its line out", version,
+                            str(exc).splitlines()[0][:200])
+                break
+            if not found:
+                continue
+            known[version] = found
+            storage.write_json(str(path), known)
+        if pm in known[version]:
+            out[version] = known[version][pm]
     return out
 
 
