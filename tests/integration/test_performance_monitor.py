@@ -198,3 +198,92 @@ def test_a_broken_labels_file_is_refused_naming_it(loop, history_copy, content, 
         assert expect in proc.stderr
     finally:
         shutil.rmtree(bad.parent)
+
+
+# -- a second use case: a regression with event times (the "bring your own data" example) --------
+
+VISITS_UC = "diabetes_visits"
+VISIT_DAYS = ["2025-03-02", "2025-03-03", "2025-03-04"]
+
+
+@pytest.fixture(scope="module")
+def visits(tmp_path_factory):
+    """diabetes_visits imported from its table; three days scored by hand in the scoring contract's
+    format (a champion and a shadow challenger on every row, scores = label + noise)."""
+    import yaml
+
+    from tests.conftest import REPO
+
+    base = tmp_path_factory.mktemp("visits")
+    root, cases = base / "data", base / "use_cases"
+    cases.mkdir()
+    spec = yaml.safe_load((REPO / "include/examples/diabetes_visits/diabetes_visits.yaml").read_text())
+    spec["performance"] = {"min_rows": 10, "bootstrap": 50}
+    (cases / f"{VISITS_UC}.yaml").write_text(yaml.safe_dump(spec))
+    env = {**os.environ, "PAVEDML_DATA_ROOT": str(root), "PAVEDML_USE_CASES_DIR": str(cases)}
+    proc = subprocess.run([sys.executable, "-m", "pavedml", "import-history", "--use-case", VISITS_UC, "--from",
+                           str(REPO / "include/examples/diabetes_visits/visits.csv")], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rng = np.random.default_rng(5)
+    for day in VISIT_DAYS:
+        batch = pd.read_csv(root / f"landing/{VISITS_UC}/visits/dt={day}/visits.csv", dtype=str)
+        labels = pd.concat([pd.read_csv(p, dtype=str) for p in (root / f"landing/{VISITS_UC}/labels").glob("dt=*/*.csv")])
+        y = batch[["visit_id"]].merge(labels, on="visit_id")["progression"].astype(float).to_numpy()
+        part = root / VISITS_UC / f"predictions/dt={day}"
+        part.mkdir(parents=True)
+        champion = y + rng.normal(0, 30, len(y))
+        pd.DataFrame({"visit_id": batch["visit_id"], "event_timestamp": pd.to_datetime(batch["visit_time"], utc=True),
+                      "prediction": champion, "model_name": VISITS_UC, "model_version": "3", "served_by": "champion",
+                      "champion_version": "3", "champion_score": champion, "challenger_version": "4",
+                      "challenger_score": y + rng.normal(0, 50, len(y))}).to_parquet(part / "part-0.parquet")
+        (part / "_SCORED.json").write_text(json.dumps({"model_version": "3", "challenger_version": "4"}))
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PAVEDML_DATA_ROOT", str(root))
+    mp.setenv("PAVEDML_USE_CASES_DIR", str(cases))
+    yield root
+    mp.undo()
+
+
+def test_second_use_case_regression_metrics_equal_sklearn(visits):
+    from sklearn import metrics as m
+
+    result = run_step("measure_performance", "2025-03-05", VISITS_UC)
+    assert result.measured == VISIT_DAYS and result.primary_metric == "rmse"
+    day = VISIT_DAYS[0]
+    preds = pd.read_parquet(visits / VISITS_UC / f"predictions/dt={day}/part-0.parquet")
+    labels = pd.concat([pd.read_csv(p, dtype=str) for p in (visits / f"landing/{VISITS_UC}/labels").glob("dt=*/*.csv")])
+    joined = preds.merge(labels, on="visit_id")
+    y = joined["progression"].astype(float).to_numpy()
+    record = json.loads((visits / VISITS_UC / f"performance/dt={day}/metrics.json").read_text())
+    blocks = {b["role"]: b for b in record["versions"]}
+    assert set(blocks) == {"champion", "challenger"} and blocks["challenger"]["model_version"] == "4"
+    for role in ("champion", "challenger"):
+        got, p = blocks[role]["metrics"], joined[f"{role}_score"].to_numpy()
+        assert blocks[role]["n"] == len(y) > 5
+        assert got["rmse"]["value"] == pytest.approx(np.sqrt(m.mean_squared_error(y, p)), abs=1e-5)
+        assert got["mae"]["value"] == pytest.approx(m.mean_absolute_error(y, p), abs=1e-5)
+        assert got["r2"]["value"] == pytest.approx(m.r2_score(y, p), abs=1e-5)
+        assert got["rmse"]["lo"] < got["rmse"]["value"] < got["rmse"]["hi"]
+
+
+def test_second_use_case_degradation_requests_retraining_once(visits):
+    """rmse above the ceiling (evaluation.floors rmse: 80) on the newest day: an alert and a request."""
+    from pavedml.errors import SkipStep
+
+    last = VISIT_DAYS[-1]
+    with pytest.raises(SkipStep, match="within its floors"):
+        run_step("request_performance_retraining", "2025-03-05", VISITS_UC)
+    path = visits / f"landing/{VISITS_UC}/labels/dt=2025-03-05/labels.csv"  # labels of 03-04 (delay 1 day)
+    assert set(pd.read_csv(path, dtype=str)["snapshot_date"]) == {last}
+    labels = pd.read_csv(path, dtype=str)
+    labels["progression"] = (labels["progression"].astype(float) + 150).astype(str)
+    labels.to_csv(path, index=False)
+    assert run_step("measure_performance", "2025-03-05", VISITS_UC).measured == [last]
+    result = run_step("request_performance_retraining", "2025-03-05", VISITS_UC)
+    assert result.requested and result.window == [last]
+    assert "rmse" in result.alert["summary"].splitlines()[0] and "above its ceiling 80" in result.alert["summary"]
+    with pytest.raises(SkipStep, match="already made"):
+        run_step("request_performance_retraining", "2025-03-05", VISITS_UC)
+    made = [json.loads(line) for line in (visits / VISITS_UC / "drift/retrain_requests.jsonl").read_text().splitlines()]
+    assert len(made) == 1 and made[0]["source"] == "performance"
