@@ -606,7 +606,8 @@ def _plot(ctx: StepContext, history, holdouts: dict[str, float]) -> str:
         grp = grp.sort_values("ds")
         x = pd.to_datetime(grp["ds"])
         line = ax.plot(x, grp["value"], marker="o" if role == "champion" else "s",
-                       linestyle="-" if role == "champion" else "--", label=f"{role} v{version}")[0]
+                       linestyle="-" if role == "champion" else "--",
+                       label=f"{'champion' if role == 'champion' else 'shadow challenger'} v{version}")[0]
         ax.fill_between(x, grp["lo"].astype(float), grp["hi"].astype(float), color=line.get_color(), alpha=0.15)
     floor = uc.performance_floors.get(pm)
     if floor is not None:
@@ -623,6 +624,10 @@ def _plot(ctx: StepContext, history, holdouts: dict[str, float]) -> str:
         ax2.axhline(uc.drift.alert, color="red", linestyle="--", label="alert")
         ax2.set_ylabel("PSI of the model output")
         ax2.legend(fontsize=7, loc="upper left")
+    from matplotlib.dates import AutoDateLocator, DateFormatter
+
+    axes[-1][0].xaxis.set_major_locator(AutoDateLocator(minticks=2, maxticks=10))
+    axes[-1][0].xaxis.set_major_formatter(DateFormatter("%Y-%m-%d"))
     fig.autofmt_xdate()
     fig.tight_layout()
     plot = ctx.layout.performance_plot

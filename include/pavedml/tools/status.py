@@ -76,10 +76,14 @@ def _performance_lines(uc, layout: Layout) -> list[str]:
         from pavedml.adapters.tracking import connect
 
         client, _ = connect(get_settings(), uc.name)
-        tags = client.get_model_version(uc.model.registered_name, versions[-1]).tags if versions else {}
-        holdout = f"{float(tags[f'holdout_{pm}']):.4f}" if f"holdout_{pm}" in tags else "?"
     except Exception:  # status must render even when MLflow is down
-        holdout = "? (MLflow unavailable)"
+        client, holdout = None, "? (MLflow unavailable)"
+    if client is not None and versions:
+        try:
+            tags = client.get_model_version(uc.model.registered_name, versions[-1]).tags or {}
+            holdout = f"{float(tags[f'holdout_{pm}']):.4f} (v{versions[-1]})" if f"holdout_{pm}" in tags else "?"
+        except Exception:  # an unregistered version (or a registry gone since): no line to compare with
+            holdout = f"? (v{versions[-1]} not in the registry)"
     lines.append(f"  {'ceiling' if pm in LOWER_IS_BETTER else 'floor'} {floor if floor is not None else '-'}"
                  f"  training holdout {holdout}")
     if layout.performance_plot.exists():
