@@ -36,7 +36,6 @@ the cooldown; otherwise it exits with :data:`pavedml.errors.EXIT_SKIP` and the t
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -377,6 +376,8 @@ def _labels_of_days(ctx: StepContext, days: list[str]):
             validate_labels(ctx, uri, data, df)
             stamps = label_timestamps(df, uri)
             keep = stamps.dt.strftime("%Y-%m-%d").isin(wanted).to_numpy()
+            if not keep.any():
+                break
             frames.append(pd.DataFrame({
                 uc.entity.key: df[uc.entity.key].astype(str).to_numpy()[keep],
                 "label_time": stamps.to_numpy()[keep],
@@ -559,29 +560,18 @@ def request_retraining(ctx: StepContext) -> RetrainRequestResult:
     record = storage.read_json(str(report_path))
     if record["status"] != "drift":
         raise SkipStep(f"drift status for window {record['window']} is {record['status']}: no retrain request")
-    path = ctx.layout.retrain_requests
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        fh.seek(0)
-        previous = [json.loads(line) for line in fh.read().splitlines() if line.strip()]
-        for p in previous:
-            if p["window"] == record["window"] and p["data_hash"] == record["data_hash"]:
-                raise SkipStep(f"a retrain request for window {record['window']} was already made at {p['at']}")
-        if previous and uc.drift.cooldown_days:
-            last = max(previous, key=lambda p: p["ds"])
-            until = date.fromisoformat(last["ds"]) + timedelta(days=uc.drift.cooldown_days)
-            if ctx.ds < until and ds != last["ds"]:
-                raise SkipStep(f"cooldown: last retrain request on {last['ds']}; next one allowed from {until}")
-        psi = {f["name"]: round(f["psi"], 5) for f in record["report"]["features"]}
-        for name in ("prediction", "target"):  # the outputs judged by drift.judge_on
-            if record.get(name, {}).get("counts_toward_verdict") and "psi" in record[name]:
-                psi[name] = round(record[name]["psi"], 5)
-        alerts = record.get("alerts", record["report"]["alerts"])
-        extra = {"ds": ds, "window": record["window"], "data_hash": record["data_hash"],
-                 "model_version": record["model_version"], "alerts": alerts, "psi": psi,
-                 "report": str(report_path)}
-        fh.write(json.dumps({"at": datetime.now(UTC).isoformat(), **extra}, sort_keys=True) + "\n")
+    from pavedml.retrain import record_request
+
+    psi = {f["name"]: round(f["psi"], 5) for f in record["report"]["features"]}
+    for name in ("prediction", "target"):  # the outputs judged by drift.judge_on
+        if record.get(name, {}).get("counts_toward_verdict") and "psi" in record[name]:
+            psi[name] = round(record[name]["psi"], 5)
+    alerts = record.get("alerts", record["report"]["alerts"])
+    extra = {"ds": ds, "window": record["window"], "data_hash": record["data_hash"],
+             "model_version": record["model_version"], "alerts": alerts, "psi": psi,
+             "report": str(report_path)}
+    # one file, one lock, one cooldown shared with the performance monitor; once per window and data
+    record_request(ctx, {"window": record["window"], "data_hash": record["data_hash"]}, extra, source="drift")
     log.info("retrain requested for %s (alerts: %s)", record["window"], ", ".join(extra["alerts"]))
     return RetrainRequestResult(step="request_retraining", use_case=uc.name, ds=ds, requested=True,
                                 reason=f"PSI alert on {', '.join(extra['alerts'])}", window=record["window"],
