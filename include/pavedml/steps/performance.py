@@ -584,7 +584,8 @@ def _holdouts(ctx: StepContext, history) -> dict[str, float]:
 def _plot(ctx: StepContext, history, holdouts: dict[str, float]) -> str:
     """history.png: the realized primary metric per day (champion and shadow challenger, with their
     intervals), the floor and the champion's training-holdout line; under it the score PSI per day
-    (``drift/psi_history.csv`` rows for the model output) when the drift monitor recorded it."""
+    (``drift/psi_history.csv`` rows for the model output, and the target's once labels land) when the
+    drift monitor recorded it."""
     import matplotlib
     import pandas as pd
 
@@ -596,7 +597,7 @@ def _plot(ctx: StepContext, history, holdouts: dict[str, float]) -> str:
     psi = None
     if ctx.layout.drift_history.exists():
         drift = pd.read_csv(ctx.layout.drift_history, dtype={"ds": str})
-        psi = drift[drift["feature"].isin(["prediction", "probability"])]
+        psi = drift[drift["feature"].isin(["prediction", "probability", "target"])]
         psi = psi if len(psi) else None
     fig, axes = plt.subplots(2 if psi is not None else 1, 1, figsize=(8, 6 if psi is not None else 4.5),
                              sharex=True, squeeze=False)
@@ -619,10 +620,12 @@ def _plot(ctx: StepContext, history, holdouts: dict[str, float]) -> str:
     ax.legend(fontsize=7, loc="best")
     if psi is not None:
         ax2 = axes[1][0]
-        ax2.plot(pd.to_datetime(psi["ds"]), psi["psi"], marker="o", color="purple", label="score PSI")
+        for feature, grp in psi.groupby("feature"):
+            ax2.plot(pd.to_datetime(grp["ds"]), grp["psi"], marker="o",
+                     label="target PSI" if feature == "target" else "score PSI")
         ax2.axhline(uc.drift.warn, color="orange", linestyle="--", label="warn")
         ax2.axhline(uc.drift.alert, color="red", linestyle="--", label="alert")
-        ax2.set_ylabel("PSI of the model output")
+        ax2.set_ylabel("PSI (score, target)")
         ax2.legend(fontsize=7, loc="upper left")
     from matplotlib.dates import AutoDateLocator, DateFormatter
 
