@@ -295,11 +295,20 @@ def build_reference_from_chunks(read_chunks: Callable[[], Iterable[Any]], numeri
     samples: list[Any] = []
     categories: dict[str, set[Any]] = {name: set() for name in categorical}
     offset = 0
-    for chunk in frames():
+    for chunk in read_chunks():  # first pass: only the sampled numeric rows become pandas
         start = (-offset) % stride  # every stride-th row of the whole stream
-        samples.append(chunk[numeric].iloc[start::stride])
-        for name in categorical:
-            categories[name].update(chunk[name].dropna().unique().tolist())
+        if hasattr(chunk, "to_pandas") and hasattr(chunk, "schema"):
+            import pyarrow.compute as pc
+
+            _require_columns(list(chunk.schema.names), [*numeric, *categorical])
+            rows = _row_positions(start, chunk.num_rows, stride)
+            samples.append(chunk.select(numeric).take(rows).to_pandas())
+            for name in categorical:
+                categories[name].update(v for v in pc.unique(chunk.column(name)).to_pylist() if v is not None)
+        else:
+            samples.append(chunk[numeric].iloc[start::stride])
+            for name in categorical:
+                categories[name].update(chunk[name].dropna().unique().tolist())
         offset += len(chunk)
     sample = pd.concat(samples, ignore_index=True)
     skeleton: dict[str, Any] = build_reference(sample, numeric, [], bins=bins) if numeric else {
@@ -321,6 +330,13 @@ def build_reference_from_chunks(read_chunks: Callable[[], Iterable[Any]], numeri
     skeleton["n"] = n
     log.info("built PSI reference over %d streamed rows (quantiles from every %d-th row)", n, stride)
     return skeleton
+
+
+def _row_positions(start: int, stop: int, step: int):
+    """Row positions ``start, start + step, ... < stop`` as an array for ``pyarrow`` ``take``."""
+    import numpy as np
+
+    return np.arange(start, stop, step, dtype="int64")
 
 
 # ------------------------------------------------------------------------------------ time periods

@@ -135,6 +135,11 @@ def test_a_reference_streamed_in_chunks_matches_the_in_memory_one(weather):
     streamed = build_reference_from_chunks(chunks, INPUTS, ["city"], bins=POLICY.bins, total_rows=len(rows),
                                            max_sample_rows=400)
     assert streamed["n"] == len(rows) and streamed["features"]["city"] == exact["features"]["city"]
+    import pyarrow as pa  # pyarrow batches (as check_drift streams Parquet) give the same reference
+
+    table = pa.Table.from_pandas(rows[[*INPUTS, "city"]], preserve_index=False)
+    assert build_reference_from_chunks(lambda: iter(table.to_batches(max_chunksize=200)), INPUTS, ["city"],
+                                       bins=POLICY.bins, total_rows=len(rows), max_sample_rows=400) == streamed
     for name in INPUTS:
         assert sum(streamed["features"][name]["expected"]) == pytest.approx(1.0)
     window = month(weather, "2017-07")
