@@ -19,7 +19,8 @@ import yaml
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.dags
-PIPELINES = ["feature_pipeline", "training_pipeline", "model_rollback", "batch_scoring", "drift_monitor"]
+PIPELINES = ["feature_pipeline", "training_pipeline", "model_rollback", "batch_scoring", "drift_monitor",
+             "performance_monitor"]
 HEAVY = ("mlflow", "great_expectations", "evidently", "feast", "sklearn", "pandas")
 SHIPPED = REPO / "include" / "use_cases"
 EXAMPLES = sorted((REPO / "include" / "examples").glob("*/*.yaml"))
@@ -60,6 +61,8 @@ def expected_tasks(uc, pipeline: str) -> dict[str, set[str]]:
         "model_rollback": {"rollback_model": set()},
         "batch_scoring": {"score_customers": set()},
         "drift_monitor": {"wait_for_drift": {"request_retraining"}, "request_retraining": set()},
+        "performance_monitor": {"measure_performance": {"request_performance_retraining", "judge_live_evidence"},
+                                "request_performance_retraining": set(), "judge_live_evidence": set()},
     }[pipeline]
 
 

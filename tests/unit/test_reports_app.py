@@ -188,3 +188,21 @@ def test_labels_reports_belong_to_the_training_pipeline():
     assert labels is not None and labels.dag_ids == ("telco_churn_training_pipeline",)
     batch = find_report("telco_churn/validation/dt=2025-01-08/abc/runs/x/data_docs/index.html")
     assert batch is not None and batch.dag_ids == ("telco_churn_feature_pipeline",)
+
+
+def test_performance_reports_belong_to_the_performance_monitor():
+    """The realized-performance plot and a day's metrics are served to the performance monitor's readers;
+    a live-evidence decision also to the training DAG's; the history CSV and caches beside them are data."""
+    from pavedml.airflow.reports import find_report
+
+    plot = find_report("telco_churn/performance/history.png")
+    assert plot is not None and plot.dag_ids == ("telco_churn_performance_monitor",) and plot.view == "file"
+    day = find_report("telco_churn/performance/dt=2025-01-08/metrics.json")
+    assert day is not None and day.dag_ids == ("telco_churn_performance_monitor",)
+    live = find_report("telco_churn/registry/live/v3.json")
+    assert live is not None and "telco_churn_training_pipeline" in live.dag_ids
+    assert "telco_churn_performance_monitor" in live.dag_ids
+    for data in ("telco_churn/performance/history.csv", "telco_churn/performance/labels_index.json",
+                 "telco_churn/registry/live/v3.json.tmp", "telco_churn/performance/dt=2025-01-08/other.json",
+                 "telco_churn/registry/live/../ledger.jsonl"):
+        assert find_report(data) is None, data

@@ -26,6 +26,8 @@ from pavedml.layout import (
     DRIFT_REPORT,
     EVIDENTLY_REPORT,
     LEDGER_VIEW,
+    PERFORMANCE_DAY,
+    PERFORMANCE_PLOT,
     PSI_HISTORY_PLOT,
     PSI_TABLE,
 )
@@ -160,7 +162,8 @@ AREA_PIPELINES = {
     "labels": ("training_pipeline",),  # validation/labels/: written by build_training_set
     "drift": ("drift_monitor",),
     "training": ("training_pipeline",),
-    "registry": ("training_pipeline", "model_rollback"),
+    "registry": ("training_pipeline", "model_rollback", "performance_monitor"),
+    "performance": ("performance_monitor",),
 }
 _ODD = re.compile(r"[\x00-\x1f\x7f\\\ud800-\udfff\ufffd]")  # control, backslash, bytes that were not UTF-8
 
@@ -190,7 +193,8 @@ def find_report(path: str) -> Report | None:
     * ``<uc>/drift/dt=<ds>/``: ``report.json``, ``evidently.html``, ``psi_table.txt``; and
       ``<uc>/drift/psi_history.png``;
     * ``<uc>/training/<run>/decision.json`` and ``decision.md``;
-    * ``<uc>/registry/ledger.jsonl``, as a page only.
+    * ``<uc>/registry/ledger.jsonl``, as a page only; ``<uc>/registry/live/v<N>.json`` (a live-evidence decision);
+    * ``<uc>/performance/history.png`` and ``<uc>/performance/dt=<ds>/metrics.json`` (realized performance).
 
     Refused: empty, ``.`` and ``..`` parts, hidden parts (``.tmp-*`` folders being written), control
     characters (``%00``), backslashes, bytes that were not UTF-8 (``%ff``)
@@ -218,6 +222,11 @@ def find_report(path: str) -> Report | None:
         view = "markdown" if suffix == ".md" else "file"
     elif area == "registry" and "/".join([area, *rest]) == LEDGER_VIEW:
         view = "ledger"
+    elif area == "registry" and len(rest) == 2 and rest[0] == "live" and re.fullmatch(r"v[0-9]+\.json", name):
+        view = "file"
+    elif area == "performance" and (rest == [PERFORMANCE_PLOT]
+                                    or (len(rest) == 2 and rest[0].startswith("dt=") and name == PERFORMANCE_DAY)):
+        view = "file"
     if view is not None and area == "validation" and rest[0] == "labels":
         area = "labels"
     return None if view is None else Report(path=path, use_case=use_case, area=area, view=view)
