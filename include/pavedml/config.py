@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pavedml.errors import ConfigError
 
-PIPELINES = ("feature_pipeline", "training_pipeline", "batch_scoring", "drift_monitor", "model_rollback")
+PIPELINES = ("feature_pipeline", "training_pipeline", "batch_scoring", "drift_monitor", "performance_monitor",
+             "model_rollback")
 
 TASKS = ("binary_classification", "regression")
 

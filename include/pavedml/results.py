@@ -188,6 +188,6 @@ class PerformanceResult(StepResult):
     n: int
     newest_day: str | None
     history: str = ""
-    #: the plot (performance/history.png), linked from the task
-    report: str = ""
+    #: the plot (performance/history.png), linked from the task ("Realized performance")
+    performance_plot: str = ""
     seconds: float = 0.0

@@ -112,7 +112,8 @@ def test_each_link_is_labelled_by_what_it_opens(root):
     names = {link.key: link.name for link in STEP_LINKS}
     assert names == {"mlflow": "MLflow model version", "data_docs": "GX Data Docs",
                      "evidently": "Evidently drift report", "report": "Drift check (JSON)",
-                     "decision": "Promotion decision", "ledger": "Promotion ledger"}
+                     "decision": "Promotion decision", "ledger": "Promotion ledger",
+                     "performance": "Realized performance"}
     (root / "uc/drift/dt=2025-01-09/report.json").write_text("{}")
     drift = links_for(_results(root)["check_drift"])
     assert set(drift) == {"report", "evidently"}  # no "GX Data Docs" button on a drift check
@@ -126,6 +127,11 @@ def test_each_link_is_labelled_by_what_it_opens(root):
     decided = links_for(_results(root)["evaluate_challenger"])
     assert decided["decision"] == "/pavedml/reports/uc/training/run1/decision.md"  # the readable page
     assert links_for(_results(root)["promote_challenger"])["ledger"] == "/pavedml/reports/uc/registry/ledger.jsonl"
+    (root / "uc/performance").mkdir(parents=True)
+    (root / "uc/performance/history.png").write_bytes(b"png")
+    measured = links_for({"step": "measure_performance", "performance_plot": str(root / "uc/performance/history.png"),
+                          "history": str(root / "uc/performance/history.csv")})
+    assert measured == {"performance": "/pavedml/reports/uc/performance/history.png"}  # not the CSV: data
 
 
 def _client(root):

@@ -27,6 +27,7 @@ RESULT_FIELDS = {
     "report": ("report",),
     "decision": ("record",),
     "ledger": ("ledger",),
+    "performance": ("performance_plot",),
 }
 
 
@@ -124,4 +125,11 @@ class LedgerLink(_StepLink):
     key = "ledger"
 
 
-STEP_LINKS = (MlflowLink(), DataDocsLink(), EvidentlyLink(), ReportLink(), DecisionLink(), LedgerLink())
+@attrs.define()
+class PerformanceLink(_StepLink):
+    name = "Realized performance"
+    key = "performance"
+
+
+STEP_LINKS = (MlflowLink(), DataDocsLink(), EvidentlyLink(), ReportLink(), DecisionLink(), LedgerLink(),
+              PerformanceLink())

@@ -488,7 +488,7 @@ def measure_performance(ctx: StepContext) -> PerformanceResult:
                              model_version=newest["model_version"] if newest else None,
                              value=metric.get("value"), lo=metric.get("lo"), hi=metric.get("hi"),
                              n=newest["n"] if newest else 0, newest_day=newest["ds"] if newest else None,
-                             history=str(ctx.layout.performance_history), report=plot,
+                             history=str(ctx.layout.performance_history), performance_plot=plot,
                              seconds=round(time.perf_counter() - started, 3))
 
 
