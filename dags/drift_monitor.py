@@ -20,9 +20,9 @@ A time-based reference is binned on that period's features; if the period has fe
 the reason names the period and the days without features. It never falls back to another one.
 
 **What is judged** (`drift.judge_on`, default `[features]`). Always reported (report JSON, PSI
-table, history rows `prediction` and `target`): the model's output (score PSI) and, once labels
-have landed for the window's days (`label.delay_days` later; rerun the day to include them), the
-target. Name `predictions` / `target` in `judge_on` to make their alert a drift verdict.
+table, history rows `prediction` and `target`): the model's output (score PSI) and the target:
+the labels of the window moved back by `label.delay_days` (the newest labels known by `ds`),
+against the same reference choice around those days. Name `predictions` / `target` in `judge_on` to make their alert a drift verdict.
 `features` fires when at least `drift.min_alert_features` features alert. The PSI table also notes,
 for a flagged feature, its PSI against the same period last season ("likely seasonal").
 

@@ -77,7 +77,10 @@ def test_rolling_reference_is_the_days_before_the_window_and_stays_quiet(pipelin
     # the model output is compared with the reference days' predictions, reported, not judged
     assert rec["prediction"]["status"] == "ok" and rec["prediction"]["counts_toward_verdict"] is False
     assert result.prediction_psi == pytest.approx(rec["prediction"]["psi"], abs=1e-5)
-    # the target: the window day's labels (landed two days later) against the reference days' labels
+    # the target: labels land two days late, so the newest known by the window's day are those of
+    # 2025-01-06, compared with the labels of the three days before it
+    assert rec["target"]["days"] == ["2025-01-06"]
+    assert rec["target"]["reference_days"] == ["2025-01-03", "2025-01-04", "2025-01-05"]
     assert rec["target"]["n_actual"] == 1500 and rec["target"]["bins"][:2] == ["0", "1"]
     assert rec["target"]["status"] == "ok"
     table = (pipeline / f"{UC}/drift/dt={LAST_DAY}/psi_table.txt").read_text()
@@ -157,11 +160,12 @@ def _flip_labels(root, label_day: str, fraction: float, seed: int = 0) -> None:
 
 
 def test_judged_target_fires_while_the_features_stay_quiet(pipeline, drift_config):
-    """The labels of the window day (landed on 2025-01-10) shift; its features do not."""
-    path = pipeline / f"landing/{UC}/labels/dt=2025-01-10/labels.csv"
+    """The newest labels known by the window's day (those of 2025-01-06, landed on 2025-01-08)
+    shift; the features do not."""
+    path = pipeline / f"landing/{UC}/labels/dt={LAST_DAY}/labels.csv"
     keep = path.read_text()
     try:
-        _flip_labels(pipeline, "2025-01-10", 0.6)
+        _flip_labels(pipeline, LAST_DAY, 0.6)
         drift_config(reference="rolling", reference_days=3)
         reported = check(LAST_DAY)  # judge_on: [features] (default): reported, no drift
         assert reported.status == "no_drift" and reported.alerts == []
@@ -211,6 +215,7 @@ def test_training_reference_keeps_its_behaviour_and_adds_target_and_seasonal_not
     rec = report(pipeline, DRIFT_DAY)
     assert rec["reference"]["kind"] == "training" and rec["prediction"]["counts_toward_verdict"] is False
     assert rec["target"]["bins"][:2] == ["0", "1"] and rec["target"]["n_actual"] == 1500
+    assert rec["target"]["days"] == ["2025-01-07"] and rec["target"]["status"] == "ok"
     note = rec["seasonality"]["MonthlyCharges"]
     assert note["period"] == ["2025-01-01", "2025-01-02", "2025-01-03"]
     assert note["note"].endswith("not only seasonal") and note["seasonal_psi"] >= 0.25

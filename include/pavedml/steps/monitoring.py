@@ -18,9 +18,10 @@ replaced by another reference.
 
 Beside the features, two outputs are measured: the model's output (``prediction``: the window's
 scores against the training split's scores, or against the reference period's published scores)
-and, once labels land, the target (``target``: the labels of the window's days against the
-reference period's labels, or, for the training reference, a classifier's training positive rate
-from the version's dataset manifest; a regressor's target is not checked against training). Both
+and, once labels land, the target (``target``: the labels of the window's days moved back by
+``label.delay_days``, the newest known by ds, against the labels of the same reference choice
+around those days, or, for the training reference, a classifier's training positive rate from the
+version's dataset manifest; a regressor's target is not checked against training). Both
 are in the report JSON, the PSI table and the PSI history (rows ``prediction`` and ``target``);
 they count toward the verdict only when ``drift.judge_on`` names them (``predictions``,
 ``target``); ``features`` counts when at least ``drift.min_alert_features`` features alert.
@@ -158,7 +159,7 @@ def check_drift(ctx: StepContext) -> DriftCheckResult:
     report = acc.result(warn=warn, alert=alert, per_feature=policy.per_feature, min_samples=policy.min_samples)
     notes: dict[str, str] = {}
     prediction = _prediction_psi(ctx, reference, version, days, period, notes, warn=warn, alert=alert)
-    target = _target_psi(ctx, version, days, period, notes, warn=warn, alert=alert)
+    target, target_days = _target_psi(ctx, version, days, notes, warn=warn, alert=alert)
     status, fired = verdict(report, policy, {PREDICTION: prediction, TARGET: target})
     seasonality = _seasonality_notes(ctx, report, days, warn=warn, alert=alert)
     out = ctx.layout.drift_dir(ds)
@@ -172,6 +173,7 @@ def check_drift(ctx: StepContext) -> DriftCheckResult:
         else:
             record[name] = {"checked": False, "reason": notes.get(name, ""),
                             "counts_toward_verdict": part in policy.judge_on}
+    record[TARGET].update(target_days)
     if seasonality:
         record["seasonality"] = seasonality
     judged = {name for name, part in ((PREDICTION, "predictions"), (TARGET, "target")) if part in policy.judge_on}
@@ -351,8 +353,8 @@ def _prediction_psi(ctx: StepContext, reference: dict, version: str, days: list[
 def _labels_of_days(ctx: StepContext, days: list[str]):
     """The labels (:data:`pavedml.metrics.LABEL` values) whose label time falls on one of ``days``,
     from the landing partitions where they are due (``dt`` from the first day to the last day plus
-    ``label.delay_days``; a label landing later than that is not looked for), validated as training
-    reads them. An empty frame when none landed."""
+    ``label.delay_days``, never after ds; a label landing later than that is not looked for),
+    validated as training reads them. An empty frame when none landed."""
     import io
 
     import pandas as pd
@@ -366,6 +368,8 @@ def _labels_of_days(ctx: StepContext, days: list[str]):
     first, last = date.fromisoformat(min(days)), date.fromisoformat(max(days))
     frames = []
     for offset in range((last - first).days + uc.label.delay_days + 1):
+        if first + timedelta(days=offset) > ctx.ds:  # a task reads what is known by its day
+            break
         day = (first + timedelta(days=offset)).isoformat()
         for fmt in ("csv", "parquet"):
             uri = ctx.layout.landing_file(uc.label.dataset, day, fmt)
@@ -419,32 +423,40 @@ def _training_target_reference(ctx: StepContext, version: str) -> tuple[dict | N
                  "null_fraction": 0.0}}}, ""
 
 
-def _target_psi(ctx: StepContext, version: str, days: list[str], period, notes: dict, *, warn: float,
-                alert: float):
-    """PSI of the target (the labels of the window's days, once they land) against the reference
-    period's labels (a time-based reference) or the training split's positive rate (training), or
-    None with the reason in ``notes["target"]``."""
-    from pavedml.drift import TARGET, PsiAccumulator, build_reference
+def _target_psi(ctx: StepContext, version: str, days: list[str], notes: dict, *, warn: float, alert: float):
+    """(PSI of the target or None with the reason in ``notes["target"]``, the days it covers).
+
+    Labels land ``label.delay_days`` after their day, so the target is watched on the window moved
+    back by that delay (the newest labels known by ds, read from landing partitions dt <= ds: a
+    rerun gives the same answer) against the same reference choice around those days: their
+    rolling/seasonal period's labels, or, for the training reference, the training split's
+    positive rate (a classifier)."""
+    from pavedml.drift import TARGET, PsiAccumulator, build_reference, reference_period
 
     uc = ctx.use_case
-    window = _labels_of_days(ctx, days)
+    delay = uc.label.delay_days
+    label_days = [(date.fromisoformat(d) - timedelta(days=delay)).isoformat() for d in days]
+    period = reference_period(label_days, uc.drift.reference, uc.drift.reference_days, uc.drift.season_days)
+    covers = {"days": label_days, "reference_days": period.days}
+    window = _labels_of_days(ctx, label_days)
     if window.empty:
-        notes[TARGET] = f"no labels have landed yet for the window {_span(days)}"
+        notes[TARGET] = (f"no labels have landed for {_span(label_days)} (the window moved back by "
+                         f"label.delay_days={delay})")
         log.info("target drift not checked: %s", notes[TARGET])
-        return None
+        return None, covers
     window = window.astype("int64" if not uc.is_regression else "float64")
     if not period.days:
         ref, why = _training_target_reference(ctx, version)
         if ref is None:
             notes[TARGET] = why
-            return None
+            return None, covers
     else:
         labels = _labels_of_days(ctx, period.days)
         if len(labels) < uc.drift.min_samples:
             notes[TARGET] = (f"{period.describe()}: {len(labels)} labels landed for its days "
                              f"(drift.min_samples is {uc.drift.min_samples})")
             log.warning("target drift not checked: %s", notes[TARGET])
-            return None
+            return None, covers
         labels = labels.astype(window.dtypes[TARGET])
         numeric, categorical = ([TARGET], []) if uc.is_regression else ([], [TARGET])
         ref = build_reference(labels, numeric, categorical, bins=uc.drift.bins)
@@ -452,9 +464,9 @@ def _target_psi(ctx: StepContext, version: str, days: list[str], period, notes: 
     acc.update(window)
     result = acc.result(warn=warn, alert=alert, min_samples=uc.drift.min_samples).features[0]
     if result.status in ("warn", "alert"):
-        log.warning("the target drifted: PSI %.4f (%s; %s)", result.psi, result.status,
+        log.warning("the target drifted on %s: PSI %.4f (%s; %s)", _span(label_days), result.psi, result.status,
                     "counts toward the verdict" if "target" in uc.drift.judge_on else "not part of the verdict")
-    return result
+    return result, covers
 
 
 def _seasonality_notes(ctx: StepContext, report, days: list[str], *, warn: float, alert: float) -> dict:
