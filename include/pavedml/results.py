@@ -141,9 +141,14 @@ class DriftCheckResult(StepResult):
     evidently_report: str = ""
     reason: str = ""
     model_name: str = ""
-    #: PSI of the model's output on the window against its training distribution: reported, never
-    #: part of the verdict; None for a model whose reference predates it
+    #: PSI of the model's output (score PSI) on the window against the reference; part of the verdict
+    #: only when ``drift.judge_on`` names ``predictions``; None when not checked
     prediction_psi: float | None = None
+    #: PSI of the target (the newest labels known by ds) against the reference; part of the verdict
+    #: only when ``drift.judge_on`` names ``target``; None when not checked
+    target_psi: float | None = None
+    #: what the window was compared with: training | rolling | seasonal
+    reference: str = "training"
 
 
 @dataclass(frozen=True)

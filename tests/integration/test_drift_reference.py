@@ -70,6 +70,7 @@ def test_rolling_reference_is_the_days_before_the_window_and_stays_quiet(pipelin
     drift_config(reference="rolling", reference_days=3)
     result = check(LAST_DAY)
     assert result.status == "no_drift", result
+    assert result.reference == "rolling"
     rec = report(pipeline, LAST_DAY)
     assert rec["reference"]["kind"] == "rolling"
     assert rec["reference"]["days"] == ["2025-01-05", "2025-01-06", "2025-01-07"]
@@ -128,7 +129,7 @@ def test_seasonal_reference_is_the_same_period_a_season_ago(pipeline, drift_conf
 def test_a_season_without_history_is_named_and_never_judged(pipeline, drift_config):
     drift_config(reference="seasonal", reference_days=28, season_days=365)
     result = check(LAST_DAY)
-    assert result.status == "insufficient_data" and result.alerts == []
+    assert result.status == "insufficient_data" and result.alerts == [] and result.reference == "seasonal"
     assert "seasonal reference 2023-12-26 .. 2024-01-22 (28 days)" in result.reason
     assert "no features partition for any of its days" in result.reason
     assert "features exist for 2025-01-01 .. 2025-01-09" in result.reason
@@ -176,6 +177,7 @@ def test_judged_target_fires_while_the_features_stay_quiet(pipeline, drift_confi
         drift_config(reference="rolling", reference_days=3, judge_on=["features", "target"])
         judged = check(LAST_DAY)
         assert judged.status == "drift" and judged.alerts == ["target"], judged
+        assert judged.target_psi is not None and judged.target_psi >= 0.25
         table = (pipeline / f"{UC}/drift/dt={LAST_DAY}/psi_table.txt").read_text()
         assert "target" in table and "counts toward the verdict" in table
         request = run_step("request_retraining", LAST_DAY, dag_id="telco_churn_drift_monitor",

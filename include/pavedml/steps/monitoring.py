@@ -206,7 +206,9 @@ def check_drift(ctx: StepContext) -> DriftCheckResult:
                             warnings=list(report.warnings), psi={f.name: round(f.psi, 5) for f in report.features},
                             report=str(ctx.layout.drift_report(ds)), evidently_report=evidently,
                             reason=reason,
-                            prediction_psi=None if prediction is None else round(prediction.psi, 5))
+                            prediction_psi=None if prediction is None else round(prediction.psi, 5),
+                            target_psi=None if target is None else round(target.psi, 5),
+                            reference=policy.reference)
 
 
 def _iter_batches(path, columns: list[str], chunk_rows: int):
@@ -268,7 +270,8 @@ def _insufficient_reference(ctx: StepContext, days, version, data_hash, period, 
         (tmp / PSI_TABLE).write_text(f"not judged: {reason}\n")
     return DriftCheckResult(step="check_drift", use_case=uc.name, ds=ds, status="insufficient_data", window=days,
                             model_version=version, model_name=uc.model.registered_name, data_hash=data_hash,
-                            alerts=[], warnings=[], psi={}, report=str(ctx.layout.drift_report(ds)), reason=reason)
+                            alerts=[], warnings=[], psi={}, report=str(ctx.layout.drift_report(ds)), reason=reason,
+                            reference=uc.drift.reference)
 
 
 def _prediction_column(uc, path) -> str | None:
