@@ -9,11 +9,17 @@ intervals, in `performance/dt=<day>/metrics.json`, `performance/history.csv` and
 `performance/history.png` (floor, training-holdout line, score PSI). A day whose predictions and
 labels files did not change is not measured again. Then:
 - `request_performance_retraining` judges the champion on the newest `performance.judge_days`
-  labelled days, pooled: below a floor (`performance.floors`, else `evaluation.floors`) or worse than
+  labelled days whose labels are due (`day <= ds - label.delay_days`: a newer day with a few early
+  labels is measured but not judged), pooled: below a floor (`performance.floors`, else `evaluation.floors`) or worse than
   its training holdout by more than `performance.max_drop` sends a `performance_degraded` alert and
   emits the `<use case>.retrain_request` Asset (the drift monitor's: same dedup, same
   `drift.cooldown_days`). Otherwise, or with fewer than `performance.min_rows` labelled rows, it is
-  *skipped* and the run succeeds (the reason is in its log).
+  *skipped* and the run succeeds (the reason is in its log). A metric that cannot be computed
+  (the judged rows hold one class: AUC, f1, precision, recall) is skipped with that reason, never
+  "within its floors".
+- A run never overwrites a day's record measured by a later run (its `as_of`): a backfill or a
+  labels event for an old partition cannot see the corrections that landed since (it logs "kept
+  the records of ...").
 - `judge_live_evidence` decides a challenger waiting in shadow (`evaluation.require_shadow_days`)
   once it has its labelled shadow days; skipped when there is nothing to decide.
 

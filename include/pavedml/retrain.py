@@ -5,8 +5,9 @@ The drift monitor (PSI) and the performance monitor (realized metrics) emit the 
 request it appends it here, under an exclusive lock, to ``layout.retrain_requests`` (JSON lines).
 A request whose dedup key (e.g. the window and data hash) equals an earlier one of the same
 source is refused (a rerun never asks twice), and so is any request within ``drift.cooldown_days``
-of the newest one (from any source) unless it is for that same day: one retraining answers both
-monitors.
+of an earlier one unless both are the same monitor's on the same day (its own reruns and other
+windows that day). A drift request and a performance request on the same day are NOT both let
+through: one retraining answers both monitors.
 """
 
 from __future__ import annotations
@@ -45,11 +46,18 @@ def record_request(ctx: StepContext, key: dict[str, Any], extra: dict[str, Any],
                 what = ", ".join(f"{k} {v}" for k, v in key.items() if k != "data_hash")
                 raise SkipStep(f"a retrain request for {what} was already made at {p['at']}")
         if previous and uc.drift.cooldown_days:
-            last = max(previous, key=lambda p: p["ds"])
-            until = date.fromisoformat(last["ds"]) + timedelta(days=uc.drift.cooldown_days)
-            if ctx.ds < until and ds != last["ds"]:
-                raise SkipStep(f"cooldown: last retrain request on {last['ds']} "
-                               f"({last.get('source', 'drift')}); next one allowed from {until}")
+            cooldown = timedelta(days=uc.drift.cooldown_days)
+            blocking = [p for p in previous
+                        if ctx.ds < date.fromisoformat(p["ds"]) + cooldown
+                        and not (p["ds"] == ds and p.get("source", "drift") == source)]
+            if blocking:
+                last = max(blocking, key=lambda p: (p["ds"], p["at"]))
+                until = date.fromisoformat(last["ds"]) + cooldown
+                other = last.get("source", "drift")
+                same_day = (f"; one retraining answers both monitors (the {other} monitor asked on {ds})"
+                            if last["ds"] == ds else "")
+                raise SkipStep(f"cooldown: last retrain request on {last['ds']} ({other}, at {last['at']})"
+                               f"{same_day}; next one allowed from {until}")
         record = {"at": datetime.now(UTC).isoformat(), "source": source, **key, **extra}
         fh.write(json.dumps(record, sort_keys=True, default=str) + "\n")
     return record

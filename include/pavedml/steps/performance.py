@@ -288,6 +288,9 @@ CI_METHOD = {
     "pr_auc": f"bootstrap standard error (m-out-of-n: at most {BOOTSTRAP_ROWS} rows a resample, scaled by "
               "sqrt(m/n)), normal interval",
     "ece": "bootstrap standard error (as pr_auc)", "r2": "bootstrap standard error (as pr_auc)",
+    "precision": "normal interval of a proportion (of the rows predicted positive)",
+    "recall": "normal interval of a proportion (of the rows labelled positive)",
+    "f1": "bootstrap standard error (as pr_auc)",
 }
 
 
@@ -301,6 +304,37 @@ def expected_calibration_error(y, p, bins: int = ECE_BINS) -> float:
     count = np.bincount(which, minlength=bins)
     gap = np.abs(np.bincount(which, weights=p, minlength=bins) - np.bincount(which, weights=y, minlength=bins))
     return float(gap.sum() / max(len(y), 1)) if count.any() else float("nan")
+
+
+def thresholded_counts(y, s, threshold: float | None = None) -> tuple[int, int, int]:
+    """(true positives, false positives, false negatives) of the 0/1 decision ``s >= threshold``
+    (:data:`pavedml.metrics.DECISION_THRESHOLD`, the cut scoring publishes)."""
+    import numpy as np
+
+    from pavedml.metrics import DECISION_THRESHOLD
+
+    y = np.asarray(y, dtype="float64") > 0.5
+    pred = np.asarray(s, dtype="float64") >= (DECISION_THRESHOLD if threshold is None else threshold)
+    tp = int(np.count_nonzero(pred & y))
+    return tp, int(np.count_nonzero(pred)) - tp, int(np.count_nonzero(y)) - tp
+
+
+def f1_at_threshold(y, s) -> float:
+    """F1 of the decision at :data:`pavedml.metrics.DECISION_THRESHOLD` (0 when nothing is predicted
+    or labelled positive, as ``sklearn.metrics.f1_score(zero_division=0)``): two counts, no sort."""
+    tp, fp, fn = thresholded_counts(y, s)
+    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+
+def _proportion_ci(hits: int, total: int, z: float) -> tuple[float, float, float]:
+    """A share with its normal (Wald) interval; 0 with no interval when ``total`` is 0."""
+    import math
+
+    if total == 0:
+        return 0.0, float("nan"), float("nan")
+    p = hits / total
+    half = z * math.sqrt(p * (1 - p) / total)
+    return p, p - half, p + half
 
 
 def _z(confidence: float) -> float:
@@ -362,8 +396,10 @@ def realized_metrics(task: str, y, scores, *, resamples: int = 200, confidence: 
                      seed: int = 0) -> dict[str, dict]:
     """Metric -> {"value", "lo", "hi"} of ``scores`` against labels ``y`` (intervals at
     ``confidence``; None where undefined, e.g. AUC on a single class). Classification: roc_auc,
-    pr_auc, brier, log_loss (as :func:`pavedml.metrics.classification_metrics` computes them),
-    calibration (mean_predicted, observed_rate, ece over 10 bins). Regression: rmse, mae, r2,
+    pr_auc, brier, log_loss, and f1, precision, recall of the decision at
+    :data:`pavedml.metrics.DECISION_THRESHOLD` (as :func:`pavedml.metrics.classification_metrics`
+    computes them, the thresholded ones from two counts rather than scikit-learn's checks, which
+    cost seconds at 1M rows; None like the AUCs when the rows hold one class), calibration (mean_predicted, observed_rate, ece over 10 bins). Regression: rmse, mae, r2,
     mean_predicted, observed_rate (the mean target). Intervals: :data:`CI_METHOD` (analytic where
     a formula exists, so 1M rows cost no resampling; a capped bootstrap otherwise)."""
     import numpy as np
@@ -387,8 +423,6 @@ def realized_metrics(task: str, y, scores, *, resamples: int = 200, confidence: 
         out["observed_rate"] = _entry(*_mean_ci(y, z))
         return out
     two_classes = 0 < y.sum() < len(y)
-    # the scikit-learn scores classification_metrics reports (its thresholded f1/precision/recall
-    # are left out: they say little about a score's quality and cost seconds at 1M rows)
     point = {"roc_auc": float(m.roc_auc_score(y, s)), "pr_auc": float(m.average_precision_score(y, s))} \
         if two_classes else {}
     n1, n0 = float(y.sum()), float(len(y) - y.sum())
@@ -400,8 +434,15 @@ def realized_metrics(task: str, y, scores, *, resamples: int = 200, confidence: 
         ap = point["pr_auc"]
         se_ap = _bootstrap_se(m.average_precision_score, y, s, resamples, seed)
         out["pr_auc"] = _entry(ap, *_around(ap, se_ap, z), bounds=(0.0, 1.0))
-    else:
-        out["roc_auc"] = out["pr_auc"] = _entry(None)
+        tp, fp, fn = thresholded_counts(y, s)
+        out["precision"] = _entry(*_proportion_ci(tp, tp + fp, z), bounds=(0.0, 1.0))
+        out["recall"] = _entry(*_proportion_ci(tp, tp + fn, z), bounds=(0.0, 1.0))
+        f1 = f1_at_threshold(y, s)
+        se_f1 = _bootstrap_se(f1_at_threshold, y, s, resamples, seed + 2)
+        out["f1"] = _entry(f1, *_around(f1, se_f1, z), bounds=(0.0, 1.0))
+    else:  # one class (or no row): ranking and the thresholded metrics are undefined
+        for name in ("roc_auc", "pr_auc", "f1", "precision", "recall"):
+            out[name] = _entry(None)
     p = np.clip(s, 1e-15, 1 - 1e-15)
     out["brier"] = _entry(*_mean_ci((s - y) ** 2, z), bounds=(0.0, 1.0))
     out["log_loss"] = _entry(*_mean_ci(-(y * np.log(p) + (1 - y) * np.log(1 - p)), z), bounds=(0.0, None))
@@ -437,13 +478,20 @@ def measure_performance(ctx: StepContext) -> PerformanceResult:
     """Realized metrics per scored day and model version for every day in ``[ds - lookback_days,
     ds]`` whose labels have landed, one day in memory at a time. Writes
     ``performance/dt=<d>/metrics.json`` (only when the day's predictions or labels files changed:
-    the record is keyed by their hash, and holds no time of its own, so a rerun leaves it as it
-    is), ``performance/history.csv`` and the plot ``performance/history.png``."""
+    the record is keyed by their hash, and holds no clock time, so a rerun leaves it as it is),
+    ``performance/history.csv`` and the plot ``performance/history.png``.
+
+    Each record names its knowledge day ``as_of`` (the run's ds: it read the labels partitions
+    landed by then). A run never replaces a record of a later ``as_of``: an earlier run (a backfill,
+    a labels Asset event re-delivering an old partition, whose run takes the event's ds) cannot see
+    the corrections that landed since, so its metrics would revert them; it keeps that record (and
+    its history rows) and logs that a newer one exists."""
     uc, ds = ctx.use_case, ctx.ds
     started = time.perf_counter()
     days = [ds - timedelta(days=i) for i in reversed(range(uc.performance.lookback_days + 1))]
     index = LabelsIndex(ctx)
     measured, unchanged, waiting, records = [], [], [], {}
+    newer: list[str] = []
     for day in days:
         d = day.isoformat()
         if not ctx.layout.predictions_scored(d).exists():
@@ -454,7 +502,10 @@ def measure_performance(ctx: StepContext) -> PerformanceResult:
             continue
         digest = day_digest(ctx, day, files)
         path = ctx.layout.performance_day(d)
-        if path.exists() and (old := storage.read_json(str(path))).get("digest") == digest:
+        old = storage.read_json(str(path)) if path.exists() else None
+        if old is not None and (old.get("digest") == digest or old.get("as_of", "") > ctx.ds_iso):
+            if old.get("digest") != digest:
+                newer.append(f"{d} (as of {old['as_of']})")
             unchanged.append(d)
             records[d] = old
             continue
@@ -462,7 +513,7 @@ def measure_performance(ctx: StepContext) -> PerformanceResult:
         if joined is None:
             waiting.append(d)
             continue
-        record = {"ds": d, "use_case": uc.name, "task": uc.task, "digest": digest, "rows": len(joined),
+        record = {"ds": d, "as_of": ctx.ds_iso, "use_case": uc.name, "task": uc.task, "digest": digest, "rows": len(joined),
                   "primary_metric": uc.evaluation.primary_metric, "confidence": uc.performance.confidence,
                   "bootstrap": uc.performance.bootstrap, "ci_method": CI_METHOD,
                   "predictions": str(ctx.layout.predictions_partition(d) / PART_FILE),
@@ -478,6 +529,9 @@ def measure_performance(ctx: StepContext) -> PerformanceResult:
     plot = _plot(ctx, history, holdouts) if len(history) else ""
     table = _table(ctx, records)
     log.info("realized %s of %s (days x versions; value [CI] n):\n%s", uc.evaluation.primary_metric, uc.name, table)
+    if newer:
+        log.warning("kept the records of %s: measured by a later run, with labels this run (as of %s) "
+                    "cannot see; a run of that day or later measures them again", ", ".join(newer), ctx.ds_iso)
     if waiting:
         log.info("scored days without labels yet: %s (label delay %d day(s))", ", ".join(waiting), uc.label.delay_days)
     newest = _newest_champion(records)
@@ -675,6 +729,34 @@ def measured_days(ctx: StepContext) -> list[str]:
     return [d for d in days if ctx.layout.performance_day(d).exists()]
 
 
+def due_days(days: list[str], ds: date, delay_days: int) -> list[str]:
+    """The days of ``days`` whose labels are due by ``ds``: ``d <= ds - delay_days`` (their normal
+    labels partition has landed by the run's day). A newer day holding only a few early labels is
+    not one to judge the champion on; its late labels are still measured."""
+    last = ds - timedelta(days=delay_days)
+    return [d for d in days if date.fromisoformat(d) <= last]
+
+
+def unjudgeable(uc, metrics: dict[str, dict], y, where: str) -> str | None:
+    """Why the judge cannot judge (None: it can): a metric with a floor, or the primary metric,
+    has no value on the pooled labelled rows (one class: AUCs and the thresholded metrics are
+    undefined). Never "within its floors" for a metric nobody could compute."""
+    import numpy as np
+
+    judged = sorted({*uc.performance_floors, uc.evaluation.primary_metric})
+    missing = [name for name in judged if (metrics.get(name) or {}).get("value") is None]
+    if not missing:
+        return None
+    y = np.asarray(y, dtype="float64")
+    names = ", ".join(missing)
+    if not uc.is_regression and len(y) and (y.min() == y.max()):
+        return (f"the labelled rows of {where} hold one class ({int(y[0])}, {len(y)} rows): {names} "
+                f"cannot be judged")
+    if not len(y):
+        return f"no labelled rows for {where}: {names} cannot be judged"
+    return f"{names} could not be computed on the {len(y)} labelled rows of {where}: cannot be judged"
+
+
 def judge_realized(uc, metrics: dict[str, dict], holdout: dict[str, float]) -> list[str]:
     """What is wrong with the champion's realized metrics (empty: nothing): a metric below its floor
     (above it for a lower-is-better metric: a ceiling), or the primary metric worse than the
@@ -707,7 +789,10 @@ def judge_realized(uc, metrics: dict[str, dict], holdout: dict[str, float]) -> l
 
 def request_performance_retraining(ctx: StepContext) -> RetrainRequestResult:
     """Judge the champion over the newest ``performance.judge_days`` labelled days, pooled (the
-    metric recomputed on the joined rows, not an average of days). Degraded (:func:`judge_realized`)
+    metric recomputed on the joined rows, not an average of days). A day counts as labelled only
+    once its labels are due (:func:`due_days`: ``d <= ds - label.delay_days``): a newer day with a
+    few early labels would judge the champion on a handful of rows. A metric with a floor, or the
+    primary metric, that cannot be computed (one class) skips saying so (:func:`unjudgeable`). Degraded (:func:`judge_realized`)
     with at least ``performance.min_rows`` rows: a ``performance_degraded`` alert and, with
     ``performance.request_retraining``, a retrain request (the drift monitor's Asset, file, dedup and
     cooldown: :func:`pavedml.retrain.record_request`; the dedup key is the judged days and the hash
@@ -726,7 +811,12 @@ def request_performance_retraining(ctx: StepContext) -> RetrainRequestResult:
     if not days:
         raise SkipStep(f"no labelled scored day in the {perf.lookback_days} days up to {ds} "
                        f"(label delay {uc.label.delay_days} day(s)): nothing to judge")
-    judged = days[-perf.judge_days:]
+    due = due_days(days, ctx.ds, uc.label.delay_days)
+    if not due:
+        raise SkipStep(f"no measured day up to {ctx.ds - timedelta(days=uc.label.delay_days)} (ds {ds} - label "
+                       f"delay {uc.label.delay_days} day(s)) in the {perf.lookback_days} days up to {ds}: "
+                       f"the labels of {', '.join(days)} are not all due yet; nothing to judge")
+    judged = due[-perf.judge_days:]
     index = LabelsIndex(ctx)
     frames = [f for d in judged if (f := labelled_predictions(ctx, d, index)) is not None]
     if not frames:
@@ -746,6 +836,9 @@ def request_performance_retraining(ctx: StepContext) -> RetrainRequestResult:
                                confidence=perf.confidence, seed=int(data_hash[:8], 16))
     holdout = champion_holdout(ctx, version)
     breaches = judge_realized(uc, metrics, holdout)
+    reason = unjudgeable(uc, metrics, pooled[LABEL].to_numpy(dtype="float64"), where)
+    if reason and not breaches:  # a breach of a metric that could be computed still alerts
+        raise SkipStep(f"champion v{version}: {reason}")
     m = metrics.get(pm) or {}
     value = m.get("value")
     shown = "n/a" if value is None else f"{value:.4f} [{m.get('lo')}, {m.get('hi')}]"

@@ -55,6 +55,17 @@ def _psi_lines(layout: Layout) -> list[str]:
             + [f"  {line}" for line in output])  # the model output's PSI, whatever the feature count
 
 
+def _version_key(version: str) -> tuple[int, int, str]:
+    """Registry versions in number order ("9" before "10"); anything else after them, as text."""
+    text = str(version)
+    return (0, int(text), "") if text.isdigit() else (1, 0, text)
+
+
+def _bound(value) -> str:
+    """An interval bound, "n/a" when there is none (performance.bootstrap 0, too few rows)."""
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def _performance_lines(uc, layout: Layout) -> list[str]:
     """The newest labelled day's realized primary metric per model version (value, interval, rows),
     the floor and the champion's training holdout, and the plot."""
@@ -64,10 +75,10 @@ def _performance_lines(uc, layout: Layout) -> list[str]:
     record = storage.read_json(str(records[-1]))
     pm = record["primary_metric"]
     lines = [f"  {record['ds']}  {pm} (realized, {record['confidence']:.0%} interval)"]
-    versions = sorted({b["model_version"] for b in record["versions"] if b["role"] == "champion"})
-    for b in sorted(record["versions"], key=lambda b: (b["role"] != "champion", b["model_version"])):
+    versions = sorted({b["model_version"] for b in record["versions"] if b["role"] == "champion"}, key=_version_key)
+    for b in sorted(record["versions"], key=lambda b: (b["role"] != "champion", _version_key(b["model_version"]))):
         m = b["metrics"].get(pm) or {}
-        value = "n/a" if m.get("value") is None else f"{m['value']:.4f} [{m['lo']:.4f}, {m['hi']:.4f}]"
+        value = "n/a" if m.get("value") is None else f"{m['value']:.4f} [{_bound(m.get('lo'))}, {_bound(m.get('hi'))}]"
         role = "champion" if b["role"] == "champion" else "shadow challenger"
         lines.append(f"  {role:<18} v{b['model_version']:<4} {value}  n={b['n']}")
     floor = uc.performance_floors.get(pm)
