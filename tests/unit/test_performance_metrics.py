@@ -89,3 +89,29 @@ def test_only_days_whose_labels_are_due_are_judged():
     assert due_days(days, date(2025, 3, 16), 2) == ["2025-03-12", "2025-03-14"]
     assert due_days(days, date(2025, 3, 16), 0) == days
     assert due_days(days, date(2025, 3, 13), 2) == []
+
+
+def test_status_renders_missing_bounds_and_orders_versions_by_number(data_root):
+    """make status with pr_auc and performance.bootstrap 0 (no interval) and versions 9 and 10."""
+    from pavedml import storage
+    from pavedml.layout import Layout
+    from pavedml.settings import get_settings
+    from pavedml.tools.status import _performance_lines
+
+    uc = get_use_case("telco_churn")
+    layout = Layout.for_use_case(uc.name, get_settings())
+    path = layout.performance_day("2025-03-16")
+    path.parent.mkdir(parents=True)
+
+    def block(role, version, value):
+        return {"role": role, "model_version": version, "n": 600,
+                "metrics": {"pr_auc": {"value": value, "lo": None, "hi": None}}}
+
+    storage.write_json(str(path), {"ds": "2025-03-16", "primary_metric": "pr_auc", "confidence": 0.95,
+                                   "versions": [block("champion", "9", 0.41), block("champion", "10", 0.43),
+                                                block("challenger", "11", 0.5)]})
+    lines = _performance_lines(uc, layout)
+    rows = [line for line in lines if " v" in line and "n=600" in line]
+    assert [line.split()[-5] for line in rows] == ["v9", "v10", "v11"], lines
+    assert "0.4100 [n/a, n/a]" in rows[0]
+    assert "(v10 not in the registry)" in lines[-1], lines  # the newest champion version by number
