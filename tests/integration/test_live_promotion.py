@@ -118,9 +118,19 @@ def test_a_better_challenger_waits_in_shadow_then_wins_on_live_evidence(live):
     scored = json.loads((live / UC / "predictions" / f"dt={DAY[9]}" / "_SCORED.json").read_text())
     assert scored["challenger_version"] == strong and scored["canary_rows"] == int(canary.sum())
 
-    # on day 12 only days 9 and 10 have labels (they land two days later): 2 of 3, it waits
+    # on day 12 only days 9 and 10 have labels (they land two days later): 2 of 3, it waits; an early
+    # partial delivery of day 11's labels (in day 12's partition) does not make day 11 a judged day
+    from pavedml import storage
+    from pavedml.context import StepContext
+
+    layout = StepContext.build(UC, DAY[12]).layout
+    on_time = layout.landing_file("labels", DAY[12], "csv")
+    original = storage.read_bytes(on_time)
+    day11 = storage.read_bytes(layout.landing_file("labels", DAY[13], "csv")).decode().splitlines()
+    storage.write_bytes(on_time, original + ("\n".join(day11[1:21]) + "\n").encode())
     with pytest.raises(SkipStep, match="2 of 3 labelled shadow day"):
         run_step("judge_live_evidence", DAY[12], UC)
+    storage.write_bytes(on_time, original)
     assert str(client_and_aliases()[1].version) == weak
 
     result = run_step("judge_live_evidence", DAY[14], UC, dag_id=f"{UC}_performance_monitor", run_id="scheduled__x")
@@ -129,7 +139,8 @@ def test_a_better_challenger_waits_in_shadow_then_wins_on_live_evidence(live):
     assert str(champion.version) == strong
     assert client.get_model_version(UC, strong).tags["evaluation.outcome"] == "promoted_live"
     record = json.loads((live / UC / "registry" / "live" / f"v{strong}.json").read_text())
-    assert record["live"]["days"] == [DAY[10], DAY[11], DAY[12]]
+    # the first three days after the one it was trained through whose labels had two days to land
+    assert record["live"]["days"] == [DAY[9], DAY[10], DAY[11]]
     assert record["live"]["interval"][0] > 0 and record["live"]["gain"] > 0
     assert record["challenger"]["offline"]["holdout"]["roc_auc"] > record["champion"]["offline"]["holdout"]["roc_auc"]
     # the live metrics are the task's metrics of both models' scores on the same joined rows
@@ -176,6 +187,21 @@ def test_a_worse_challenger_in_shadow_is_kept_out_on_live_evidence(live):
 
     assert shadow_challenger(StepContext.build(UC, DAY[16]), client, champion) is not None
     assert shadow_challenger(StepContext.build(UC, DAY[17]), client, champion) is None
+
+
+def test_a_newer_challenger_supersedes_one_waiting_for_live_evidence(live):
+    """A retrain while a challenger waits for live evidence: the waiting one leaves shadow undecided,
+    said in its tags and the ledger (never silently dropped)."""
+    client, champion, _ = client_and_aliases()
+    waiting, _ = train(DAY[14], "manual__waiting", WEAK)
+    client.set_model_version_tag(UC, waiting, "evaluation.outcome", "shadow")
+    newer, _ = train(DAY[14], "manual__newer", WEAK)
+    tags = client.get_model_version(UC, waiting).tags
+    assert tags["evaluation.outcome"] == "superseded" and tags["evaluation.superseded_by"] == newer
+    entries = [e for e in ledger(live) if e["action"] == "superseded" and e["challenger_version"] == waiting]
+    assert len(entries) == 1
+    assert f"challenger v{newer} was registered while v{waiting} waited" in entries[0]["reason"]
+    assert str(client_and_aliases()[1].version) == str(champion.version)
 
 
 def test_canary_selection_is_stable_and_proportional():

@@ -172,7 +172,8 @@ def test_prediction_drift_never_decides_retraining(trained, houses, monkeypatch)
     part = houses / NAME / "predictions" / f"dt={LAST_DAY}" / "part-0.parquet"
     run_step("score_customers", LAST_DAY, NAME)
     preds = pd.read_parquet(part)
-    preds.assign(prediction=preds["prediction"] * 3).to_parquet(part, index=False)
+    preds.assign(prediction=preds["prediction"] * 3,
+                 champion_score=preds["champion_score"] * 3).to_parquet(part, index=False)
     check = run_step("check_drift", LAST_DAY, NAME)
     assert check.prediction_psi >= 0.25 and check.status == "no_drift" and check.alerts == []
     run_step("score_customers", LAST_DAY, NAME)  # back to the real predictions

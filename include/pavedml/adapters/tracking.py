@@ -230,6 +230,7 @@ def reuse_registered(ctx: StepContext, client) -> TrainResult | None:
         if existing is None:
             return None
         log.info("DAG run %s already registered %s v%s: reusing it", key, name, existing.version)
+        supersede_waiting(ctx, client, str(existing.version))
         client.set_registered_model_alias(name, CHALLENGER, existing.version)
         run = client.get_run(existing.run_id)
     return TrainResult(step="train_challenger", use_case=uc.name, ds=ctx.ds_iso, model_name=name,
@@ -328,8 +329,34 @@ def _register(ctx: StepContext, model_uri: str, run_id: str, metrics: dict) -> s
                                                       **{k: f"{v:.6f}" for k, v in metrics.items()
                                                          if k.startswith("holdout_")}})
     _wait_ready(client, name, mv.version)
+    supersede_waiting(ctx, client, str(mv.version))
     client.set_registered_model_alias(name, CHALLENGER, mv.version)
     return str(mv.version)
+
+
+def supersede_waiting(ctx: StepContext, client, new_version: str) -> None:
+    """Before ``challenger`` moves to ``new_version``: a challenger still waiting for live evidence
+    (``evaluation.outcome`` = ``shadow``) leaves shadow undecided, said in its tags and the ledger
+    (never silently dropped)."""
+    from pavedml.ledger import append_ledger
+
+    name = ctx.use_case.model.registered_name
+    current = alias_version(client, name, CHALLENGER)
+    if current is None or str(current.version) == str(new_version):
+        return
+    if (current.tags or {}).get("evaluation.outcome") != "shadow":
+        return
+    old = str(current.version)
+    client.set_model_version_tag(name, old, "evaluation.outcome", "superseded")
+    client.set_model_version_tag(name, old, "evaluation.superseded_by", str(new_version))
+    champion = alias_version(client, name, CHAMPION)
+    champ_v = str(champion.version) if champion else None
+    append_ledger(ctx, {"action": "superseded", "model": name, "from_version": champ_v, "to_version": champ_v,
+                        "challenger_version": old,
+                        "reason": f"{ctx.reason}: challenger v{new_version} was registered while v{old} waited for "
+                                  f"live evidence; v{old} leaves shadow undecided"})
+    log.warning("%s v%s waited for live evidence and is superseded by v%s (ledger entry written)", name, old,
+                new_version)
 
 
 def _dataset(df, source: str, name: str, digest: str):

@@ -4,7 +4,9 @@ A challenger that won offline against a champion while ``evaluation.require_shad
 waits in shadow (its ``evaluation.outcome`` tag is ``shadow``): batch scoring scores it beside the
 champion on every row (:mod:`pavedml.steps.scoring`). Each run of the performance monitor calls this
 step. Once the challenger has N scored days *after the day it was trained through* whose labels have
-landed (rows scored by both it and the current champion), it is decided, once, on those rows:
+had ``label.delay_days`` to land by the run's day (rows scored by both it and the current champion;
+the first N such days, so the decision does not depend on when the judge runs), it is decided, once,
+on those rows (rows without a score are left out, logged):
 
 1. the use case's policy (:func:`pavedml.steps.evaluation.decide`: floors, ``min_uplift`` on the
    primary metric with a tie keeping the champion, guardrails) on the pooled live metrics of both
@@ -19,7 +21,10 @@ is emitted). Keep: a ledger entry, the challenger leaves shadow, and the task is
 moved). Either way the decision record (``registry/live/v<version>.json``, also logged to the
 challenger's MLflow run) shows the offline evidence (holdout metrics, offline reasons) beside the live
 one (days, rows, metrics of both, the uplift and its interval). Not enough labelled shadow days or
-rows yet: skipped with what is missing; the challenger stays in shadow.
+rows yet: skipped with what is missing; the challenger stays in shadow. A judge that loses a race
+(another run or a rollback moved the champion meanwhile) moves nothing, writes no record and is
+skipped: the next run judges against the new champion. A newer challenger registered while one waits
+supersedes it (its tag becomes ``superseded``, with a ledger entry: :mod:`pavedml.adapters.tracking`).
 """
 
 from __future__ import annotations
@@ -43,24 +48,26 @@ def paired_uplift_interval(task: str, metric: str, y, champion, challenger, conf
                            resamples: int = LIVE_BOOTSTRAP, seed: int = 0) -> tuple[float, float]:
     """The two-sided ``confidence`` interval of the challenger's gain on ``metric`` (a rise, or a
     reduction for a lower-is-better metric) over the champion on the same rows: a paired bootstrap
-    (rows resampled together; a classifier's resample holding one class is drawn again)."""
+    (rows resampled together; a classifier's resample holding one class is drawn again). Only the
+    one metric is computed per resample."""
     import numpy as np
 
     from pavedml.config import LOWER_IS_BETTER
-    from pavedml.metrics import is_regression, task_metrics
 
     y, champion, challenger = (np.asarray(a) for a in (y, champion, challenger))
+    measure = _metric_function(task, metric)
     rng = np.random.default_rng(seed)
     n = len(y)
     size = min(n, LIVE_BOOTSTRAP_MAX_ROWS)
     sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    classifier = task != "regression"
     gains = []
     for _ in range(resamples):
         idx = rng.integers(0, n, size)
-        if not is_regression(task) and len(np.unique(y[idx])) < 2:
+        yi = y[idx]
+        if classifier and (yi.min() == yi.max()):
             continue
-        gains.append(sign * (task_metrics(task, y[idx], challenger[idx])[metric]
-                             - task_metrics(task, y[idx], champion[idx])[metric]))
+        gains.append(sign * (measure(yi, challenger[idx]) - measure(yi, champion[idx])))
     if not gains:
         return float("nan"), float("nan")
     alpha = (1 - confidence) / 2
@@ -68,28 +75,62 @@ def paired_uplift_interval(task: str, metric: str, y, champion, challenger, conf
     return float(lo), float(hi)
 
 
-def shadow_rows(ctx: StepContext, champion_version: str, challenger_version: str, since: str):
-    """The labelled rows scored by both versions on the days after ``since`` up to ``ds`` (one day in
-    memory at a time while reading), and the days they came from."""
+def _metric_function(task: str, metric: str):
+    """``f(y, scores) -> float`` for one of the task's metrics (as :func:`pavedml.metrics.task_metrics`
+    computes it), without the others."""
+    from pavedml.metrics import task_metrics
+
+    def measure(y, scores):
+        return task_metrics(task, y, scores)[metric]
+
+    from sklearn import metrics as m
+
+    fast = {"roc_auc": m.roc_auc_score, "pr_auc": m.average_precision_score,
+            "brier": m.brier_score_loss, "mae": m.mean_absolute_error,
+            "rmse": lambda y, p: float(((y - p) ** 2).mean() ** 0.5)}
+    return fast.get(metric, measure)
+
+
+def labelled_shadow_days(ctx: StepContext, since: str) -> list[str]:
+    """The days a challenger trained through ``since`` can be judged on by ``ds``: after ``since``
+    (never a day it learned from) and no later than ``ds - label.delay_days`` (the day's labels have
+    had their time to land: a day holding a first few early labels is not judged on them)."""
+    last = ctx.ds - timedelta(days=ctx.use_case.label.delay_days)
+    first = max(date.fromisoformat(since) + timedelta(days=1), last - timedelta(days=MAX_SHADOW_DAYS - 1))
+    return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+
+
+def shadow_rows(ctx: StepContext, champion_version: str, challenger_version: str, days: list[str],
+                need: int):
+    """The labelled rows scored by both versions on the first ``need`` of ``days`` that hold any (one
+    day in memory at a time while reading), and those days. Rows whose score is not a number are
+    left out and counted in the log, naming the day and version."""
     import pandas as pd
 
-    from pavedml.steps.performance import labelled_predictions
+    from pavedml.steps.performance import LabelsIndex, labelled_predictions
 
-    first = max(date.fromisoformat(since) + timedelta(days=1), ctx.ds - timedelta(days=MAX_SHADOW_DAYS - 1))
-    frames, days = [], []
-    day = first
-    while day <= ctx.ds:
-        df = labelled_predictions(ctx, day.isoformat())
-        if df is not None and len(df):
-            both = df[(df["challenger_version"].astype("string") == challenger_version)
-                      & (df["champion_version"].astype("string") == champion_version)
-                      & df["challenger_score"].notna()]
-            if len(both):
-                frames.append(both[["label", "champion_score", "challenger_score"]])
-                days.append(day.isoformat())
-        day += timedelta(days=1)
+    index = LabelsIndex(ctx)
+    frames, used = [], []
+    for day in days:
+        df = labelled_predictions(ctx, day, index)
+        if df is None or not len(df):
+            continue
+        both = df[(df["challenger_version"].astype("string") == challenger_version)
+                  & (df["champion_version"].astype("string") == champion_version)]
+        scores = both[["champion_score", "challenger_score"]]
+        bad = scores.isna().any(axis=1)
+        if bad.any():
+            log.warning("%s: %d labelled row(s) of the shadow scoring have no champion v%s or challenger v%s "
+                        "score (not a number): left out", ctx.layout.predictions_partition(day), int(bad.sum()),
+                        champion_version, challenger_version)
+            both = both[~bad]
+        if len(both):
+            frames.append(both[["label", "champion_score", "challenger_score"]])
+            used.append(day)
+            if len(used) == need:
+                break
     rows = pd.concat(frames, ignore_index=True) if frames else None
-    return rows, days
+    return rows, used
 
 
 def _offline(mv) -> dict:
@@ -105,7 +146,7 @@ def judge_live_evidence(ctx: StepContext) -> PromotionResult:
     from pavedml.ledger import append_ledger
     from pavedml.metrics import task_metrics
     from pavedml.steps.evaluation import Verdict, decide
-    from pavedml.steps.registry import move_champion
+    from pavedml.steps.registry import ChampionChanged, move_champion
     from pavedml.steps.scoring import AWAITING_LIVE, trained_through
 
     uc = ctx.use_case
@@ -121,12 +162,13 @@ def judge_live_evidence(ctx: StepContext) -> PromotionResult:
     chal_v, champ_v = str(challenger.version), str(champion.version)
     need = max(1, policy.require_shadow_days)
     since = trained_through(challenger)
-    rows, days = shadow_rows(ctx, champ_v, chal_v, since)
+    candidates = labelled_shadow_days(ctx, since)
+    rows, days = shadow_rows(ctx, champ_v, chal_v, candidates, need)
     if len(days) < need:
         raise SkipStep(f"challenger v{chal_v} has {len(days)} of {need} labelled shadow day(s) beside champion "
-                       f"v{champ_v} ({', '.join(days) or 'none yet'}; scored after {since}); it stays in shadow")
-    days = days[-need:] if len(days) > need else days
-    rows, _ = shadow_rows(ctx, champ_v, chal_v, (date.fromisoformat(days[0]) - timedelta(days=1)).isoformat())
+                       f"v{champ_v} ({', '.join(days) or 'none yet'}; days after {since} whose labels had "
+                       f"{uc.label.delay_days} day(s) to land by {ctx.ds_iso}); it stays in shadow")
+    assert rows is not None
     y = rows["label"].to_numpy()
     if len(rows) < policy.live_min_rows or (not uc.is_regression and len(np.unique(y)) < 2):
         raise SkipStep(f"challenger v{chal_v}: {len(rows)} labelled shadow row(s) over {len(days)} day(s)"
@@ -151,21 +193,30 @@ def judge_live_evidence(ctx: StepContext) -> PromotionResult:
               "challenger": {"version": chal_v, "trained_through": since, "offline": _offline(challenger),
                              "live": live["challenger"]},
               "champion": {"version": champ_v, "offline": _offline(champion), "live": live["champion"]},
-              "live": {"days": days, "rows": len(rows), "primary_metric": primary,
-                       "gain": _gain(primary, live),
+              "live": {"days": days, "rows": len(rows), "primary_metric": primary, "gain": _gain(primary, live),
                        "interval": [lo, hi], "confidence": policy.live_confidence},
               "policy": policy.model_dump(), "dag_run": ctx.dag_run_key, "decided_at": datetime.now(UTC).isoformat()}
-    storage.write_json(str(ctx.layout.live_decision(chal_v)), record)
     why = "; ".join(reasons)
     with unavailable_as_error(ctx.settings.mlflow_tracking_uri):
-        client.log_dict(challenger.run_id, record, "evaluation/live_decision.json")
         if verdict.promote:
-            result = move_champion(ctx, client, chal_v, champ_v, "promoted", f"{ctx.reason}: {why}",
-                                   live["challenger"])
+            try:
+                result = move_champion(ctx, client, chal_v, champ_v, "promoted", f"{ctx.reason}: {why}",
+                                       live["challenger"])
+            except ChampionChanged:
+                # another judge or a rollback moved the champion meanwhile: this decision is void
+                now = alias_version(client, name, CHAMPION)
+                now_v = str(now.version) if now else None
+                if now_v == chal_v:
+                    raise SkipStep(f"challenger v{chal_v} already is the champion (another run decided it)") from None
+                raise SkipStep(f"the champion moved to v{now_v} while v{chal_v} was judged against v{champ_v}: "
+                               "nothing moved; the next run judges it against the new champion") from None
         else:
             append_ledger(ctx, {"action": "keep_champion", "model": name, "from_version": champ_v,
                                 "to_version": champ_v, "challenger_version": chal_v, "reason": f"{ctx.reason}: {why}",
                                 "metrics": live["challenger"]})
+        # the record of what was done (after the move: a judge that lost a race leaves none)
+        storage.write_json(str(ctx.layout.live_decision(chal_v)), record)
+        client.log_dict(challenger.run_id, record, "evaluation/live_decision.json")
         client.set_model_version_tag(name, chal_v, "evaluation.outcome",
                                      "promoted_live" if verdict.promote else "kept_live")
         client.set_model_version_tag(name, chal_v, "evaluation.live_reasons", why[:4000])

@@ -76,7 +76,8 @@ def load_labels(ctx: StepContext, window_days: int):
     labels = pd.concat(frames, ignore_index=True)
     oldest = pd.Timestamp(ds - timedelta(days=window_days), tz="UTC")
     labels = labels[labels[LABEL_TS] >= oldest]
-    labels = labels.drop_duplicates([uc.entity.key, LABEL_TS], keep="last")
+    # partitions were read newest first: a label delivered again later (a correction) wins
+    labels = labels.drop_duplicates([uc.entity.key, LABEL_TS], keep="first")
     return labels.sort_values([LABEL_TS, uc.entity.key]).reset_index(drop=True), sources
 
 
