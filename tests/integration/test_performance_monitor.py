@@ -138,12 +138,25 @@ def test_a_rerun_leaves_every_record_as_it_was(loop, history_copy):
     assert again["measured"] == [] and again["unchanged"] == SCORED[:4]
     for day, before in loop["d08_bytes"].items():
         assert (history_copy / UC / f"performance/dt={day}/metrics.json").read_bytes() == before
-    # recomputed from scratch (the record removed): the same bytes
+    # recomputed from scratch (the record removed) by a run of the day that wrote it: the same bytes
     path = history_copy / UC / "performance/dt=2025-01-04/metrics.json"
+    assert json.loads(path.read_bytes())["as_of"] == "2025-01-06"
     path.unlink()
-    result = run_step("measure_performance", "2025-01-08", UC)
+    result = run_step("measure_performance", "2025-01-06", UC)
     assert result.measured == ["2025-01-04"]
     assert path.read_bytes() == loop["d08_bytes"]["2025-01-04"]
+
+
+def test_an_earlier_run_keeps_a_record_measured_with_later_labels(loop, history_copy):
+    """08's record was measured on 11 with the re-delivered labels; a run of 10 (a backfill, or a
+    labels Asset event re-delivering 10's partition) cannot see them and must not revert it."""
+    path = history_copy / UC / "performance/dt=2025-01-08/metrics.json"
+    history = history_copy / UC / "performance/history.csv"
+    before, rows = path.read_bytes(), history.read_bytes()
+    assert json.loads(before)["as_of"] == "2025-01-11"
+    result = run_step("measure_performance", "2025-01-10", UC)
+    assert "2025-01-08" not in result.measured and "2025-01-08" in result.unchanged
+    assert path.read_bytes() == before and history.read_bytes() == rows
 
 
 def test_flipped_labels_alert_and_request_retraining_once(loop, history_copy):
