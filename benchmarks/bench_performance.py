@@ -30,7 +30,7 @@ def make_data(root, n: int) -> None:
     import numpy as np
     import pandas as pd
 
-    marker = root / f".rows-{n}"
+    marker = root / f".rows-{n}-v2"
     if marker.exists():
         return
     shutil.rmtree(root, ignore_errors=True)
@@ -49,7 +49,8 @@ def make_data(root, n: int) -> None:
                   "feature_snapshot_sha256": "0" * 64, "scored_at": pd.Timestamp("2025-01-02", tz="UTC")},
                  ).to_parquet(part / "part-0.parquet", index=False)
     (part / "_SCORED.json").write_text(json.dumps({"model_name": "telco_churn", "model_version": "1",
-                                                   "challenger_version": "2", "rows": n}))
+                                                   "challenger_version": "2", "rows": n,
+                                                   "holdouts": {"1": {"roc_auc": 0.84}, "2": {"roc_auc": 0.85}}}))
     labels = root / "landing" / "telco_churn" / "labels" / f"dt={LABEL_DAY}"
     labels.mkdir(parents=True)
     pd.DataFrame({"customerID": keys, "Churn": np.where(y, "Yes", "No"), "snapshot_date": DAY}).to_csv(

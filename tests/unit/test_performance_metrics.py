@@ -115,3 +115,19 @@ def test_status_renders_missing_bounds_and_orders_versions_by_number(data_root):
     assert [line.split()[-5] for line in rows] == ["v9", "v10", "v11"], lines
     assert "0.4100 [n/a, n/a]" in rows[0]
     assert "(v10 not in the registry)" in lines[-1], lines  # the newest champion version by number
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_average_precision_is_scikit_learns(ties):
+    """The bootstrap's one-sort average precision equals scikit-learn's, ties included."""
+    from sklearn.metrics import average_precision_score
+
+    from pavedml.steps.performance import average_precision
+
+    rng = np.random.default_rng(3)
+    for n in (7, 300, 20_000):
+        y = (rng.random(n) < 0.3).astype(float)
+        y[0] = 1.0
+        s = np.round(rng.random(n), 1) if ties else rng.random(n)
+        assert average_precision(y, s) == pytest.approx(average_precision_score(y, s), abs=1e-12)
+    assert np.isnan(average_precision(np.zeros(5), rng.random(5)))  # no positive: undefined

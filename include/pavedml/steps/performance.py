@@ -352,6 +352,26 @@ def _mean_ci(values, z: float) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
+def average_precision(y, s) -> float:
+    """Average precision (PR AUC) as scikit-learn's ``average_precision_score`` computes it (ties
+    share a threshold), in one sort: the bootstrap calls it hundreds of times, where scikit-learn's
+    input checks cost more than the sum itself."""
+    import numpy as np
+
+    y = np.asarray(y, dtype="float64")
+    s = np.asarray(s, dtype="float64")
+    order = np.argsort(-s, kind="mergesort")
+    ys, ss = y[order], s[order]
+    last = np.r_[ss[1:] != ss[:-1], True]  # the last row of each distinct score
+    tps = np.cumsum(ys)[last]
+    seen = np.arange(1, len(ys) + 1, dtype="float64")[last]
+    if not len(tps) or tps[-1] == 0:
+        return float("nan")
+    precision = tps / seen
+    recall = tps / tps[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
 def _bootstrap_se(stat, y, s, resamples: int, seed: int) -> float | None:
     import numpy as np
 
@@ -423,8 +443,7 @@ def realized_metrics(task: str, y, scores, *, resamples: int = 200, confidence: 
         out["observed_rate"] = _entry(*_mean_ci(y, z))
         return out
     two_classes = 0 < y.sum() < len(y)
-    point = {"roc_auc": float(m.roc_auc_score(y, s)), "pr_auc": float(m.average_precision_score(y, s))} \
-        if two_classes else {}
+    point = {"roc_auc": float(m.roc_auc_score(y, s)), "pr_auc": average_precision(y, s)} if two_classes else {}
     n1, n0 = float(y.sum()), float(len(y) - y.sum())
     if two_classes:
         a = point["roc_auc"]
@@ -432,7 +451,7 @@ def realized_metrics(task: str, y, scores, *, resamples: int = 200, confidence: 
         se = float(np.sqrt(max(a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n0 - 1) * (q2 - a * a), 0.0) / (n1 * n0)))
         out["roc_auc"] = _entry(a, a - z * se, a + z * se, bounds=(0.0, 1.0))
         ap = point["pr_auc"]
-        se_ap = _bootstrap_se(m.average_precision_score, y, s, resamples, seed)
+        se_ap = _bootstrap_se(average_precision, y, s, resamples, seed)
         out["pr_auc"] = _entry(ap, *_around(ap, se_ap, z), bounds=(0.0, 1.0))
         tp, fp, fn = thresholded_counts(y, s)
         out["precision"] = _entry(*_proportion_ci(tp, tp + fp, z), bounds=(0.0, 1.0))
@@ -587,7 +606,14 @@ def _update_history(ctx: StepContext, records: dict):
 
 def champion_holdout(ctx: StepContext, version: str) -> dict[str, float]:
     """``{metric: value}`` of a model version on its training holdout (``holdout_<metric>`` of its
-    registry tags, else of its MLflow run); empty when the registry does not know it."""
+    registry tags, else of its MLflow run); empty when the registry does not know it. A version the
+    performance monitor already knows (``holdouts.json``, from the scoring runs' records) is not
+    looked up again."""
+    cache = ctx.layout.performance_history.with_name(HOLDOUTS)
+    if cache.exists():
+        known = storage.read_json(str(cache)).get(str(version))
+        if known:
+            return {k: float(v) for k, v in known.items()}
     from pavedml.adapters.tracking import setup, unavailable_as_error
 
     client, _ = setup(ctx)
@@ -615,9 +641,19 @@ def _holdouts(ctx: StepContext, history) -> dict[str, float]:
     out: dict[str, float] = {}
     if not len(history):
         return out
-    # a version's holdout metrics never change: kept beside the history, MLflow asked once per version
+    # a version's holdout metrics never change: kept beside the history; the scoring runs recorded them
+    # in _SCORED.json (no MLflow import for the plot); MLflow asked once per version otherwise
     path = ctx.layout.performance_history.with_name(HOLDOUTS)
     known: dict[str, dict] = storage.read_json(str(path)) if path.exists() else {}
+    before = len(known)
+    for day in sorted(set(history["ds"].astype(str))):
+        scored = ctx.layout.predictions_scored(day)
+        if scored.exists():
+            for version, metrics in (storage.read_json(str(scored)).get("holdouts") or {}).items():
+                if metrics:
+                    known.setdefault(str(version), metrics)
+    if len(known) != before:
+        storage.write_json(str(path), known)
     for version in sorted(set(history.loc[history["role"] == "champion", "model_version"].astype(str))):
         if version not in known:
             try:

@@ -111,6 +111,13 @@ def canary_rows(keys, fraction: float):
     return hashed < np.uint64(int(fraction * 2**64))
 
 
+def _holdouts(*versions) -> dict[str, dict[str, float]]:
+    """Version -> its training-holdout metrics (its ``holdout_<metric>`` tags), for the performance
+    monitor's plot without an MLflow round trip."""
+    return {str(mv.version): {k.removeprefix("holdout_"): float(v) for k, v in (mv.tags or {}).items()
+                              if k.startswith("holdout_")} for mv in versions if mv is not None}
+
+
 def score_customers(ctx: StepContext) -> ScoringResult:
     import mlflow
     import numpy as np
@@ -164,6 +171,7 @@ def score_customers(ctx: StepContext) -> ScoringResult:
                                                        "canary_fraction": uc.evaluation.canary_fraction
                                                        if canary.any() else 0.0,
                                                        "canary_rows": int(canary.sum()), "rows": len(out),
+                                                       "holdouts": _holdouts(mv, shadow),
                                                        "feature_snapshot_sha256": sha, "dag_run": ctx.run_id})
     seconds = time.perf_counter() - started
     mean = round(float(np.mean(out[PREDICTION])), 4) if len(out) else 0.0
