@@ -1,7 +1,7 @@
 """README "Bring your own data", typed as a user types it: a use case from one YAML (an example
 copied into the use-cases folder, no code), its history landed by ``import-history`` (from a CSV;
 from a PostgreSQL table), then ``make demo USE_CASE=<name>`` runs every DAG on it: the feature
-pipeline, training with promotion, scoring and the drift monitor. A binary classifier on a table
+pipeline, training with promotion, scoring, the drift monitor and the performance monitor. A binary classifier on a table
 without dates and a regression model with an event time per row."""
 
 from __future__ import annotations
@@ -33,7 +33,13 @@ def check_chain(root: Path, name: str, regression: bool) -> None:
     assert ledger[0]["action"] == "promoted" and ledger[0]["to_version"] == "1", ledger[0]
     assert len(ledger) >= 2, "the second training must decide against the champion (kept or promoted)"
     days = sorted(p.name for p in (data / "predictions").glob("dt=*"))
-    assert len(days) == 2
+    # 12 imported days: the first model is trained five days before the end and scores the four after it
+    assert len(days) == 4, days
+    # the first scored days' labels landed within the demo: their realized metrics are recorded
+    history = pd.read_csv(data / "performance" / "history.csv", dtype={"ds": str})
+    assert {f"dt={d}" for d in history["ds"]} == set(days[:3]), history["ds"].unique()
+    primary = "rmse" if regression else "roc_auc"
+    assert history[(history["metric"] == primary) & (history["role"] == "champion")]["value"].notna().all()
     preds = pd.read_parquet(data / "predictions" / days[-1])
     assert {"prediction", "model_name", "model_version"} <= set(preds.columns)
     assert ("probability" in preds.columns) is (not regression)
