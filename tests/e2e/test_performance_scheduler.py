@@ -69,10 +69,14 @@ def stack(tmp_path_factory):
         write_predictions(root, uc)
     mp.undo()
     get_settings.cache_clear()
-    s = Standalone(base / "airflow", root, cases).start()
+    # paused as an operator finds them; only the monitors are unpaused (every other DAG of both use
+    # cases would otherwise start its own scheduled runs beside the test's, on a 2-core machine)
+    s = Standalone(base / "airflow", root, cases,
+                   extra_env={"AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True"}).start()
     try:
         for uc in USE_CASES:
             s.wait_for_dag(f"{uc}_performance_monitor")
+            s.api("PATCH", f"/dags/{uc}_performance_monitor", {"is_paused": False})
         yield s, root
     finally:
         s.stop()
@@ -90,6 +94,19 @@ def wait_for_asset(stack, uri: str, timeout: float = 180) -> int:
     raise AssertionError(f"asset {uri} not registered within {timeout}s")
 
 
+def task_logs(stack, dag_id: str, run_id: str, states: dict) -> str:
+    """The last lines of each failed task's log: what on-call would read, in the assertion message."""
+    out = []
+    for task_id, state in states.items():
+        if state not in ("success", "skipped"):
+            try:
+                text = stack.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/1")
+                out.append(f"--- {task_id} ({state})\n{str(text)[-3000:]}")
+            except Exception as exc:  # noqa: BLE001 - diagnostics only
+                out.append(f"--- {task_id} ({state}): log unavailable ({exc})")
+    return "\n".join(out)
+
+
 @pytest.mark.parametrize("uc", USE_CASES)
 def test_a_labels_event_starts_the_monitor_and_measures_the_day(stack, uc):
     import time
@@ -105,9 +122,10 @@ def test_a_labels_event_starts_the_monitor_and_measures_the_day(stack, uc):
         if runs and runs[0]["state"] in ("success", "failed"):
             break
         time.sleep(3)
-    assert runs and runs[0]["state"] == "success", runs
+    assert runs, f"no asset-triggered run of {dag_id} within 300 s"
     ti = {t["task_id"]: t["state"] for t in
           s.api("GET", f"/dags/{dag_id}/dagRuns/{runs[0]['dag_run_id']}/taskInstances")["task_instances"]}
+    assert runs[0]["state"] == "success", (runs[0], ti, task_logs(s, dag_id, runs[0]["dag_run_id"], ti))
     assert ti["measure_performance"] == "success", ti
     assert ti["judge_live_evidence"] == "skipped", ti  # no champion in this registry
     record = json.loads((root / uc / f"performance/dt={DAY}/metrics.json").read_text())

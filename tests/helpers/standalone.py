@@ -116,9 +116,14 @@ class Standalone:
                     return json.load(r)
             except urllib.error.HTTPError as err:
                 # 503 is Airflow's answer when SQLite is locked by the scheduler for a moment
-                # (backfill creation says "not supported on SQLite under concurrent access"):
-                # a transient refusal, so retry as any HTTP client should; anything else is real
-                if err.code != 503 or attempt == 5:
+                # (backfill creation says "not supported on SQLite under concurrent access"), and
+                # some endpoints answer 500 "database is locked": a transient refusal (nothing was
+                # committed), so retry as any HTTP client should; anything else is real
+                body = err.read().decode(errors="replace") if err.code == 500 else ""
+                if not (err.code == 503 or "database is locked" in body) or attempt == 5:
+                    if body:
+                        raise urllib.error.HTTPError(err.url, err.code, f"{err.msg}: {body[:2000]}",
+                                                     err.headers, None) from None
                     raise
                 time.sleep(2 * (attempt + 1))
 
