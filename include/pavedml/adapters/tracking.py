@@ -270,7 +270,6 @@ def _log_run(ctx: StepContext, exp_id: str, pipeline, params: dict, manifest: di
              reference: dict, reference_sample, fit_seconds: float) -> tuple[str, str, float]:
     """The DAG run's MLflow run (resumed on a retry): (run id, model URI, seconds spent on plots)."""
     import mlflow
-    from mlflow.models import infer_signature
 
     from pavedml.metrics import LABEL, model_scores
 
@@ -309,12 +308,26 @@ def _log_run(ctx: StepContext, exp_id: str, pipeline, params: dict, manifest: di
                                model_scores(pipeline, validation[X], uc.task), Path(tmp), uc.task):
                 mlflow.log_artifact(str(path), "plots")
             plot_seconds = time.perf_counter() - plot_seconds
-        example = train[X].head(5)
-        signature = infer_signature(example, model_scores(pipeline, example, uc.task))
-        info = mlflow.sklearn.log_model(pipeline, name="model", signature=signature, input_example=example,
-                                        pip_requirements=_pip_requirements(),
-                                        skops_trusted_types=_skops_trusted(pipeline))
+        info = log_model(pipeline, train[X].head(5), uc.task)
         return run.info.run_id, info.model_uri, plot_seconds
+
+
+def log_model(pipeline, example, task: str):
+    """Log the fitted pipeline as the active run's ``model`` (sklearn flavor, skops format) so
+    that its pyfunc (``mlflow models serve``, ``mlflow.pyfunc.load_model``) returns what its
+    signature declares: a classifier's class probabilities (``predict_proba``: float64 (n, 2),
+    the positive class second), a regressor's predicted values (float64 (n,)).
+    ``mlflow.sklearn.load_model`` still gives the pipeline itself."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from pavedml.metrics import is_regression
+
+    predict_fn = "predict" if is_regression(task) else "predict_proba"
+    output = getattr(pipeline, predict_fn)(example)
+    return mlflow.sklearn.log_model(pipeline, name="model", signature=infer_signature(example, output),
+                                    input_example=example, pyfunc_predict_fn=predict_fn,
+                                    pip_requirements=_pip_requirements(), skops_trusted_types=_skops_trusted(pipeline))
 
 
 def _register(ctx: StepContext, model_uri: str, run_id: str, metrics: dict) -> str:
