@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 REDIS_TIMEOUT_S = 1.0
 #: How long a SQLite read waits for a materialize transaction's lock before it fails.
 SQLITE_BUSY_TIMEOUT_S = 2.0
+#: Distinct categorical values kept decoded (a cache, cleared when full).
+STRING_CACHE_SIZE = 100_000
 #: Keys per SQLite statement (SQLite allows 32,766 bound parameters).
 SQLITE_MAX_KEYS = 30_000
 
@@ -178,6 +180,7 @@ class _SqliteReader:
         self._lock = threading.Lock()
         self._conns: list[sqlite3.Connection] = []
         self._closed = False
+        self._strings: dict[bytes, Any] = {}  # decoded categorical values (few distinct ones)
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -230,27 +233,34 @@ class _SqliteReader:
             chunk = uniq[start:start + SQLITE_MAX_KEYS]
             rows += self._execute(self._sql + "(" + ",".join("?" * len(chunk)) + ")", chunk)
         m = len(uniq)
-        num = np.full((m, self.n_num), np.nan)
-        cat = np.full((m, self.n_cat), None, dtype=object)
-        ts = np.full(m, np.nan)
-        found = np.zeros(m, dtype=bool)
-        cols = self.cols
+        nan, n_num, n_cat = math.nan, self.n_num, self.n_cat
+        num = [[nan] * n_num for _ in range(m)]
+        cat: list[list[Any]] = [[None] * n_cat for _ in range(m)]
+        stored_ts: list[Any] = [None] * m
+        found = [False] * m
+        cols, strings = self.cols, self._strings
         for ek, name, blob, stored in rows:
             i = pos[ek]
             found[i] = True
-            if stored is not None:
-                t = _feast_sqlite_ts(stored)
-                if not ts[i] >= t:  # the newest of the entity's feature rows (they normally agree)
-                    ts[i] = t
+            if stored is not None and (stored_ts[i] is None or stored > stored_ts[i]):
+                stored_ts[i] = stored  # the newest of the entity's feature rows (they normally agree)
             where = cols.get(name)
             if where is None or not blob:
                 continue
             numeric, j = where
             if numeric:
-                num[i, j] = _DOUBLE(blob, 1)[0] if len(blob) == 9 and blob[0] == 0x29 else _as_float(blob, name)
+                num[i][j] = _DOUBLE(blob, 1)[0] if len(blob) == 9 and blob[0] == 0x29 else _as_float(blob, name)
             else:
-                cat[i, j] = decode_value(blob)
-        _scatter(out, keys, uniq, pos, join_key, found, num, cat, ts)
+                value = strings.get(blob)
+                if value is None:
+                    value = decode_value(blob)
+                    if len(strings) >= STRING_CACHE_SIZE:
+                        strings.clear()
+                    strings[blob] = value
+                cat[i][j] = value
+        ts = np.array([nan if t is None else _feast_sqlite_ts(t) for t in stored_ts], dtype=np.float64)
+        _scatter(out, keys, uniq, pos, join_key, np.array(found, dtype=bool),
+                 np.array(num, dtype=np.float64).reshape(m, n_num), _objects(cat, m, n_cat), ts)
 
     def close(self) -> None:
         with self._lock:
@@ -267,6 +277,13 @@ def _as_float(blob: bytes, name: str) -> float:
     if isinstance(v, str):
         raise ValueError(f"feature {name!r} holds a string online ({v[:40]!r}) but is numeric in the use case")
     return float(v)
+
+
+def _objects(rows: list[list[Any]], m: int, k: int) -> np.ndarray:
+    out = np.empty((m, k), dtype=object)
+    if m and k:
+        out[:] = rows
+    return out
 
 
 def _scatter(out: OnlineRows, keys: list[str], uniq: list[bytes], pos: dict[bytes, int], join_key: str,
@@ -308,6 +325,8 @@ class _RedisReader:
         self.fields: list[bytes | str] = [field(n) for n in names]
         self.fields.append(f"_ts:{fv}")
         self.n_num, self.n_cat = len(uc.numeric_features), len(uc.categorical_features)
+        self.names = names
+        self._strings: dict[bytes, Any] = {}  # decoded categorical values (few distinct ones)
 
     def _fail(self, exc: BaseException) -> FeatureStoreUnavailable:
         msg = f"{type(exc).__name__}: {exc}"
@@ -334,25 +353,36 @@ class _RedisReader:
                 replies = pipe.execute()
         except self._errors as exc:
             raise self._fail(exc) from exc
-        m, n_num = len(uniq), self.n_num
-        num = np.full((m, n_num), np.nan)
-        cat = np.full((m, self.n_cat), None, dtype=object)
-        ts = np.full(m, np.nan)
-        found = np.zeros(m, dtype=bool)
+        m, n_num, n_cat, nan = len(uniq), self.n_num, self.n_cat, math.nan
+        num = [[nan] * n_num for _ in range(m)]
+        cat: list[list[Any]] = [[None] * n_cat for _ in range(m)]
+        ts = [nan] * m
+        found = [False] * m
+        strings = self._strings
         for i, values in enumerate(replies):
             if not any(v is not None for v in values):
                 continue
             found[i] = True
             ts[i] = _timestamp_seconds(values[-1])
+            row = num[i]
             for j in range(n_num):
                 b = values[j]
                 if b:
-                    num[i, j] = _DOUBLE(b, 1)[0] if len(b) == 9 and b[0] == 0x29 else _as_float(b, self.uc.numeric_features[j])
-            for j in range(self.n_cat):
+                    row[j] = _DOUBLE(b, 1)[0] if len(b) == 9 and b[0] == 0x29 else _as_float(b, self.names[j])
+            row = cat[i]
+            for j in range(n_cat):
                 b = values[n_num + j]
                 if b:
-                    cat[i, j] = decode_value(b)
-        _scatter(out, keys, uniq, pos, join_key, found, num, cat, ts)
+                    value = strings.get(b)
+                    if value is None:
+                        value = decode_value(b)
+                        if len(strings) >= STRING_CACHE_SIZE:
+                            strings.clear()
+                        strings[b] = value
+                    row[j] = value
+        _scatter(out, keys, uniq, pos, join_key, np.array(found, dtype=bool),
+                 np.array(num, dtype=np.float64).reshape(m, n_num), _objects(cat, m, n_cat),
+                 np.array(ts, dtype=np.float64))
 
     def close(self) -> None:
         self.client.close()
