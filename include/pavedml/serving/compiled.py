@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 MASK_LEAVES = 64
 #: Rows scored together (more would spill the per-node arrays out of the CPU cache).
 CHUNK_ROWS = 128
+#: The position of the lowest 0 bit of every 16-bit number (the leftmost leaf no node ruled out).
+_LOWEST_ZERO = (np.frexp((~np.arange(1 << 16) & -~np.arange(1 << 16)).astype(np.float64))[1] - 1).astype(np.uint8)
 #: A category no encoder knows: what the compiler feeds the encoder to learn its unknown column.
 _PROBE = "\x00pavedml-unknown-category\x00"
 
@@ -183,7 +185,7 @@ class _Trees:
     Mask search (every tree <= 64 leaves): the distinct tests (``m_feature``, ``m_threshold``);
     per internal node (one never-true sentinel first in each tree) its test ``m_test``,
     ``m_miss_right`` and ``m_cleared`` (the bits of its left subtree's leaves, ruled out when the
-    node sends the row right); ``m_starts`` (each tree's first node) and ``m_values`` (tree t's
+    node sends the row right), every tree padded with sentinels to ``m_nodes`` nodes; and ``m_values`` (tree t's
     k-th leaf from the left at ``t * 64 + k``).
     ``values`` per node for the level walk. ``float32``: compare ``float32(x)`` (random forests).
     """
@@ -202,7 +204,7 @@ class _Trees:
     m_test: np.ndarray | None = None
     m_miss_right: np.ndarray | None = None
     m_cleared: np.ndarray | None = None
-    m_starts: np.ndarray | None = None
+    m_nodes: int = 0
     m_values: np.ndarray | None = None
 
     @property
@@ -224,7 +226,7 @@ class _Trees:
 
     def _by_mask(self, ZT: np.ndarray, nan: bool) -> np.ndarray:
         assert self.m_feature is not None and self.m_threshold is not None and self.m_test is not None
-        assert self.m_cleared is not None and self.m_starts is not None and self.m_values is not None
+        assert self.m_cleared is not None and self.m_values is not None
         assert self.m_miss_right is not None
         x = np.take(ZT, self.m_feature, axis=0)  # each distinct (feature, threshold) test once
         right = np.take(x > self.m_threshold[:, None], self.m_test, axis=0)  # not (x <= t): NaN goes left here
@@ -232,10 +234,14 @@ class _Trees:
             right |= np.take(np.isnan(x), self.m_test, axis=0) & self.m_miss_right[:, None]
         # a node sending the row right rules out its left subtree's leaves; the exit leaf is the
         # leftmost one no node rules out
-        ruled_out = np.bitwise_or.reduceat(right * self.m_cleared[:, None], self.m_starts, axis=0)
-        kept = ~ruled_out
-        lowest = kept & (~kept + kept.dtype.type(1))
-        leaf = np.frexp(lowest.astype(np.float64))[1] - 1  # exact: a power of two
+        ruled = right * self.m_cleared[:, None]
+        ruled_out = np.bitwise_or.reduce(ruled.reshape(self.n_trees, self.m_nodes, -1), axis=1)
+        if ruled_out.dtype.itemsize <= 2:  # up to 16 leaves: a table of the lowest 0 bit
+            leaf = np.take(_LOWEST_ZERO, ruled_out)
+        else:
+            kept = ~ruled_out
+            lowest = kept & (~kept + kept.dtype.type(1))
+            leaf = np.frexp(lowest.astype(np.float64))[1] - 1  # exact: a power of two
         return np.take(self.m_values, leaf + (np.arange(self.n_trees, dtype=np.intp) * MASK_LEAVES)[:, None])
 
     def _by_level(self, ZT: np.ndarray, nan: bool) -> np.ndarray:
@@ -271,7 +277,6 @@ def _pack(trees: list[dict], float32: bool) -> _Trees:
     m_threshold: list[np.ndarray] = []
     m_miss: list[np.ndarray] = []
     m_mask: list[list[int]] = []
-    m_starts: list[int] = []
     m_values: list[np.ndarray] = []
     for tree in trees:
         left, right = tree["left"], tree["right"]
@@ -306,7 +311,6 @@ def _pack(trees: list[dict], float32: bool) -> _Trees:
             masks_ok = False
         if masks_ok:
             inner = np.flatnonzero(~leaf)
-            m_starts.append(sum(len(f) for f in m_feature))
             m_feature.append(np.concatenate([[0], tree["feature"][inner]]).astype(np.intp))
             m_threshold.append(np.concatenate([[np.inf], tree["threshold"][inner]]).astype(np.float64))
             m_miss.append(np.concatenate([[False], ~tree["miss_left"][inner].astype(bool)]))
@@ -321,7 +325,12 @@ def _pack(trees: list[dict], float32: bool) -> _Trees:
             m_values.append(leaf_values)
         offset += count
     masked: dict[str, Any] = {}
-    if masks_ok:
+    if masks_ok:  # every tree padded with never-true sentinels to the same number of nodes
+        width = max(len(f) for f in m_feature)
+        m_feature = [np.concatenate([f, np.zeros(width - len(f), dtype=np.intp)]) for f in m_feature]
+        m_threshold = [np.concatenate([t, np.full(width - len(t), np.inf)]) for t in m_threshold]
+        m_miss = [np.concatenate([m, np.zeros(width - len(m), dtype=bool)]) for m in m_miss]
+        m_mask = [c + [0] * (width - len(c)) for c in m_mask]
         feat, thr = np.concatenate(m_feature), np.concatenate(m_threshold)
         tests: dict[tuple[int, float], int] = {}
         test = np.asarray([tests.setdefault(pair, len(tests)) for pair in zip(feat.tolist(), thr.tolist(), strict=True)],
@@ -331,7 +340,7 @@ def _pack(trees: list[dict], float32: bool) -> _Trees:
         masked = {"m_feature": unique[:, 0].astype(np.intp), "m_threshold": unique[:, 1].astype(np.float64),
                   "m_test": test, "m_miss_right": np.concatenate(m_miss),
                   "m_cleared": np.asarray([c for tree in m_mask for c in tree], dtype=dtype),
-                  "m_starts": np.asarray(m_starts, dtype=np.intp), "m_values": np.concatenate(m_values)}
+                  "m_nodes": width, "m_values": np.concatenate(m_values)}
     miss = np.concatenate(miss_right)
     return _Trees(feature=np.concatenate(feature), threshold=np.concatenate(threshold), miss_right=miss,
                   child=np.concatenate(child), roots=np.asarray(roots, dtype=np.intp),
