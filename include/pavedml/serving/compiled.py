@@ -247,17 +247,25 @@ class _Trees:
     def _by_level(self, ZT: np.ndarray, nan: bool) -> np.ndarray:
         p, n = ZT.shape
         flat = ZT.reshape(-1)
-        rows = np.arange(n, dtype=np.intp)
-        idx = np.repeat(self.roots[:, None], n, axis=1)
+        idx = np.repeat(self.roots, n)  # (tree, row) pairs, tree-major
+        col = np.tile(np.arange(n, dtype=np.intp), self.n_trees)
+        done = np.empty_like(idx)
+        where = np.arange(len(idx))
         for level in range(self.depth):
-            x = np.take(flat, np.take(self.feature, idx) * n + rows)
+            x = np.take(flat, np.take(self.feature, idx) * n + col)
             right = x > np.take(self.threshold, idx)
             if nan:
                 right |= np.isnan(x) & np.take(self.miss_right, idx)
             idx = np.take(self.child, 2 * idx + right)
-            if level % 8 == 7 and level + 1 < self.depth and (np.take(self.child, 2 * idx) == idx).all():
-                break  # every row is at a leaf in every tree
-        return np.take(self.values, idx)
+            if level % 4 == 3 and level + 1 < self.depth:  # set the pairs at a leaf aside
+                at_leaf = np.take(self.child, 2 * idx) == idx
+                done[where[at_leaf]] = idx[at_leaf]
+                walking = ~at_leaf
+                idx, col, where = idx[walking], col[walking], where[walking]
+                if not len(idx):
+                    break
+        done[where] = idx
+        return np.take(self.values, done).reshape(self.n_trees, n)
 
 
 def _pack(trees: list[dict], float32: bool) -> _Trees:
