@@ -12,7 +12,8 @@ every test row, NaNs, unknown and infrequent categories included):
 - linear models: the same ``X @ coef`` product, ``expit`` for a classifier;
 - tree ensembles: every tree's nodes in flat arrays. Trees of at most 64 leaves (gradient
   boosting) find their exit leaf without walking (QuickScorer: each node that sends a row right
-  clears the leaves of its left subtree in a 64-bit mask; the exit leaf is the lowest bit left);
+  clears the leaves of its left subtree in an 8- to 64-bit mask; the exit leaf is the lowest bit
+  left);
   deeper trees (random forests) advance all trees one level per step. Comparisons follow
   scikit-learn: ``x <= threshold`` goes left, NaN follows ``missing_go_to_left``, random forests
   compare ``float32(x)``; the trees' outputs are summed in scikit-learn's order.
@@ -24,6 +25,7 @@ every test row, NaNs, unknown and infrequent categories included):
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -133,7 +135,9 @@ def _categorical_block(name: str, encoder, columns: list[str], uc: UseCase) -> _
         probe = pd.DataFrame({c: (values if k == j else [_PROBE] * len(values)) for k, c in enumerate(columns)},
                              dtype=object)
         try:
-            encoded = np.asarray(encoder.transform(probe))
+            with warnings.catch_warnings():  # "unknown categories ... encoded as all zeros": the point
+                warnings.simplefilter("ignore", UserWarning)
+                encoded = np.asarray(encoder.transform(probe))
         except ValueError as exc:  # handle_unknown="error"
             raise UnsupportedModel(f"{where}: OneHotEncoder refuses unknown categories ({exc})") from None
         width = encoded.shape[1]
