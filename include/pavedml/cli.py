@@ -77,6 +77,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                        "Land a table's history (file or SQL) as dated batches and delayed labels, checked first."),
     "draft-use-case": ("pavedml.tools.draft:draft_command",
                        "Draft a use-case YAML from a table: schema, features, task and label inferred; review it."),
+    "serve": ("pavedml.serving.app:serve_command",
+              "The online prediction service: POST /v1/<use case>/predict from the online store, hot swap on the champion alias."),
     "lake": ("pavedml.lake:lake_command",
              "Pull or push a use case's working copy from/to the lake (PAVEDML_LAKE_URI) by hand."),
 }
@@ -151,6 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--date-format", help="strftime format of --date-column when its dates read two ways")
     dr.add_argument("--out", help="write to this file (include/use_cases/<name>.yaml) instead of stdout")
     dr.add_argument("--force", action="store_true", help="overwrite --out")
+    srv = sub.add_parser("serve", help=COMMANDS["serve"][1], description=COMMANDS["serve"][1])
+    srv.add_argument("--use-case", required=True, help="use-case name (include/use_cases/<name>.yaml)")
+    srv.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1: loopback only)")
+    srv.add_argument("--port", type=int, default=8600)
+    srv.add_argument("--require-token", action="store_true",
+                     help="refuse to start without PAVEDML_SERVING_TOKEN / PAVEDML_SERVING_TOKEN_CONN (production)")
+    srv.add_argument("--no-access-log", dest="access_log", action="store_false", help="no JSON access-log lines")
     lake = sub.add_parser("lake", help=COMMANDS["lake"][1], description=COMMANDS["lake"][1])
     lake.add_argument("direction", choices=["pull", "push"])
     lake.add_argument("--use-case", default="telco_churn")

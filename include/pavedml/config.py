@@ -328,8 +328,9 @@ class Drift(_Strict):
     reference_days: int = Field(default=28, ge=1, le=366)
     season_days: int = Field(default=365, ge=7, le=3650)
     #: What counts toward the verdict (a retrain request): input features, the model's output
-    #: (score PSI) and, once labels land, the target. Everything is reported either way.
-    judge_on: list[Literal["features", "predictions", "target"]] = ["features"]
+    #: (score PSI), once labels land the target, and the prediction service's traffic (``served``: the
+    #: features it answered on, from its log). Everything is reported either way.
+    judge_on: list[Literal["features", "predictions", "target", "served"]] = ["features"]
 
     @model_validator(mode="after")
     def _ordered(self) -> Drift:
@@ -360,6 +361,36 @@ class Performance(_Strict):
     request_retraining: bool = True
 
 
+class Serving(_Strict):
+    """The online prediction service (``python -m pavedml serve``)."""
+
+    #: This fraction of entities (the same stable hash of the key as batch scoring's canary) is answered
+    #: by the challenger while one is in shadow (``evaluation.shadow_days``, or awaiting live evidence).
+    canary_fraction: float = Field(default=0.0, ge=0, le=0.5)
+    #: Also score the in-shadow challenger on every request, off the response path, into the prediction log.
+    shadow: bool = False
+    #: Entity keys (or rows) in one request above which it is refused (413).
+    max_keys: int = Field(default=1000, ge=1, le=100_000)
+    #: An entity key not in the online store: ``error`` (404 naming the keys) or ``default`` (answered
+    #: with ``default_score`` and ``"default": true``).
+    unknown_entity: Literal["error", "default"] = "error"
+    default_score: float | None = None
+    #: With the feature store down, answer from the model's imputation of missing features (flagged
+    #: ``"imputed": true``) instead of 503. Off by default: never a prediction on missing features.
+    allow_imputation: bool = False
+    #: How often the registry is asked whether the champion/challenger aliases moved (seconds).
+    poll_seconds: float = Field(default=5.0, gt=0, le=3600)
+    #: The prediction log is written every this many seconds or rows, whichever comes first.
+    log_flush_seconds: float = Field(default=5.0, gt=0, le=3600)
+    log_flush_rows: int = Field(default=5000, ge=1)
+
+    @model_validator(mode="after")
+    def _default_needs_score(self) -> Serving:
+        if self.unknown_entity == "default" and self.default_score is None:
+            raise ValueError("serving.unknown_entity: default needs serving.default_score")
+        return self
+
+
 class Schedules(_Strict):
     start_date: date = date(2025, 1, 1)
     feature_pipeline: str | None = "@daily"
@@ -386,6 +417,7 @@ class UseCase(_Strict):
     evaluation: Evaluation = Evaluation()
     drift: Drift = Drift()
     performance: Performance = Performance()
+    serving: Serving = Serving()
     schedules: Schedules = Schedules()
     #: Where the file came from (set by the loader, not by the file).
     source_file: str = ""

@@ -155,6 +155,20 @@ class Layout:
     def predictions_root(self) -> Path:
         return self.root / "predictions"
 
+    # -- the online prediction service's log (``python -m pavedml serve``)
+    @property
+    def served_root(self) -> Path:
+        return self.root / "served"
+
+    def served_partition(self, ds: Day) -> Path:
+        """One UTC day of served predictions: ``part-<host>-<pid>-<seq>.parquet`` files, each written whole
+        (a temporary name starting with ``.`` then a rename), so readers list only complete files."""
+        return self.served_root / f"dt={ds}"
+
+    def served_files(self, ds: Day) -> list[Path]:
+        part = self.served_partition(ds)
+        return sorted(p for p in part.glob("part-*.parquet")) if part.is_dir() else []
+
     def drift_dir(self, ds: Day) -> Path:
         return self.root / "drift" / f"dt={ds}"
 

@@ -149,6 +149,10 @@ class DriftCheckResult(StepResult):
     target_psi: float | None = None
     #: what the window was compared with: training | rolling | seasonal
     reference: str = "training"
+    #: the prediction service's traffic in the window (its log): its status (ok/drift/insufficient_data)
+    #: and rows; None without served traffic. Part of the verdict only when ``drift.judge_on`` names ``served``
+    served_status: str | None = None
+    served_rows: int | None = None
 
 
 @dataclass(frozen=True)

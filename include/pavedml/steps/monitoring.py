@@ -97,11 +97,12 @@ def judge(report, policy) -> str:
     return "drift" if len(report.alerts) >= policy.min_alert_features else "no_drift"
 
 
-def verdict(report, policy, outputs: dict) -> tuple[str, list[str]]:
+def verdict(report, policy, outputs: dict, served=None) -> tuple[str, list[str]]:
     """(status, what fired) over what ``policy.judge_on`` names: the features (``min_alert_features``
-    alerting, as :func:`judge`), the model's output (``prediction``) and the target (``target``),
-    each a FeaturePsi or None in ``outputs``. ``insufficient_data`` when nothing named fired and the
-    features (when named) or every named part could not be judged."""
+    alerting, as :func:`judge`), the model's output (``prediction``), the target (``target``), each a
+    FeaturePsi or None in ``outputs``, and the served traffic's features (``served``: a DriftReport of
+    the prediction service's log, or None; fired as ``served:<feature>``). ``insufficient_data`` when
+    nothing named fired and the features (when named) or every named part could not be judged."""
     fired: list[str] = []
     judged_parts = []
     if "features" in policy.judge_on:
@@ -109,6 +110,10 @@ def verdict(report, policy, outputs: dict) -> tuple[str, list[str]]:
             judged_parts.append("features")
             if len(report.alerts) >= policy.min_alert_features:
                 fired += list(report.alerts)
+    if "served" in policy.judge_on and served is not None and served.judged:
+        judged_parts.append("served")
+        if len(served.alerts) >= policy.min_alert_features:
+            fired += [f"served:{name}" for name in served.alerts]
     for part, name in (("predictions", "prediction"), ("target", "target")):
         psi = outputs.get(name)
         if part in policy.judge_on and psi is not None and psi.status != "insufficient_data":
@@ -160,7 +165,8 @@ def check_drift(ctx: StepContext) -> DriftCheckResult:
     notes: dict[str, str] = {}
     prediction = _prediction_psi(ctx, reference, version, days, period, notes, warn=warn, alert=alert)
     target, target_days = _target_psi(ctx, version, days, notes, warn=warn, alert=alert)
-    status, fired = verdict(report, policy, {PREDICTION: prediction, TARGET: target})
+    served, served_report = _served_traffic(ctx, reference, days, warn=warn, alert=alert)
+    status, fired = verdict(report, policy, {PREDICTION: prediction, TARGET: target}, served_report)
     seasonality = _seasonality_notes(ctx, report, days, warn=warn, alert=alert)
     out = ctx.layout.drift_dir(ds)
     record = {"status": status, "window": days, "model_version": version, "data_hash": data_hash,
@@ -176,12 +182,21 @@ def check_drift(ctx: StepContext) -> DriftCheckResult:
     record[TARGET].update(target_days)
     if seasonality:
         record["seasonality"] = seasonality
+    if served is not None:
+        record["served"] = served
     judged = {name for name, part in ((PREDICTION, "predictions"), (TARGET, "target")) if part in policy.judge_on}
     lines = report.table(prediction, target, judged).splitlines()
     n_outputs = sum(f is not None for f in (prediction, target))
     extra = [note["note"] if name == "*" else f"{name}: {note['note']}" for name, note in seasonality.items()]
     extra += [f"({name}: not checked: {notes.get(name, 'no reference')})"
               for name in (TARGET, PREDICTION) if record[name].get("checked") is False]
+    if served is not None:
+        top = sorted(served["psi"].items(), key=lambda kv: -kv[1])[:3]
+        extra.append(f"served traffic ({served['rows']} rows in {served['files']} log files): {served['status']}"
+                     f"{' (counts toward the verdict)' if served['counts_toward_verdict'] else ''}; highest PSI "
+                     + ", ".join(f"{k} {v:.4f}" for k, v in top)
+                     + (f"; prediction {served['prediction_psi']:.4f}" if served.get("prediction_psi") is not None
+                        else ""))
     # the model output's line stays last (make status shows it whatever the feature count)
     lines[len(lines) - n_outputs:len(lines) - n_outputs] = extra
     table = "\n".join([f"reference: {period.describe() if period.days else 'training split of v' + version}",
@@ -208,7 +223,9 @@ def check_drift(ctx: StepContext) -> DriftCheckResult:
                             reason=reason,
                             prediction_psi=None if prediction is None else round(prediction.psi, 5),
                             target_psi=None if target is None else round(target.psi, 5),
-                            reference=policy.reference)
+                            reference=policy.reference,
+                            served_status=None if served is None else served["status"],
+                            served_rows=None if served is None else served["rows"])
 
 
 def _iter_batches(path, columns: list[str], chunk_rows: int):
@@ -351,6 +368,43 @@ def _prediction_psi(ctx: StepContext, reference: dict, version: str, days: list[
                     "counts toward the verdict" if "predictions" in uc.drift.judge_on
                     else "not part of the verdict")
     return result
+
+
+def _served_traffic(ctx: StepContext, reference: dict, days: list[str], *, warn: float, alert: float):
+    """The prediction service's traffic of ``days`` (its log, :mod:`pavedml.serving.predlog`) against
+    the same reference as the batch window: (record, DriftReport), or (None, None) without traffic.
+    Rows answered with a default (unknown entity) or on imputed features are left out (no features)."""
+    import pyarrow.parquet as pq
+
+    from pavedml.drift import PREDICTION, PsiAccumulator
+
+    policy = ctx.use_case.drift
+    files = [f for d in days for f in ctx.layout.served_files(d)]
+    if not files:
+        return None, None
+    acc = PsiAccumulator(reference)
+    ref = reference.get(PREDICTION)
+    scores = PsiAccumulator(ref) if ref is not None else None
+    skipped = 0
+    for path in files:
+        df = pq.read_table(path, columns=[*acc.features, "champion_score", "default", "imputed"]).to_pandas()
+        keep = ~(df["default"].astype(bool) | df["imputed"].astype(bool))
+        skipped += int((~keep).sum())
+        df = df[keep]
+        acc.update(df[acc.features])
+        if scores is not None:
+            scores.update(df[["champion_score"]].rename(columns={"champion_score": PREDICTION}))
+    report = acc.result(warn=warn, alert=alert, per_feature=policy.per_feature, min_samples=policy.min_samples)
+    prediction = scores.result(warn=warn, alert=alert, min_samples=policy.min_samples).features[0] \
+        if scores is not None else None
+    record = {"rows": report.n_rows, "files": len(files), "left_out": skipped,
+              "days": sorted({p.parent.name.removeprefix("dt=") for p in files}),
+              "status": judge(report, policy), "alerts": list(report.alerts), "warnings": list(report.warnings),
+              "psi": {f.name: round(f.psi, 5) for f in report.features},
+              "prediction_psi": None if prediction is None else round(prediction.psi, 5),
+              "counts_toward_verdict": "served" in policy.judge_on, "reason": report.reason}
+    log.info("served traffic of %s: %d rows in %d log file(s): %s", days, report.n_rows, len(files), record["status"])
+    return record, report
 
 
 def _labels_of_days(ctx: StepContext, days: list[str]):

@@ -89,15 +89,25 @@ def shadow_challenger(ctx: StepContext, client, champion_mv):
     uc = ctx.use_case
     with unavailable_as_error(ctx.settings.mlflow_tracking_uri):
         mv = alias_version(client, uc.model.registered_name, CHALLENGER)
+    return mv if in_shadow(uc, mv, champion_mv, ctx.ds) else None
+
+
+def in_shadow(uc, mv, champion_mv, day) -> bool:
+    """Whether challenger ``mv`` is in shadow on ``day`` (see :func:`shadow_challenger`); the
+    prediction service asks the same question about today."""
     if mv is None or str(mv.version) == str(champion_mv.version) or mv.status != "READY":
-        return None
+        return False
     since = trained_through(mv)
-    if ctx.ds_iso <= since:
-        return None
-    if (mv.tags or {}).get("evaluation.outcome") == AWAITING_LIVE:
-        return mv
-    days = (ctx.ds - datetime.fromisoformat(since).date()).days
-    return mv if days <= uc.evaluation.shadow_days else None
+    if day.isoformat() <= since:
+        return False
+    if awaiting_live(mv):
+        return True
+    return (day - datetime.fromisoformat(since).date()).days <= uc.evaluation.shadow_days
+
+
+def awaiting_live(mv) -> bool:
+    """The challenger waits for live evidence (its canary share may be served)."""
+    return (mv.tags or {}).get("evaluation.outcome") == AWAITING_LIVE
 
 
 def canary_rows(keys, fraction: float):
@@ -143,7 +153,7 @@ def score_customers(ctx: StepContext) -> ScoringResult:
     if shadow is not None:
         challenger_model = mlflow.sklearn.load_model(f"models:/{name}/{shadow.version}")
         challenger_scores = model_scores(challenger_model, X, uc.task)
-        if (shadow.tags or {}).get("evaluation.outcome") == AWAITING_LIVE:
+        if awaiting_live(shadow):
             canary = canary_rows(out[uc.entity.key], uc.evaluation.canary_fraction)
         published = np.where(canary, challenger_scores, scores)
         served_by[canary] = "challenger"

@@ -1,0 +1,127 @@
+"""The prediction service's log: every answered row (and every shadow score) as Parquet, in daily
+partitions of the use case's data root (``served/dt=<UTC day>/``), with the columns of batch
+predictions (``pavedml.steps.scoring``) plus the request's id and time and the features it used,
+so the drift and performance monitors read served traffic as they read batch predictions.
+
+Rows are buffered in memory and written every ``serving.log_flush_seconds`` or
+``serving.log_flush_rows`` rows, and on shutdown: one file per flush and day,
+``part-<host>-<pid>-<seq>.parquet``, written under a name starting with ``.`` and renamed, so a
+reader never sees a partial file and two service processes (or hosts) never write the same name.
+A write that fails (disk full) keeps the rows buffered for the next flush, up to ``max_buffer``
+rows; past that the oldest are dropped and counted, never the service.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class PredictionLog:
+    def __init__(self, root_of_day: Callable[[str], Path], columns: list[str], *, flush_seconds: float,
+                 flush_rows: int, max_buffer: int = 1_000_000, on_drop=None, on_write=None) -> None:
+        self._partition = root_of_day
+        self.columns = columns
+        self.flush_seconds = flush_seconds
+        self.flush_rows = flush_rows
+        self.max_buffer = max_buffer
+        self._rows: list[tuple] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._seq = 0
+        self._tag = f"{socket.gethostname()[:40]}-{os.getpid()}-{int(time.time())}"
+        self._on_drop = on_drop or (lambda n: None)
+        self._on_write = on_write or (lambda n, seconds: None)
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self.dropped = 0
+        self.written = 0
+
+    def start(self) -> PredictionLog:
+        self._thread.start()
+        return self
+
+    def append(self, rows: list[tuple]) -> None:
+        """Queue rows (tuples in ``columns`` order); cheap, never blocks on disk."""
+        with self._lock:
+            self._rows.extend(rows)
+            n = len(self._rows)
+        if n >= self.flush_rows:
+            self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            self.flush()
+
+    def flush(self) -> int:
+        """Write what is buffered now, one file per UTC day; returns the rows written. A day whose
+        write fails keeps its rows buffered (nothing written twice)."""
+        with self._lock:
+            rows, self._rows = self._rows, []
+        if not rows:
+            return 0
+        started = time.perf_counter()
+        served_at = self.columns.index("served_at")
+        by_day: dict[str, list[tuple]] = {}
+        for row in rows:
+            by_day.setdefault(datetime.fromtimestamp(row[served_at], UTC).date().isoformat(), []).append(row)
+        written, failed = 0, []
+        for day, day_rows in by_day.items():
+            try:
+                self._write(day, day_rows)
+                written += len(day_rows)
+            except OSError as exc:
+                log.error("prediction log write of %s failed (%s): %d rows kept for the next flush", day, exc,
+                          len(day_rows))
+                failed += day_rows
+        if failed:
+            with self._lock:
+                self._rows[:0] = failed
+                excess = len(self._rows) - self.max_buffer
+                if excess > 0:
+                    del self._rows[:excess]
+                    self.dropped += excess
+                    self._on_drop(excess)
+        self.written += written
+        if written:
+            self._on_write(written, time.perf_counter() - started)
+        return written
+
+    def _write(self, day: str, rows: list[tuple]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        data = {c: [r[i] for r in rows] for i, c in enumerate(self.columns)}
+        data["served_at"] = [datetime.fromtimestamp(t, UTC) for t in data["served_at"]]
+        if "event_timestamp" in data:
+            data["event_timestamp"] = [None if t is None else datetime.fromtimestamp(t, UTC)
+                                       for t in data["event_timestamp"]]
+        table = pa.Table.from_pydict(data)
+        partition = self._partition(day)
+        partition.mkdir(parents=True, exist_ok=True)
+        self._seq += 1
+        name = f"part-{self._tag}-{self._seq:06d}.parquet"
+        tmp = partition / f".{name}.tmp"
+        try:
+            pq.write_table(table, tmp)
+            os.replace(tmp, partition / name)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Stop the writer and flush what is left (graceful shutdown)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+        self.flush()
