@@ -7,6 +7,7 @@
 #            ENTRYPOINT; its CMD only prints the help. Tag: pavedml-task:<git commit>.
 #   mlflow   the MLflow tracking server: the task image + Flask-WTF (mlflow[auth]) + the basic-auth
 #            config (deploy/mlflow-auth.ini) and deploy/mlflow_init.py.
+#   serve    the prediction service (python -m pavedml serve): the step runtime + its command.
 #   airflow  apache/airflow extended the official way (USER airflow, constrained pip install) with
 #            the pavedml package, the DAGs, plugins, use-case configs and the Feast repo.
 #
@@ -163,6 +164,19 @@ ENV PAVEDML_USE_CASES_DIR=/opt/pavedml/include/use_cases \
     PAVEDML_FEAST_REPO=/opt/pavedml/feature_repo \
     PAVEDML_DATA_ROOT=/var/lib/pavedml
 USER airflow
+
+# ---------------------------------------------------------------------------------------------
+# The online prediction service (compose service `serving`): the step runtime whose command is
+# `python -m pavedml serve`, on all interfaces of its container, bearer token required (from
+# PAVEDML_SERVING_TOKEN at run time); the use case is the compose file's choice.
+FROM runtime AS serve
+ARG GIT_COMMIT
+LABEL org.opencontainers.image.title="pavedml-serve" \
+      org.opencontainers.image.description="pavedml prediction service: python -m pavedml serve --use-case NAME" \
+      org.opencontainers.image.revision=$GIT_COMMIT
+USER 50000
+EXPOSE 8600
+CMD ["python", "-m", "pavedml", "serve", "--use-case", "telco_churn", "--host", "0.0.0.0", "--port", "8600", "--require-token"]
 
 # ---------------------------------------------------------------------------------------------
 # Default target: the step image.

@@ -85,6 +85,8 @@ def values() -> list[tuple[str, str, str]]:
         ("", "AIRFLOW_API_SECRET_KEY", secrets.token_urlsafe(48)),
         ("", "AIRFLOW_ADMIN_USERNAME", "admin"),
         ("", "AIRFLOW_ADMIN_PASSWORD", password()),
+        ("The prediction service (python -m pavedml serve): callers send Authorization: Bearer <token>",
+         "SERVING_TOKEN", secrets.token_urlsafe(32)),
     ]
 
 

@@ -43,7 +43,7 @@ GEN_ENV = DEPLOY / "gen_env.py"
 SERVICES = {
     "postgres", "redis", "redis-online", "minio", "minio-init", "mlflow", "mlflow-init", "task-image",
     "docker-socket-proxy", "airflow-init", "airflow-apiserver", "airflow-scheduler",
-    "airflow-dag-processor", "airflow-triggerer", "airflow-worker",
+    "airflow-dag-processor", "airflow-triggerer", "airflow-worker", "serving",
 }
 ONE_SHOT = {"airflow-init", "minio-init", "mlflow-init", "task-image"}
 AIRFLOW = {s for s in SERVICES if s.startswith("airflow-")}
@@ -51,6 +51,7 @@ PUBLISHED = {
     "airflow-apiserver": ["127.0.0.1:8080:8080"],
     "mlflow": ["127.0.0.1:5000:5000"],
     "minio": ["127.0.0.1:9001:9001"],
+    "serving": ["127.0.0.1:8600:8600"],
 }
 #: Interpolated variables that may have a default: not credentials.
 MAY_DEFAULT = {"GIT_COMMIT", "AIRFLOW_UID"}
@@ -288,6 +289,9 @@ def test_step_credentials_are_given_to_the_worker_only(services):
                     "POSTGRES_FEAST_PASSWORD", "REDIS_FEAST_PASSWORD"}
     for name, svc in services.items():
         used = {n for n, _, _ in interpolations(environment(svc))}
+        if name == "serving":  # reads the registry and the online store: those two only, never S3 or SQL
+            assert used & step_secrets == {"MLFLOW_PAVEDML_PASSWORD", "REDIS_FEAST_PASSWORD"}, sorted(used)
+            continue
         if name not in ("airflow-worker", "mlflow-init", "minio-init", "postgres", "redis-online"):
             assert not used & step_secrets, f"{name} receives step credentials {sorted(used & step_secrets)}"
     dag_processor = environment(services["airflow-dag-processor"])
@@ -604,7 +608,7 @@ def chain(name: str, all_stages: dict) -> list[str]:
 
 def test_dockerfile_final_targets_are_labelled_with_the_commit():
     _, all_stages = stages()
-    for target in ("task", "mlflow", "airflow"):
+    for target in ("task", "mlflow", "airflow", "serve"):
         labels = " ".join(rest for stage in chain(target, all_stages)
                           for word, rest in all_stages[stage]["instructions"] if word == "LABEL")
         assert "org.opencontainers.image.revision=$GIT_COMMIT" in labels, f"{target} has no revision label"
@@ -616,7 +620,7 @@ def test_dockerfile_final_targets_are_labelled_with_the_commit():
 def test_dockerfile_final_targets_run_as_non_root():
     _, all_stages = stages()
     assert list(all_stages)[-1] == "task", "the default (last) target must be the step image"
-    for target in ("task", "mlflow", "airflow"):
+    for target in ("task", "mlflow", "airflow", "serve"):
         user = effective_user(target, all_stages)
         assert user.split(":")[0] not in ("root", "0", ""), f"{target} runs as {user!r}"
     assert effective_user("task", all_stages) == "50000"
