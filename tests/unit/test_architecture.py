@@ -3,6 +3,7 @@
 * the core (``pavedml/*.py`` but the CLI) imports only the core;
 * ``pavedml.adapters`` (MLflow, the online store) import the core and other adapters;
 * ``pavedml.steps`` import the core, adapters, use-case hooks and other steps, never Airflow;
+* ``pavedml.serving`` (the prediction service) imports the core, adapters, steps and itself, never Airflow;
 * ``pavedml.airflow`` is the only package layer that imports Airflow; it runs steps through their
   argv, so it never imports a step, an adapter or a heavy library (the DAG processor imports it);
 * no import circle between modules, however deep the import sits.
@@ -44,9 +45,9 @@ MODULES = {module_name(p): p for p in sorted(PKG.rglob("*.py"))}
 
 def layer(module: str) -> str:
     parts = module.split(".")
-    if len(parts) > 2 and parts[1] in {"airflow", "steps", "adapters", "tools", "hooks"}:
+    if len(parts) > 2 and parts[1] in {"airflow", "steps", "adapters", "tools", "hooks", "serving"}:
         return parts[1]
-    if len(parts) == 2 and parts[1] in {"airflow", "steps", "adapters", "tools", "hooks"}:
+    if len(parts) == 2 and parts[1] in {"airflow", "steps", "adapters", "tools", "hooks", "serving"}:
         return parts[1]
     return "entry" if module in {"pavedml.cli", "pavedml.__main__"} else "core"
 
@@ -60,6 +61,7 @@ ALLOWED = {
     "adapters": {"core", "adapters"},
     "hooks": {"core"},
     "steps": {"core", "adapters", "hooks", "steps"},
+    "serving": {"core", "adapters", "steps", "serving"},
     "airflow": {"core", "airflow"},
     "tools": {"core", "adapters", "steps", "airflow", "tools", "entry"},
     "entry": {"core", "entry"},  # the CLI resolves steps and tools by name (importlib), when one runs
