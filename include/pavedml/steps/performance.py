@@ -1,7 +1,9 @@
 """Realized performance: predictions joined with their labels once they land.
 
 :func:`labelled_predictions` is the join (one scored day at a time, only the columns it needs):
-a day's ``predictions/dt=<d>/part-0.parquet`` with the labels that landed for it. Labels for
+a day's ``predictions/dt=<d>/part-0.parquet`` and the prediction service's answers on that day's
+features (its log, :func:`served_rows`; an entity batch scoring also scored counts once) with the
+labels that landed for it. Labels for
 snapshot day ``d`` land in the landing-zone partition ``dt = d + label.delay_days`` but may come
 later, so every partition ``dt`` in ``[d, d + delay_days + performance.lookback_days]`` (up to the
 run's own day) is read
@@ -117,8 +119,9 @@ def read_scored_day(ctx: StepContext, ds: date):
     uc = ctx.use_case
     part = ctx.layout.predictions_partition(ds.isoformat())
     path = part / PART_FILE
+    served = served_rows(ctx, ds)
     if not ctx.layout.predictions_scored(ds.isoformat()).exists() or not path.exists():
-        return None
+        return served
     names = set(pq.ParquetFile(path).schema_arrow.names)
     key = uc.entity.key
     if "champion_score" in names:
@@ -148,7 +151,64 @@ def read_scored_day(ctx: StepContext, ds: date):
                                                                                 None)
     df.loc[df["challenger_version"].notna(), "challenger_version"] = \
         df.loc[df["challenger_version"].notna(), "challenger_version"].astype(str)
-    return df
+    if served is None:
+        return df
+    # an entity answered online for the same snapshot by the same champion counts once (batch first)
+    both = pd.concat([df, served], ignore_index=True)
+    return both.drop_duplicates([key, "event_timestamp", "champion_version"], keep="first").reset_index(drop=True)
+
+
+def served_files(ctx: StepContext, ds: date) -> list:
+    """The prediction service's log files that may hold answers on features of snapshot day ``ds``:
+    those served from ``ds`` up to the run's own day (a feature row is served until a newer one is
+    materialized), within ``performance.lookback_days``."""
+    out = []
+    for offset in range(ctx.use_case.performance.lookback_days + 1):
+        day = ds + timedelta(days=offset)
+        if day > ctx.ds:
+            break
+        out += ctx.layout.served_files(day.isoformat())
+    return out
+
+
+def served_rows(ctx: StepContext, ds: date):
+    """The prediction service's answers on features of snapshot day ``ds`` (their ``event_timestamp``
+    on that day), in :func:`read_scored_day`'s columns, or None. Answers given with a default
+    (unknown entity) or on imputed features are left out."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    key = ctx.use_case.entity.key
+    start = pd.Timestamp(ds, tz="UTC")
+    end = start + pd.Timedelta(days=1)
+    frames = []
+    wanted = [key, "event_timestamp", "champion_version", "champion_score", "challenger_version",
+              "challenger_score", "served_by", "default", "imputed"]
+    for path in served_files(ctx, ds):
+        df = pq.read_table(path, columns=wanted).to_pandas()
+        df = df[~(df["default"].astype(bool) | df["imputed"].astype(bool)) & df["event_timestamp"].notna()]
+        if not len(df):
+            continue
+        df["event_timestamp"] = _utc_ns(df["event_timestamp"])
+        df = df[(df["event_timestamp"] >= start) & (df["event_timestamp"] < end)]
+        if len(df):
+            frames.append(df.drop(columns=["default", "imputed"]))
+    if not frames:
+        return None
+    df = pd.concat(frames, ignore_index=True)
+    df[key] = df[key].astype(str)
+    df["champion_version"] = df["champion_version"].astype(str)
+    df["champion_score"] = df["champion_score"].astype("float64")
+    df["challenger_score"] = pd.to_numeric(df["challenger_score"], errors="coerce").astype("float64")
+    df["challenger_version"] = df["challenger_version"].astype("object").where(df["challenger_version"].notna(), None)
+    # one answer per entity, snapshot and champion: the latest (the challenger's shadow score, if any, kept)
+    df = df.sort_values("challenger_score", na_position="first", kind="stable")
+    return df.drop_duplicates([key, "event_timestamp", "champion_version"], keep="last").reset_index(drop=True)
+
+
+def is_scored(ctx: StepContext, ds: date) -> bool:
+    """Batch scoring scored day ``ds``, or the prediction service may have answered on its features."""
+    return ctx.layout.predictions_scored(ds.isoformat()).exists() or bool(served_files(ctx, ds))
 
 
 class LabelsIndex:
@@ -215,7 +275,7 @@ def labelled_predictions(ctx: StepContext, ds: date | str, index: LabelsIndex | 
     import pandas as pd
 
     day = date.fromisoformat(ds) if isinstance(ds, str) else ds
-    if not ctx.layout.predictions_scored(day.isoformat()).exists():
+    if not is_scored(ctx, day):
         return None
     index = index or LabelsIndex(ctx)
     files = index.files_for(day)
@@ -267,7 +327,10 @@ def day_digest(ctx: StepContext, ds: date, files: list[tuple[str, str]]) -> str:
     digest is unchanged is not measured again (its metrics.json stays as it is)."""
     h = hashlib.sha256()
     path = ctx.layout.predictions_partition(ds.isoformat()) / PART_FILE
-    h.update(b"predictions\0" + hashlib.sha256(path.read_bytes()).digest())
+    if path.exists():
+        h.update(b"predictions\0" + hashlib.sha256(path.read_bytes()).digest())
+    for served in served_files(ctx, ds):  # log files are written once, under unique names
+        h.update(f"\0served\0{served.name}\0{served.stat().st_size}".encode())
     for uri, sha in files:
         h.update(f"\0{uri}\0{sha}".encode())
     return h.hexdigest()
@@ -513,7 +576,7 @@ def measure_performance(ctx: StepContext) -> PerformanceResult:
     newer: list[str] = []
     for day in days:
         d = day.isoformat()
-        if not ctx.layout.predictions_scored(d).exists():
+        if not is_scored(ctx, day):
             continue
         files = index.files_for(day)
         if not files:
@@ -536,6 +599,7 @@ def measure_performance(ctx: StepContext) -> PerformanceResult:
                   "primary_metric": uc.evaluation.primary_metric, "confidence": uc.performance.confidence,
                   "bootstrap": uc.performance.bootstrap, "ci_method": CI_METHOD,
                   "predictions": str(ctx.layout.predictions_partition(d) / PART_FILE),
+                  "served_files": len(served_files(ctx, day)),
                   "labels_files": [uri for uri, _ in files],
                   "versions": _version_blocks(ctx, joined, seed=int(digest[:8], 16))}
         del joined
