@@ -270,7 +270,16 @@ def test_bad_inputs_each_get_their_status_and_name_the_thing(history, monkeypatc
         good["TotalCharges"] = float(good["TotalCharges"]) if good["TotalCharges"].strip() else None
         bad = {**good, "tenure": "abc"}
         r = predict(client, {"rows": [good, bad]}, tok)
-        assert r.status_code == 422 and r.json()["detail"].startswith("rows[1].tenure: expected a number"), r.text
+        assert r.status_code == 422 and r.json()["detail"].startswith("rows[1].tenure: expected a finite number"), r.text
+        for literal in (b"NaN", b"Infinity"):  # JSON's non-standard numbers: refused, never scored
+            body = json.dumps({"rows": [good]}).encode().replace(b'"MonthlyCharges": ' + str(good["MonthlyCharges"]).encode(),
+                                                                  b'"MonthlyCharges": ' + literal)
+            r = client.post(f"/v1/{UC}/predict", content=body, headers={"Authorization": f"Bearer {tok}"})
+            assert r.status_code == 422 and "rows[0].MonthlyCharges: expected a finite number" in r.json()["detail"], \
+                r.text
+        r = client.post(f"/v1/{UC}/predict", content=b"[" + b" " * (8 << 20) + b"]",
+                        headers={"Authorization": f"Bearer {tok}"})
+        assert r.status_code == 413 and "bytes" in r.json()["detail"]
         missing = {k: v for k, v in good.items() if k != "Contract"}
         r = predict(client, {"rows": [missing]}, tok)
         assert r.status_code == 422 and r.json()["detail"] == "rows[0].Contract: missing"

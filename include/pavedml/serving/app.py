@@ -31,6 +31,7 @@ import asyncio
 import hmac
 import json
 import logging
+import math
 import os
 import queue
 import threading
@@ -203,7 +204,13 @@ class PredictionService:
             raise ServingError(401, "unauthorized", "missing or wrong bearer token (Authorization: Bearer <token>)")
 
     # -- request parsing
+    def max_body(self) -> int:
+        """Bytes a request body may have: room for ``serving.max_keys`` raw rows of a few KiB each."""
+        return max(1 << 20, self.uc.serving.max_keys * 4096)
+
     def parse(self, body: bytes) -> tuple[str, list]:
+        if len(body) > self.max_body():
+            raise ServingError(413, "too_large", f"the body has {len(body)} bytes, at most {self.max_body()}")
         try:
             payload = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -246,12 +253,12 @@ class PredictionService:
                         raise ServingError(422, "invalid_request", f"{where}: null is not allowed")
                     continue
                 if spec.type in ("int", "float"):
-                    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+                    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
                     if not ok and spec.blank_as_null and isinstance(value, str) and not value.strip():
                         ok = True
                     if not ok:
                         raise ServingError(422, "invalid_request",
-                                           f"{where}: expected a number, got {json.dumps(value)[:80]}")
+                                           f"{where}: expected a finite number, got {json.dumps(value)[:80]}")
                 elif not isinstance(value, str):
                     raise ServingError(422, "invalid_request",
                                        f"{where}: expected a string, got {json.dumps(value)[:80]}")
@@ -506,6 +513,9 @@ def create_app(service: PredictionService):
         try:
             _check_use_case(use_case)
             service.check_token(request.headers.get("authorization"))
+            declared = request.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > service.max_body():  # refused before it is read
+                raise ServingError(413, "too_large", f"the body has {declared} bytes, at most {service.max_body()}")
             body = await request.body()
             kind, items = service.parse(body)
             n = len(items)
