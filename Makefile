@@ -45,6 +45,9 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed  ## create .venv and install the pinned stack (idempotent)
+	@# the project's own modules byte-compiled too (the editable install is not): with
+	@# PYTHONDONTWRITEBYTECODE set, every step and DAG-parsing process would compile them again
+	@$(PY) -m compileall -q -j 0 include dags plugins >/dev/null || true
 
 demo: install  ## run every DAG end to end on SQLite + local stores: Telco simulated for DAYS (14) days ending today, or USE_CASE=<name> on its imported history
 	$(PY) -m pavedml.tools.demo --use-case $(USE_CASE) --days $(DAYS) $(if $(START),--start $(START))
