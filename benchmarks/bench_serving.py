@@ -814,7 +814,7 @@ def main() -> None:
     if not root.is_dir():
         raise SystemExit(f"no data root at {root}: run `make demo` first (or `make demo DATA_ROOT=<dir>` and pass "
                          "--data-root <dir>)")
-    env = {**os.environ, "PAVEDML_DATA_ROOT": str(root), "PAVEDML_SERVING_POLL_SECONDS": "1", "TQDM_DISABLE": "1",
+    env = {**os.environ, "PAVEDML_DATA_ROOT": str(root), "PAVEDML_SERVING_POLL_SECONDS": os.environ.get("PAVEDML_SERVING_POLL_SECONDS", "1"), "TQDM_DISABLE": "1",
            "FEAST_USAGE": "False", "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
            "GX_ANALYTICS_ENABLED": "false", "PYTHONPATH": str(REPO / "include"),
            # mlflow models serve execs `uvicorn` from PATH: the venv's, as in an activated shell

@@ -72,9 +72,10 @@ class PredictionLog:
             return 0
         started = time.perf_counter()
         served_at = self.columns.index("served_at")
-        by_day: dict[str, list[tuple]] = {}
+        by_epoch_day: dict[int, list[tuple]] = {}
         for row in rows:
-            by_day.setdefault(datetime.fromtimestamp(row[served_at], UTC).date().isoformat(), []).append(row)
+            by_epoch_day.setdefault(int(row[served_at] // 86400), []).append(row)
+        by_day = {datetime.fromtimestamp(d * 86400, UTC).date().isoformat(): r for d, r in by_epoch_day.items()}
         written, failed = 0, []
         for day, day_rows in by_day.items():
             try:
@@ -98,14 +99,17 @@ class PredictionLog:
         return written
 
     def _write(self, day: str, rows: list[tuple]) -> None:
+        import numpy as np
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        data = {c: [r[i] for r in rows] for i, c in enumerate(self.columns)}
-        data["served_at"] = [datetime.fromtimestamp(t, UTC) for t in data["served_at"]]
-        if "event_timestamp" in data:
-            data["event_timestamp"] = [None if t is None else datetime.fromtimestamp(t, UTC)
-                                       for t in data["event_timestamp"]]
+        # one transposition in C, then whole columns (this runs beside the request path: short GIL holds)
+        data: dict = dict(zip(self.columns, (list(col) for col in zip(*rows, strict=True)), strict=True))
+        for name in ("served_at", "event_timestamp"):
+            if name in data:
+                seconds = np.array([np.nan if t is None else t for t in data[name]], dtype="float64")
+                micros = pa.array(np.round(seconds * 1e6), mask=np.isnan(seconds)).cast(pa.int64())
+                data[name] = micros.cast(pa.timestamp("us", tz="UTC"))
         table = pa.Table.from_pydict(data)
         partition = self._partition(day)
         partition.mkdir(parents=True, exist_ok=True)
