@@ -18,6 +18,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,7 +39,9 @@ class PredictionLog:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._seq = 0
-        self._tag = f"{socket.gethostname()[:40]}-{os.getpid()}-{int(time.time())}"
+        # host, process and a random part: two logs never share a file name (two hosts, two processes,
+        # or two services one after the other in one process)
+        self._tag = f"{socket.gethostname()[:40]}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         self._on_drop = on_drop or (lambda n: None)
         self._on_write = on_write or (lambda n, seconds: None)
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
