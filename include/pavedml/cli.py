@@ -160,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--require-token", action="store_true",
                      help="refuse to start without PAVEDML_SERVING_TOKEN / PAVEDML_SERVING_TOKEN_CONN (production)")
     srv.add_argument("--no-access-log", dest="access_log", action="store_false", help="no JSON access-log lines")
+    srv.add_argument("--workers", type=int, default=1, help="worker processes (each loads the models; default 1)")
     lake = sub.add_parser("lake", help=COMMANDS["lake"][1], description=COMMANDS["lake"][1])
     lake.add_argument("direction", choices=["pull", "push"])
     lake.add_argument("--use-case", default="telco_churn")

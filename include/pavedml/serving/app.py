@@ -543,26 +543,45 @@ def create_app(service: PredictionService):
     return app
 
 
+def _service_from_env() -> PredictionService:
+    from pavedml.config import get_use_case
+    from pavedml.settings import get_settings
+
+    poll = os.environ.get("PAVEDML_SERVING_POLL_SECONDS")
+    return PredictionService(get_use_case(os.environ["PAVEDML_SERVING_USE_CASE"]), get_settings(),
+                             poll_seconds=float(poll) if poll else None, token=token_from_env())
+
+
+def worker_app():
+    """The app of one worker process (``--workers N``): each loads the models and reads the store itself."""
+    # the event loop answers requests; the registry poll, log writer and shadow scoring run in threads:
+    # hand the GIL back to the loop sooner than Python's default 5 ms
+    sys.setswitchinterval(0.0005)
+    _json_logging(os.environ.get("PAVEDML_SERVING_ACCESS_LOG", "1") == "1")
+    return create_app(_service_from_env())
+
+
 def serve_command(args) -> None:
     """``python -m pavedml serve``: run the service until SIGTERM/SIGINT (graceful)."""
     import uvicorn
 
     from pavedml.config import get_use_case
-    from pavedml.settings import get_settings
 
-    uc = get_use_case(args.use_case)
+    uc = get_use_case(args.use_case)  # a bad use case or config fails here, in one line
     token = token_from_env()
     if args.require_token and not token:
         raise SystemExit("serve: --require-token: set PAVEDML_SERVING_TOKEN or PAVEDML_SERVING_TOKEN_CONN")
-    poll = float(os.environ["PAVEDML_SERVING_POLL_SECONDS"]) if os.environ.get("PAVEDML_SERVING_POLL_SECONDS") else None
-    # the event loop answers requests; the registry poll, log writer and shadow scoring run in threads:
-    # hand the GIL back to the loop sooner than Python's default 5 ms
-    sys.setswitchinterval(0.0005)
-    service = PredictionService(uc, get_settings(), poll_seconds=poll, token=token)
+    os.environ["PAVEDML_SERVING_USE_CASE"] = uc.name
+    os.environ["PAVEDML_SERVING_ACCESS_LOG"] = "1" if args.access_log else "0"
     _json_logging(args.access_log)
-    log.info("serving %s on http://%s:%d (auth %s)", uc.name, args.host, args.port, "on" if token else "off")
-    uvicorn.run(create_app(service), host=args.host, port=args.port, log_config=None, access_log=False,
-                timeout_graceful_shutdown=20, loop="auto", http="auto")
+    log.info("serving %s on http://%s:%d with %d worker(s) (auth %s)", uc.name, args.host, args.port, args.workers,
+             "on" if token else "off")
+    common = {"host": args.host, "port": args.port, "log_config": None, "access_log": False,
+              "timeout_graceful_shutdown": 20, "loop": "auto", "http": "auto"}
+    if args.workers > 1:
+        uvicorn.run("pavedml.serving.app:worker_app", factory=True, workers=args.workers, **common)
+    else:
+        uvicorn.run(worker_app(), **common)
     return None
 
 
