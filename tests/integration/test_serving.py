@@ -277,6 +277,9 @@ def test_bad_inputs_each_get_their_status_and_name_the_thing(history, monkeypatc
             r = client.post(f"/v1/{UC}/predict", content=body, headers={"Authorization": f"Bearer {tok}"})
             assert r.status_code == 422 and "rows[0].MonthlyCharges: expected a finite number" in r.json()["detail"], \
                 r.text
+        huge = json.dumps({"rows": [good]}).replace('"tenure": ' + json.dumps(good["tenure"]), '"tenure": 1' + "0" * 400)
+        r = client.post(f"/v1/{UC}/predict", content=huge, headers={"Authorization": f"Bearer {tok}"})
+        assert r.status_code == 422 and "rows[0].tenure: expected a finite number" in r.json()["detail"], r.text
         r = client.post(f"/v1/{UC}/predict", content=b"[" + b" " * (8 << 20) + b"]",
                         headers={"Authorization": f"Bearer {tok}"})
         assert r.status_code == 413 and "bytes" in r.json()["detail"]
@@ -307,6 +310,9 @@ def test_bad_inputs_each_get_their_status_and_name_the_thing(history, monkeypatc
         r = predict(client, {"keys": [known]})
         assert r.status_code == 503 and f"127.0.0.1:{dead}" in r.json()["detail"], r.text
         assert time.monotonic() - started < 3
+        started = time.monotonic()  # the next request is not held up by the dead store again
+        r = predict(client, {"keys": [known]})
+        assert r.status_code == 503 and "not retried" in r.json()["detail"] and time.monotonic() - started < 0.5
         ready = client.get("/readyz")
         assert ready.status_code == 503 and "feature store" in ready.json()["reason"]
 
@@ -319,6 +325,38 @@ def test_bad_inputs_each_get_their_status_and_name_the_thing(history, monkeypatc
         assert ready.status_code == 503 and "no champion" in ready.json()["reason"]
         r = predict(client, {"keys": [known]})
         assert r.status_code == 503 and r.json()["error"] == "not_ready"
+
+
+class Broken:
+    """A challenger whose scoring fails (e.g. a category its encoder refuses)."""
+
+    def score(self, numeric, categorical):
+        raise ValueError("found unknown categories ['Crypto'] in column 14 during transform")
+
+
+def test_a_failing_challenger_never_fails_an_answer_or_loses_a_log_row(history):
+    from dataclasses import replace
+
+    root, (v1, _) = history["root"], history["versions"]
+    keys = batch_predictions(root).index[:MAX_KEYS].tolist()
+    before = len(served_log(root))
+    service = make_service()
+    service.watcher.refresh()
+    bundle = service.watcher.bundle
+    service.watcher.bundle = replace(bundle, challenger=replace(bundle.challenger, scorer=Broken()))
+    service._shadow_thread.start()
+    service.predlog.start()
+    answer = service.predict("keys", keys)
+    canary = answer["predictions"]  # canary rows: the champion answers them
+    assert [p["alias"] for p in canary] == ["champion"] * len(keys)
+    assert {p["model_version"] for p in canary} == {v1}
+    service.stop()  # the shadow work (failing) is done and the log flushed
+    log = served_log(root)
+    assert len(log) == before + len(keys)
+    log = log[log["request_id"] == answer["request_id"]]
+    assert len(log) == len(keys) and log["challenger_score"].isna().all()
+    assert 'reason="challenger_failed"' in __import__("prometheus_client").generate_latest(
+        service.metrics.registry).decode()
 
 
 def test_unknown_entities_get_the_configured_default(history, monkeypatch, tmp_path):

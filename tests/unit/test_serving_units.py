@@ -90,3 +90,24 @@ def test_close_flushes_what_is_buffered(tmp_path):
     log.append(rows(7, time.time()))
     log.close()
     assert len(read(tmp_path)) == 7
+
+
+def test_rows_that_cannot_be_encoded_are_dropped_and_counted_and_the_writer_goes_on(tmp_path):
+    dropped = []
+    log = PredictionLog(lambda d: tmp_path / f"dt={d}", COLUMNS, flush_seconds=0.05, flush_rows=10**9,
+                        on_drop=dropped.append).start()
+    now = time.time()
+    log.append([("a", now, 0.5, now), (1, now, 0.5, now)])  # an int among the keys' strings: not one column
+    deadline = time.monotonic() + 5
+    while not dropped and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert dropped == [2]
+    log.append(rows(3, time.time()))  # the writer thread is alive: later rows are written
+    log.close()
+    assert len(read(tmp_path)) == 3
+
+
+def test_the_buffer_is_bounded_even_before_a_write_fails(tmp_path):
+    log = PredictionLog(lambda d: tmp_path / f"dt={d}", COLUMNS, flush_seconds=3600, flush_rows=10**9, max_buffer=4)
+    log.append(rows(6, time.time()))
+    assert log.dropped == 2 and log.flush() == 4

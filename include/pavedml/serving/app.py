@@ -51,7 +51,16 @@ access_log = logging.getLogger("pavedml.serving.access")
 
 MISSING = "__missing__"
 #: Shadow work waiting beyond this many requests is dropped (counted): overload never reaches the response path.
-SHADOW_QUEUE = 10_000
+SHADOW_QUEUE = 1_000
+#: After the feature store fails, requests are refused (503) at once for this long instead of each waiting on it.
+STORE_RETRY_SECONDS = 2.0
+
+
+def _finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float (JSON allows 10**400)
+        return False
 
 
 class ServingError(Exception):
@@ -154,6 +163,7 @@ class PredictionService:
         self._shadow_q: queue.Queue = queue.Queue(maxsize=SHADOW_QUEUE)
         self._shadow_thread = threading.Thread(target=self._shadow_loop, name="shadow", daemon=True)
         self._ready_cache: tuple[float, str] = (0.0, "not checked yet")
+        self._store_down: tuple[float, str] = (0.0, "")
         self.started = False
 
     # -- lifecycle
@@ -169,7 +179,7 @@ class PredictionService:
         self.watcher.stop()
         if self._shadow_thread.is_alive():
             self._shadow_q.put(None)
-            self._shadow_thread.join(timeout=30)
+            self._shadow_thread.join(timeout=15)
         self.predlog.close()
         close = getattr(self.features, "close", None)
         if close:
@@ -254,7 +264,7 @@ class PredictionService:
                         raise ServingError(422, "invalid_request", f"{where}: null is not allowed")
                     continue
                 if spec.type in ("int", "float"):
-                    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and _finite(value)
                     if not ok and spec.blank_as_null and isinstance(value, str) and not value.strip():
                         ok = True
                     if not ok:
@@ -270,7 +280,14 @@ class PredictionService:
 
         started = time.perf_counter()
         try:
-            rows = self.features.read(keys)
+            down_until, why = self._store_down
+            if time.monotonic() < down_until:  # a store that just failed is not waited on again by every request
+                raise FeatureStoreUnavailable(f"{why} (not retried for {STORE_RETRY_SECONDS:g} s)")
+            try:
+                rows = self.features.read(keys)
+            except FeatureStoreUnavailable as exc:
+                self._store_down = (time.monotonic() + STORE_RETRY_SECONDS, str(exc))
+                raise
         except FeatureStoreUnavailable as exc:
             self.metrics.error("feature_store_down")
             if not self.uc.serving.allow_imputation:
@@ -347,7 +364,13 @@ class PredictionService:
 
             canary = canary_rows(pd.Series(keys), fraction) & found
             if canary.any():
-                challenger_scores = challenger.scorer.score(numeric, categorical)
+                try:
+                    challenger_scores = challenger.scorer.score(numeric, categorical)
+                except Exception as exc:  # noqa: BLE001 - the champion answers; the challenger's failure is counted
+                    log.warning("challenger v%s failed to score (%s: %s): the champion answers its canary rows",
+                                challenger.version, type(exc).__name__, str(exc)[:200])
+                    self.metrics.error("challenger_failed")
+                    canary = np.zeros(n, dtype=bool)
         published = champion_scores if challenger_scores is None else np.where(canary, challenger_scores,
                                                                                 champion_scores)
         default = ~found
@@ -391,14 +414,17 @@ class PredictionService:
 
     def _shadow_loop(self) -> None:
         while (work := self._shadow_q.get()) is not None:
+            work = list(work)
             try:
-                work = list(work)
-                bundle = work[-1]
-                work[10] = bundle.challenger.scorer.score(work[4], work[5])
+                work[10] = work[-1].challenger.scorer.score(work[4], work[5])
                 self.metrics.shadow.labels(self.uc.name).inc(len(work[3]))
+            except Exception as exc:  # noqa: BLE001 - shadow never fails the service: the answers are logged anyway
+                log.warning("shadow scoring by the challenger failed (%s: %s)", type(exc).__name__, str(exc)[:200])
+                self.metrics.error("challenger_failed")
+            try:
                 self._log(*work)
-            except Exception:  # noqa: BLE001 - shadow never fails the service
-                log.exception("shadow scoring failed")
+            except Exception:  # noqa: BLE001
+                log.exception("prediction log append failed")
         # drain whatever is still queued (shutdown): log what was answered
         while True:
             try:
@@ -517,7 +543,13 @@ def create_app(service: PredictionService):
             declared = request.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > service.max_body():  # refused before it is read
                 raise ServingError(413, "too_large", f"the body has {declared} bytes, at most {service.max_body()}")
-            body = await request.body()
+            chunks, size = [], 0
+            async for chunk in request.stream():  # a chunked body without a length is capped as it arrives
+                size += len(chunk)
+                if size > service.max_body():
+                    raise ServingError(413, "too_large", f"the body has more than {service.max_body()} bytes")
+                chunks.append(chunk)
+            body = b"".join(chunks)
             kind, items = service.parse(body)
             n = len(items)
             result = service.predict(kind, items)
@@ -533,8 +565,7 @@ def create_app(service: PredictionService):
             service.metrics.error("internal")
             response = error(ServingError(500, "internal", f"{type(exc).__name__} (see the service log)"))
         seconds = time.perf_counter() - started
-        if status == 200:
-            service.metrics.latency.labels(uc.name, kind).observe(seconds)
+        service.metrics.latency.labels(uc.name, kind if status == 200 else "error").observe(seconds)
         access_log.info(json.dumps({"ts": round(time.time(), 3), "method": "POST", "path": request.url.path,
                                     "status": status, "ms": round(seconds * 1000, 3), "kind": kind, "n": n,
                                     "client": request.client.host if request.client else None}))
@@ -577,7 +608,7 @@ def serve_command(args) -> None:
     log.info("serving %s on http://%s:%d with %d worker(s) (auth %s)", uc.name, args.host, args.port, args.workers,
              "on" if token else "off")
     common = {"host": args.host, "port": args.port, "log_config": None, "access_log": False,
-              "timeout_graceful_shutdown": 20, "loop": "auto", "http": "auto"}
+              "timeout_graceful_shutdown": 15, "loop": "auto", "http": "auto"}
     if args.workers > 1:
         uvicorn.run("pavedml.serving.app:worker_app", factory=True, workers=args.workers, **common)
     else:

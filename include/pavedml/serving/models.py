@@ -61,6 +61,7 @@ class ModelWatcher:
         self.last_error: str = "the champion is not loaded yet"
         self.last_poll: float = 0.0
         self._cache: dict[str, Loaded] = {}
+        self._failures: dict[str, tuple[float, int, str]] = {}  # version -> (next try, failures, why)
         self._lock = threading.Lock()  # one refresh at a time (the poller and a push)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -105,6 +106,23 @@ class ModelWatcher:
         self._cache[str(version)] = loaded
         return loaded
 
+    def _load_or_backoff(self, version: str) -> Loaded:
+        """Load ``version``; one that failed is not tried again before its backoff (30 s, doubling to
+        15 min): a broken version is not downloaded and unpickled beside the requests every poll."""
+        failed = self._failures.get(version)
+        if failed is not None and time.monotonic() < failed[0]:
+            raise RuntimeError(f"v{version} failed to load ({failed[2]}); next try in "
+                               f"{failed[0] - time.monotonic():.0f} s")
+        try:
+            loaded = self._load(version)
+        except Exception as exc:
+            wait = min(900.0, 30.0 * 2 ** (failed[1] if failed else 0))
+            self._failures[version] = (time.monotonic() + wait, (failed[1] + 1) if failed else 1,
+                                       f"{type(exc).__name__}: {str(exc)[:200]}")
+            raise
+        self._failures.pop(version, None)
+        return loaded
+
     def refresh(self) -> bool:
         """Ask the registry now; load what moved and swap. True when the bundle changed."""
         from pavedml.adapters.tracking import alias_version
@@ -129,8 +147,19 @@ class ModelWatcher:
                                             current.challenger.version if current.challenger else None) == wanted:
                     self.last_error = ""
                     return False
-                champion = self._load(wanted[0])
-                challenger = self._load(wanted[1]) if wanted[1] is not None else None
+                champion = self._load_or_backoff(wanted[0])
+                challenger = None
+                if wanted[1] is not None:
+                    try:
+                        challenger = self._load_or_backoff(wanted[1])
+                    except Exception as exc:  # noqa: BLE001 - the champion swaps in without it
+                        log.warning("challenger v%s not loaded (%s): serving without it", wanted[1], exc)
+                        self._on_error("challenger")
+                if current is not None and (current.champion.version,
+                                            current.challenger.version if current.challenger else None) == \
+                        (champion.version, challenger.version if challenger else None):
+                    self.last_error = ""
+                    return False
             except Exception as exc:  # noqa: BLE001 - keep serving what is loaded; say why
                 from pavedml.redact import redact_urls
 

@@ -27,10 +27,8 @@ import math
 import sqlite3
 import struct
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +53,6 @@ _STRING_TYPE = 2  # feast ValueType.STRING (entity key serialization v3)
 _U32 = struct.Struct("<I").pack
 _DOUBLE = struct.Struct("<d").unpack_from
 _FLOAT = struct.Struct("<f").unpack_from
-# a host whose local time is UTC reads Feast's SQLite event_ts as is (see _feast_sqlite_ts)
-_LOCAL_IS_UTC = time.timezone == 0 and (not time.daylight or time.altzone == 0)
 
 
 class FeatureStoreUnavailable(RuntimeError):
@@ -127,11 +123,11 @@ def _timestamp_seconds(b: bytes | None) -> float:
 
 
 def _feast_sqlite_ts(stored: int | float | str) -> float:
-    """The event time Feast's SQLite store returns for a stored ``event_ts``: it converts the
-    integer with ``datetime.fromtimestamp`` (local time) and labels the result UTC."""
-    if _LOCAL_IS_UTC:
-        return float(stored)
-    return datetime.fromtimestamp(int(stored)).replace(tzinfo=UTC).timestamp()
+    """The event time of a stored ``event_ts``: the epoch seconds as written (materialize_features'
+    writer stores the true epoch). Feast's own reader turns it into local time labelled UTC, which is
+    the same on a UTC host (where the equality tests run) and off by the host's offset elsewhere: the
+    service never copies that, so the logged event times join their labels on any host."""
+    return float(stored)
 
 
 def _columns(uc: UseCase) -> tuple[dict[str, tuple[bool, int]], int, int]:

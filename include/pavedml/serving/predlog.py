@@ -57,6 +57,12 @@ class PredictionLog:
         with self._lock:
             self._rows.extend(rows)
             n = len(self._rows)
+            excess = n - self.max_buffer
+            if excess > 0:  # the writer cannot keep up (or the disk is gone): memory stays bounded
+                del self._rows[:excess]
+                self.dropped += excess
+        if excess > 0:
+            self._on_drop(excess)
         if n >= self.flush_rows:
             self._wake.set()
 
@@ -64,7 +70,10 @@ class PredictionLog:
         while not self._stop.is_set():
             self._wake.wait(self.flush_seconds)
             self._wake.clear()
-            self.flush()
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - the writer never dies; flush() already counted what it lost
+                log.exception("prediction log flush failed")
 
     def flush(self) -> int:
         """Write what is buffered now, one file per UTC day; returns the rows written. A day whose
@@ -88,6 +97,11 @@ class PredictionLog:
                 log.error("prediction log write of %s failed (%s): %d rows kept for the next flush", day, exc,
                           len(day_rows))
                 failed += day_rows
+            except Exception as exc:  # noqa: BLE001 - rows that cannot be encoded: dropped, counted, said
+                log.error("prediction log: %d rows of %s cannot be written (%s: %s): dropped", len(day_rows), day,
+                          type(exc).__name__, str(exc)[:300])
+                self.dropped += len(day_rows)
+                self._on_drop(len(day_rows))
         if failed:
             with self._lock:
                 self._rows[:0] = failed
@@ -130,5 +144,5 @@ class PredictionLog:
         self._stop.set()
         self._wake.set()
         if self._thread.is_alive():
-            self._thread.join(timeout=30)
+            self._thread.join(timeout=15)
         self.flush()

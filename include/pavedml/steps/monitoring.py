@@ -373,7 +373,8 @@ def _prediction_psi(ctx: StepContext, reference: dict, version: str, days: list[
 def _served_traffic(ctx: StepContext, reference: dict, days: list[str], *, warn: float, alert: float):
     """The prediction service's traffic of ``days`` (its log, :mod:`pavedml.serving.predlog`) against
     the same reference as the batch window: (record, DriftReport), or (None, None) without traffic.
-    Rows answered with a default (unknown entity) or on imputed features are left out (no features)."""
+    Rows answered with a default (unknown entity) or on imputed features are left out (no features);
+    one entity's feature row counts once however often it was asked about."""
     import pyarrow.parquet as pq
 
     from pavedml.drift import PREDICTION, PsiAccumulator
@@ -385,15 +386,20 @@ def _served_traffic(ctx: StepContext, reference: dict, days: list[str], *, warn:
     acc = PsiAccumulator(reference)
     ref = reference.get(PREDICTION)
     scores = PsiAccumulator(ref) if ref is not None else None
-    skipped = 0
-    for path in files:
-        df = pq.read_table(path, columns=[*acc.features, "champion_score", "default", "imputed"]).to_pandas()
-        keep = ~(df["default"].astype(bool) | df["imputed"].astype(bool))
-        skipped += int((~keep).sum())
-        df = df[keep]
-        acc.update(df[acc.features])
+    import pandas as pd
+
+    key = ctx.use_case.entity.key
+    columns = [key, "event_timestamp", *acc.features, "champion_score", "default", "imputed"]
+    df = pd.concat([pq.read_table(path, columns=columns).to_pandas() for path in files], ignore_index=True)
+    keep = ~(df["default"].astype(bool) | df["imputed"].astype(bool))
+    skipped = int((~keep).sum())
+    # an entity asked about again and again (a dashboard polling one key) counts once per feature row
+    df = df[keep].drop_duplicates([key, "event_timestamp"], keep="last")
+    for start in range(0, len(df), policy.chunk_rows):
+        chunk = df.iloc[start:start + policy.chunk_rows]
+        acc.update(chunk[acc.features])
         if scores is not None:
-            scores.update(df[["champion_score"]].rename(columns={"champion_score": PREDICTION}))
+            scores.update(chunk[["champion_score"]].rename(columns={"champion_score": PREDICTION}))
     report = acc.result(warn=warn, alert=alert, per_feature=policy.per_feature, min_samples=policy.min_samples)
     prediction = scores.result(warn=warn, alert=alert, min_samples=policy.min_samples).features[0] \
         if scores is not None else None

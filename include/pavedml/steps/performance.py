@@ -183,7 +183,7 @@ def served_rows(ctx: StepContext, ds: date):
     end = start + pd.Timedelta(days=1)
     frames = []
     wanted = [key, "event_timestamp", "champion_version", "champion_score", "challenger_version",
-              "challenger_score", "served_by", "default", "imputed"]
+              "challenger_score", "served_by", "default", "imputed", "served_at"]
     for path in served_files(ctx, ds):
         df = pq.read_table(path, columns=wanted).to_pandas()
         df = df[~(df["default"].astype(bool) | df["imputed"].astype(bool)) & df["event_timestamp"].notna()]
@@ -201,8 +201,8 @@ def served_rows(ctx: StepContext, ds: date):
     df["champion_score"] = df["champion_score"].astype("float64")
     df["challenger_score"] = pd.to_numeric(df["challenger_score"], errors="coerce").astype("float64")
     df["challenger_version"] = df["challenger_version"].astype("object").where(df["challenger_version"].notna(), None)
-    # one answer per entity, snapshot and champion: the latest (the challenger's shadow score, if any, kept)
-    df = df.sort_values("challenger_score", na_position="first", kind="stable")
+    # one answer per entity, snapshot and champion: the latest served
+    df = df.sort_values("served_at", kind="stable").drop(columns=["served_at"])
     return df.drop_duplicates([key, "event_timestamp", "champion_version"], keep="last").reset_index(drop=True)
 
 
