@@ -20,6 +20,7 @@ from tests.conftest import REPO
 from tests.helpers import procs
 from tests.helpers.standalone import free_port
 from tests.helpers.steps import run_step
+from tests.helpers.use_cases import write_copy
 
 pytestmark = pytest.mark.integration
 DS = "2025-01-01"
@@ -28,17 +29,13 @@ DS = "2025-01-01"
 @pytest.fixture(scope="module")
 def applied(tmp_path_factory):
     """A use case of our own (a telco_churn copy) with one day through the feature steps (SQLite)."""
-    from pavedml.settings import DEFAULT_USE_CASES_DIR, get_settings
+    from pavedml.settings import get_settings
     from pavedml.tools.simulate import simulate
 
     name = f"frepo_{secrets.token_hex(3)}"
     tmp = tmp_path_factory.mktemp("feast_repo")
     cases = tmp / "use_cases"
-    cases.mkdir()
-    spec = yaml.safe_load((DEFAULT_USE_CASES_DIR / "telco_churn.yaml").read_text())
-    spec["name"] = name
-    spec["model"]["registered_name"] = name
-    (cases / f"{name}.yaml").write_text(yaml.safe_dump(spec))
+    write_copy(cases, name)
     mp = pytest.MonkeyPatch()
     mp.setenv("PAVEDML_DATA_ROOT", str(tmp / "data"))
     mp.setenv("PAVEDML_USE_CASES_DIR", str(cases))

@@ -20,6 +20,7 @@ import pytest
 
 from tests.helpers.standalone import free_port
 from tests.helpers.steps import run_step
+from tests.helpers.use_cases import write_copy
 
 pytestmark = pytest.mark.integration
 
@@ -44,21 +45,16 @@ def _odd_rows(uc) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     import redis
-    import yaml
 
     from pavedml.config import get_use_case
-    from pavedml.settings import DEFAULT_USE_CASES_DIR, get_settings
+    from pavedml.settings import get_settings
     from pavedml.steps.featurestore import get_store
     from pavedml.tools.simulate import simulate
 
     name = f"srv_{secrets.token_hex(4)}"
     tmp = tmp_path_factory.mktemp("serving_online")
     cases = tmp / "use_cases"
-    cases.mkdir()
-    spec = yaml.safe_load((DEFAULT_USE_CASES_DIR / "telco_churn.yaml").read_text())
-    spec["name"] = name
-    spec["model"]["registered_name"] = name
-    (cases / f"{name}.yaml").write_text(yaml.safe_dump(spec))
+    write_copy(cases, name)
     mp = pytest.MonkeyPatch()
     mp.setenv("PAVEDML_DATA_ROOT", str(tmp / "data"))
     mp.setenv("PAVEDML_USE_CASES_DIR", str(cases))

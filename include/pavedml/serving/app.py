@@ -503,13 +503,19 @@ def create_app(service: PredictionService):
 
         return PlainTextResponse(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/v1/{use_case}")
-    async def info(use_case: str, request: Request):
+    def refused(use_case: str, request: Request) -> Response | None:
+        """The error answer when the path names another use case or the token is wrong, else None."""
         try:
             _check_use_case(use_case)
             service.check_token(request.headers.get("authorization"))
         except ServingError as exc:
             return error(exc)
+        return None
+
+    @app.get("/v1/{use_case}")
+    async def info(use_case: str, request: Request):
+        if (answer := refused(use_case, request)) is not None:
+            return answer
         bundle = service.watcher.bundle
         return {"use_case": uc.name, "model_name": uc.model.registered_name,
                 "champion_version": bundle.champion.version if bundle else None,
@@ -523,11 +529,8 @@ def create_app(service: PredictionService):
 
     @app.post("/v1/{use_case}/reload")
     async def reload(use_case: str, request: Request):
-        try:
-            _check_use_case(use_case)
-            service.check_token(request.headers.get("authorization"))
-        except ServingError as exc:
-            return error(exc)
+        if (answer := refused(use_case, request)) is not None:
+            return answer
         changed = await asyncio.to_thread(service.watcher.refresh)
         bundle = service.watcher.bundle
         return {"changed": changed, "champion_version": bundle.champion.version if bundle else None,

@@ -77,6 +77,14 @@ def entity_key(join_key: str, value: str) -> bytes:
     return _U32(1) + _U32(_STRING_TYPE) + _U32(len(name)) + name + _U32(_STRING_TYPE) + _U32(len(raw)) + raw
 
 
+def _unique_entity_keys(join_key: str, keys: list[str]) -> tuple[dict[bytes, int], list[bytes]]:
+    """Serialized entity keys once each (a request may repeat a key): position by key, and the keys."""
+    pos: dict[bytes, int] = {}
+    for k in keys:
+        pos.setdefault(entity_key(join_key, k), len(pos))
+    return pos, list(pos)
+
+
 def _varint(b: bytes, i: int) -> tuple[int, int]:
     n = shift = 0
     while True:
@@ -219,11 +227,7 @@ class _SqliteReader:
         self._execute(self._ping_sql, ())
 
     def read(self, keys: list[str], out: OnlineRows) -> None:
-        join_key = self.uc.entity.key
-        pos: dict[bytes, int] = {}
-        for k in keys:
-            pos.setdefault(entity_key(join_key, k), len(pos))
-        uniq = list(pos)
+        pos, uniq = _unique_entity_keys(self.uc.entity.key, keys)
         rows: list[tuple] = []
         for start in range(0, len(uniq), SQLITE_MAX_KEYS):
             chunk = uniq[start:start + SQLITE_MAX_KEYS]
@@ -255,7 +259,7 @@ class _SqliteReader:
                     strings[blob] = value
                 cat[i][j] = value
         ts = np.array([nan if t is None else _feast_sqlite_ts(t) for t in stored_ts], dtype=np.float64)
-        _scatter(out, keys, uniq, pos, join_key, np.array(found, dtype=bool),
+        _scatter(out, keys, uniq, pos, self.uc.entity.key, np.array(found, dtype=bool),
                  np.array(num, dtype=np.float64).reshape(m, n_num), _objects(cat, m, n_cat), ts)
 
     def close(self) -> None:
@@ -337,11 +341,7 @@ class _RedisReader:
             raise self._fail(exc) from exc
 
     def read(self, keys: list[str], out: OnlineRows) -> None:
-        join_key = self.uc.entity.key
-        pos: dict[bytes, int] = {}
-        for k in keys:
-            pos.setdefault(entity_key(join_key, k), len(pos))
-        uniq = list(pos)
+        pos, uniq = _unique_entity_keys(self.uc.entity.key, keys)
         try:
             with self.client.pipeline(transaction=False) as pipe:
                 for ek in uniq:
@@ -376,7 +376,7 @@ class _RedisReader:
                             strings.clear()
                         strings[b] = value
                     row[j] = value
-        _scatter(out, keys, uniq, pos, join_key, np.array(found, dtype=bool),
+        _scatter(out, keys, uniq, pos, self.uc.entity.key, np.array(found, dtype=bool),
                  np.array(num, dtype=np.float64).reshape(m, n_num), _objects(cat, m, n_cat),
                  np.array(ts, dtype=np.float64))
 
