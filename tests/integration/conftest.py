@@ -21,3 +21,23 @@ def history_copy(feature_history, tmp_path_factory, airflow_db):
     yield root
     mp.undo()
     get_settings.cache_clear()
+
+
+@pytest.fixture
+def lake_env(tmp_path, monkeypatch):
+    """A local S3 (moto) on a free loopback port with the bucket ``lake``; the AWS environment points at it."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    for name, value in {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "test-only",
+                        "AWS_SECRET_ACCESS_KEY": "test-only", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=url)
+    client.create_bucket(Bucket="lake")
+    yield client
+    server.stop()

@@ -15,25 +15,6 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def lake_env(tmp_path, monkeypatch):
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    for name, value in {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "test-only",
-                        "AWS_SECRET_ACCESS_KEY": "test-only", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
-    import boto3
-
-    client = boto3.client("s3", endpoint_url=url)
-    client.create_bucket(Bucket="lake")
-    yield client
-    server.stop()
-
-
 def keys(client, prefix="pavedml/telco_churn/") -> set[str]:
     pages = client.get_paginator("list_objects_v2").paginate(Bucket="lake", Prefix=prefix)
     return {o["Key"][len(prefix):] for page in pages for o in page.get("Contents", [])}

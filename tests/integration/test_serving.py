@@ -359,6 +359,31 @@ def test_a_failing_challenger_never_fails_an_answer_or_loses_a_log_row(history):
         service.metrics.registry).decode()
 
 
+def test_with_a_lake_each_log_file_reaches_it_and_a_monitors_working_copy(history, lake_env, monkeypatch, tmp_path):
+    """Production profile: the service's complete log files are put to ``<lake>/<uc>/served/...``, so
+    a step on another host (a working copy pulled from the lake) reads the served traffic."""
+    from pavedml.lake import Lake
+
+    root = history["root"]
+    monkeypatch.setenv("PAVEDML_LAKE_URI", "s3://lake/pavedml")
+    keys = batch_predictions(root).index[:MAX_KEYS].tolist()
+    service = make_service()
+    with client_of(service) as client:
+        answer = predict(client, {"keys": keys}).json()
+    day = datetime.now(UTC).date().isoformat()
+    objects = [k for k in lake_keys(lake_env, f"pavedml/{UC}/served/dt={day}/") if k.endswith(".parquet")]
+    assert objects and not [k for k in objects if "/." in k]  # whole files only, never a temporary one
+    other = tmp_path / "other_host"
+    Lake(f"s3://lake/pavedml/{UC}", other / UC).pull()
+    pulled = pd.concat([pd.read_parquet(p) for p in (other / UC / "served").glob("dt=*/part-*.parquet")])
+    assert (pulled["request_id"] == answer["request_id"]).sum() == len(keys)
+
+
+def lake_keys(client, prefix: str) -> list[str]:
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket="lake", Prefix=prefix)
+    return [o["Key"][len(prefix):] for page in pages for o in page.get("Contents", [])]
+
+
 def test_unknown_entities_get_the_configured_default(history, monkeypatch, tmp_path):
     cases = tmp_path / "cases"
     cases.mkdir()

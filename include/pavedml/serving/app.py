@@ -159,12 +159,20 @@ class PredictionService:
         serving = uc.serving
         self.predlog = PredictionLog(self.layout.served_partition, self.columns, flush_seconds=serving.log_flush_seconds,
                                      flush_rows=serving.log_flush_rows,
-                                     on_drop=lambda n: self.metrics.log_dropped.labels(uc.name).inc(n))
+                                     on_drop=lambda n: self.metrics.log_dropped.labels(uc.name).inc(n),
+                                     mirror=self._to_lake if settings.lake_uri else None)
         self._shadow_q: queue.Queue = queue.Queue(maxsize=SHADOW_QUEUE)
         self._shadow_thread = threading.Thread(target=self._shadow_loop, name="shadow", daemon=True)
         self._ready_cache: tuple[float, str] = (0.0, "not checked yet")
         self._store_down: tuple[float, str] = (0.0, "")
         self.started = False
+
+    def _to_lake(self, path) -> None:
+        """Put a complete log file where the monitors' working copies pull from (the lake)."""
+        from pavedml import storage
+
+        rel = path.relative_to(self.layout.root).as_posix()
+        storage.write_bytes(storage.join(self.settings.lake_uri, self.uc.name, rel), path.read_bytes())
 
     # -- lifecycle
     def start(self) -> None:

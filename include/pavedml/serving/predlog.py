@@ -8,7 +8,9 @@ Rows are buffered in memory and written every ``serving.log_flush_seconds`` or
 ``part-<host>-<pid>-<seq>.parquet``, written under a name starting with ``.`` and renamed, so a
 reader never sees a partial file and two service processes (or hosts) never write the same name.
 A write that fails (disk full) keeps the rows buffered for the next flush, up to ``max_buffer``
-rows; past that the oldest are dropped and counted, never the service.
+rows; past that the oldest are dropped and counted, never the service. In the production profile
+(``PAVEDML_LAKE_URI``) each complete file is also put to ``<lake>/<use case>/served/dt=<day>/``
+(one PUT: whole or absent), where the monitors' steps find it when they pull their working copy.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ log = logging.getLogger(__name__)
 
 class PredictionLog:
     def __init__(self, root_of_day: Callable[[str], Path], columns: list[str], *, flush_seconds: float,
-                 flush_rows: int, max_buffer: int = 1_000_000, on_drop=None, on_write=None) -> None:
+                 flush_rows: int, max_buffer: int = 1_000_000, on_drop=None, on_write=None,
+                 mirror: Callable[[Path], None] | None = None) -> None:
         self._partition = root_of_day
         self.columns = columns
         self.flush_seconds = flush_seconds
@@ -44,6 +47,8 @@ class PredictionLog:
         self._tag = f"{socket.gethostname()[:40]}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         self._on_drop = on_drop or (lambda n: None)
         self._on_write = on_write or (lambda n, seconds: None)
+        #: called with each file once it is complete (the production profile copies it to the lake)
+        self._mirror = mirror
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self.dropped = 0
         self.written = 0
@@ -138,6 +143,14 @@ class PredictionLog:
             os.replace(tmp, partition / name)
         finally:
             tmp.unlink(missing_ok=True)
+        if self._mirror is not None:
+            try:
+                self._mirror(partition / name)
+            except Exception as exc:  # noqa: BLE001 - the local file stays; the next flushes try their own
+                from pavedml.redact import redact_urls
+
+                log.error("prediction log: %s not copied to the lake (%s: %s)", name, type(exc).__name__,
+                          redact_urls(str(exc))[:300])
 
     def close(self) -> None:
         """Stop the writer and flush what is left (graceful shutdown)."""
