@@ -238,7 +238,10 @@ def test_the_performance_monitor_measures_the_served_traffic(history):
     assert blocks["champion"]["model_version"] == v1 and blocks["champion"]["n"] == len(keys)
     assert blocks["challenger"]["model_version"] == v2 and blocks["challenger"]["n"] == len(keys)
     assert record["served_files"] >= 1
-    # a rerun with the same files measures nothing again
+    # a rerun with the same files measures nothing again, nor after traffic on another day's features
+    assert YESTERDAY in run_step("measure_performance", tomorrow, UC).unchanged
+    with client_of(make_service()) as client:
+        assert predict(client, {"keys": sorted(today)[:MAX_KEYS]}).status_code == 200
     assert YESTERDAY in run_step("measure_performance", tomorrow, UC).unchanged
 
 

@@ -19,7 +19,8 @@ import hashlib
 import io
 import logging
 import time
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 
 from pavedml import storage
 from pavedml.config import LOWER_IS_BETTER
@@ -159,16 +160,49 @@ def read_scored_day(ctx: StepContext, ds: date):
 
 
 def served_files(ctx: StepContext, ds: date) -> list:
-    """The prediction service's log files that may hold answers on features of snapshot day ``ds``:
+    """The prediction service's log files holding answers on features of snapshot day ``ds``: among
     those served from ``ds`` up to the run's own day (a feature row is served until a newer one is
-    materialized), within ``performance.lookback_days``."""
+    materialized), within ``performance.lookback_days``, the ones whose ``event_timestamp`` range (the
+    Parquet footer's statistics) reaches into that day, so a new file changes only the days it holds."""
+    start = datetime.combine(ds, datetime.min.time(), UTC).timestamp()
     out = []
     for offset in range(ctx.use_case.performance.lookback_days + 1):
         day = ds + timedelta(days=offset)
         if day > ctx.ds:
             break
-        out += ctx.layout.served_files(day.isoformat())
+        for path in ctx.layout.served_files(day.isoformat()):
+            span = _event_span(str(path), path.stat().st_size)
+            if span is None or (span[0] < start + 86400 and span[1] >= start):
+                out.append(path)
     return out
+
+
+@lru_cache(maxsize=100_000)
+def _event_span(path: str, size: int) -> tuple[float, float] | None:
+    """(first, last) ``event_timestamp`` of a log file from its footer, or None when unknown. Log
+    files are written once under unique names (``size`` keys the cache all the same)."""
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path).metadata
+    try:
+        column = meta.schema.to_arrow_schema().get_field_index("event_timestamp")
+        if column < 0:
+            return None
+        spans = []
+        for group in range(meta.num_row_groups):
+            stats = meta.row_group(group).column(column).statistics
+            if stats is None or not stats.has_min_max:
+                return None
+            spans.append((stats.min, stats.max))
+    except (KeyError, ValueError):
+        return None
+    if not spans:
+        return None
+
+    def seconds(value) -> float:
+        return value.timestamp() if value.tzinfo else value.replace(tzinfo=UTC).timestamp()
+
+    return min(seconds(lo) for lo, _ in spans), max(seconds(hi) for _, hi in spans)
 
 
 def served_rows(ctx: StepContext, ds: date):
