@@ -249,15 +249,9 @@ class _SqliteReader:
                 continue
             numeric, j = where
             if numeric:
-                num[i][j] = _DOUBLE(blob, 1)[0] if len(blob) == 9 and blob[0] == 0x29 else _as_float(blob, name)
+                num[i][j] = _double(blob, name)
             else:
-                value = strings.get(blob)
-                if value is None:
-                    value = decode_value(blob)
-                    if len(strings) >= STRING_CACHE_SIZE:
-                        strings.clear()
-                    strings[blob] = value
-                cat[i][j] = value
+                cat[i][j] = _cached_text(strings, blob)
         ts = np.array([nan if t is None else _feast_sqlite_ts(t) for t in stored_ts], dtype=np.float64)
         _scatter(out, keys, uniq, pos, self.uc.entity.key, np.array(found, dtype=bool),
                  np.array(num, dtype=np.float64).reshape(m, n_num), _objects(cat, m, n_cat), ts)
@@ -268,6 +262,22 @@ class _SqliteReader:
             self._closed = True
         for c in conns:
             c.close()
+
+
+def _double(blob: bytes, name: str) -> float:
+    """A numeric feature's value: the common double_val encoding read directly, anything else decoded."""
+    return _DOUBLE(blob, 1)[0] if len(blob) == 9 and blob[0] == 0x29 else _as_float(blob, name)
+
+
+def _cached_text(strings: dict, blob: bytes):
+    """A categorical feature's value, decoded once per distinct blob (the cache is bounded)."""
+    value = strings.get(blob)
+    if value is None:
+        value = decode_value(blob)
+        if len(strings) >= STRING_CACHE_SIZE:
+            strings.clear()
+        strings[blob] = value
+    return value
 
 
 def _as_float(blob: bytes, name: str) -> float:
@@ -364,18 +374,12 @@ class _RedisReader:
             for j in range(n_num):
                 b = values[j]
                 if b:
-                    row[j] = _DOUBLE(b, 1)[0] if len(b) == 9 and b[0] == 0x29 else _as_float(b, self.names[j])
+                    row[j] = _double(b, self.names[j])
             row = cat[i]
             for j in range(n_cat):
                 b = values[n_num + j]
                 if b:
-                    value = strings.get(b)
-                    if value is None:
-                        value = decode_value(b)
-                        if len(strings) >= STRING_CACHE_SIZE:
-                            strings.clear()
-                        strings[b] = value
-                    row[j] = value
+                    row[j] = _cached_text(strings, b)
         _scatter(out, keys, uniq, pos, self.uc.entity.key, np.array(found, dtype=bool),
                  np.array(num, dtype=np.float64).reshape(m, n_num), _objects(cat, m, n_cat),
                  np.array(ts, dtype=np.float64))
