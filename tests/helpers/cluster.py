@@ -1,0 +1,198 @@
+"""Airflow as the production profile runs it, without containers: the CeleryExecutor with its
+components as separate processes (API server, scheduler, DAG processor, triggerer) on one
+"control" Airflow home, and Celery workers, each with an Airflow home and a ``PAVEDML_DATA_ROOT``
+working copy of its own (a worker per "host"), taking tasks from a Redis broker.
+
+Every component gets its configuration from the environment, as it would on separate hosts
+(nothing is read from a shared ``airflow.cfg``): the metadata database, the broker and result
+backend, the Fernet key, the JWT secret the workers' task processes authenticate with against the
+API server's execution API. Each worker records its own name as the task instances' hostname
+(``hostname_callable``), as two real hosts would, (its logs stay on its disk: `--skip-serve-logs`, since the names do not resolve).
+
+``python -m tests.helpers.cluster`` is not provided: start the production services
+(``tests.helpers.prodstack``) and this from a test.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from base64 import urlsafe_b64encode
+from pathlib import Path
+
+from tests.conftest import REPO
+from tests.helpers import procs
+from tests.helpers.prodstack import REDIS_URL, pg_url
+from tests.helpers.standalone import Standalone
+
+#: Redis database index of the Celery broker (the online store has its own, prodstack.REDIS_DB)
+BROKER_DB = int(os.environ.get("PAVEDML_TEST_BROKER_DB", "14"))
+WORKER_ENV = "PAVEDML_TEST_WORKER_NAME"
+
+
+def worker_hostname() -> str:
+    """``[core] hostname_callable`` of the test workers: the worker's name stands for its host."""
+    import socket
+
+    return os.environ.get(WORKER_ENV) or socket.getfqdn()
+
+
+class Worker:
+    def __init__(self, name: str, home: Path, data_root: Path, env: dict[str, str]) -> None:
+        self.name, self.home, self.data_root, self.env = name, home, data_root, env
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def log(self) -> Path:
+        return self.home / "worker.log"
+
+
+class CeleryCluster(Standalone):
+    """The control plane plus ``workers`` Celery workers; ``api``/``wait_for_run``... as Standalone."""
+
+    def __init__(self, home: Path, data_root: Path, use_cases_dir: Path | None, airflow_db: str,
+                 worker_env: dict[str, dict[str, str]], extra_env: dict[str, str] | None = None) -> None:
+        super().__init__(home, data_root, use_cases_dir, extra_env)
+        broker = f"{REDIS_URL}/{BROKER_DB}"
+        self.env.update({
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": pg_url(airflow_db),
+            "AIRFLOW__CELERY__BROKER_URL": broker,
+            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + pg_url(airflow_db, "postgresql"),
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
+            "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
+            # a task whose worker died is redelivered by the broker after this, not after 6 hours
+            "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "300",
+            "AIRFLOW__CORE__FERNET_KEY": urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+            "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
+            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "600",
+        })
+        self.broker = broker
+        self.workers: dict[str, Worker] = {}
+        for name, env in worker_env.items():
+            whome = home.parent / name
+            whome.mkdir(parents=True, exist_ok=True)
+            root = Path(env.get("PAVEDML_DATA_ROOT", whome / "data"))
+            self.workers[name] = Worker(name, whome, root, {
+                **self.env, **env,
+                "AIRFLOW_HOME": str(whome),
+                "PAVEDML_DATA_ROOT": str(root),
+                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.helpers.cluster.worker_hostname",
+                WORKER_ENV: name,
+                "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+            })
+        self.components: dict[str, subprocess.Popen] = {}
+
+    # -- lifecycle
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str], home: Path, log: Path) -> subprocess.Popen:
+        with log.open("a") as out:  # the child keeps its own descriptor
+            return procs.spawn(name, [sys.executable, "-m", "airflow", *argv], env=env, cwd=home,
+                               stdout=out, stderr=subprocess.STDOUT)
+
+    def start(self, timeout: float = 420) -> CeleryCluster:
+        try:
+            migrate = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=self.env,
+                                     cwd=self.home, capture_output=True, text=True, timeout=600)
+            if migrate.returncode != 0:
+                raise RuntimeError(f"airflow db migrate failed:\n{migrate.stdout[-2000:]}\n{migrate.stderr[-3000:]}")
+            for component in ("api-server", "scheduler", "dag-processor", "triggerer"):
+                argv = [component, "--port", str(self.port)] if component == "api-server" else [component]
+                self.components[component] = self._spawn(
+                    f"airflow {component}", argv, self.env, self.home, self.home / f"{component}.log")
+            for worker in self.workers.values():
+                self.start_worker(worker.name, wait=False)
+            deadline = time.monotonic() + timeout
+            self._wait_healthy(deadline)
+            for worker in self.workers.values():
+                self._wait_worker(worker, deadline)
+            return self
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_healthy(self, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            for name, proc in self.components.items():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"airflow {name} exited ({proc.returncode}); see {self.home}/{name}.log")
+            try:
+                with urllib.request.urlopen(f"{self.base}/api/v2/monitor/health", timeout=5) as r:
+                    import json
+
+                    health = json.load(r)
+                if all(health.get(c, {}).get("status") == "healthy"
+                       for c in ("metadatabase", "scheduler", "dag_processor", "triggerer")):
+                    return
+            except (urllib.error.URLError, OSError, ValueError):
+                pass
+            time.sleep(2)
+        raise RuntimeError(f"the Airflow components were not healthy in time; see {self.home}/*.log")
+
+    def _wait_worker(self, worker: Worker, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            if worker.proc is None or worker.proc.poll() is not None:
+                raise RuntimeError(f"celery worker {worker.name} exited; see {worker.log}:\n"
+                                   f"{worker.log.read_text(errors='replace')[-3000:]}")
+            if " ready." in worker.log.read_text(errors="replace"):
+                return
+            time.sleep(1)
+        raise RuntimeError(f"celery worker {worker.name} not ready in time; see {worker.log}")
+
+    def start_worker(self, name: str, wait: bool = True) -> None:
+        worker = self.workers[name]
+        worker.proc = self._spawn(f"celery worker {name}",
+                                  ["celery", "worker", "--celery-hostname", f"{name}@%h", "--concurrency", "1",
+                                   "--skip-serve-logs"],
+                                  worker.env, worker.home, worker.log)
+        if wait:
+            self._wait_worker(worker, time.monotonic() + 180)
+
+    def kill_worker(self, name: str) -> None:
+        """SIGKILL the worker and every process it started (its task processes too): a host dying."""
+        worker = self.workers[name]
+        if worker.proc is not None:
+            procs.stop(worker.proc, grace=0)
+            worker.proc = None
+
+    def stop(self) -> None:
+        for worker in self.workers.values():  # workers first: their running tasks end with them
+            try:
+                procs.stop(worker.proc)
+            except RuntimeError as exc:
+                print(f"could not stop worker {worker.name}: {exc}", file=sys.stderr)
+            worker.proc = None
+        for name, proc in reversed(list(self.components.items())):
+            try:
+                procs.stop(proc)
+            except RuntimeError as exc:
+                print(f"could not stop airflow {name}: {exc}", file=sys.stderr)
+        self.components.clear()
+        import redis
+
+        try:
+            redis.Redis.from_url(self.broker, socket_connect_timeout=5).flushdb()
+        except Exception as exc:  # noqa: BLE001 - teardown reports, never masks the test's result
+            print(f"could not flush the broker db {self.broker}: {exc}", file=sys.stderr)
+
+    # -- what ran where
+    def task_hosts(self, dag_id: str | None = None) -> list[tuple[str, str, str, str]]:
+        """(dag_id, run_id, task_id, hostname) of every task instance that ran, from the metadata DB."""
+        import psycopg2
+
+        from tests.helpers.prodstack import PG
+
+        dsn = self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].rsplit("/", 1)[1]
+        conn = psycopg2.connect(dbname=dsn, **PG)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT dag_id, run_id, task_id, hostname FROM task_instance WHERE hostname <> ''"
+                            + (" AND dag_id = %s" if dag_id else ""), (dag_id,) if dag_id else None)
+                return cur.fetchall()
+        finally:
+            conn.close()
