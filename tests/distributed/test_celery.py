@@ -33,6 +33,8 @@ pytestmark = [pytest.mark.distributed, pytest.mark.production]
 SEEDED = HISTORY_DAYS - 2  # days seeded in-process; the next three run through the scheduler
 DAYS = [(HISTORY_START + timedelta(days=SEEDED + i)).isoformat() for i in range(3)]
 DAY = DAYS[-1]  # the day trained through, scored and checked for drift
+FAULT_DAY = (HISTORY_START + timedelta(days=SEEDED + len(DAYS))).isoformat()  # a worker dies materializing it
+LANDED = SEEDED + len(DAYS) + 1
 USE_CASE = "telco_churn"
 WORKERS = ("worker-a", "worker-b")
 TRAINING = {"training_window_days": 30, "reason": "distributed suite"}
@@ -61,7 +63,7 @@ def _seed_history(services: ProductionServices, root: Path, cases: Path) -> None
 
     mp = _env({**services.step_env(root), "PAVEDML_USE_CASES_DIR": str(cases)})
     try:
-        simulate(USE_CASE, HISTORY_START, SEEDED + len(DAYS), rows_per_day=1500)
+        simulate(USE_CASE, HISTORY_START, LANDED, rows_per_day=1500)
         with synced(USE_CASE):
             feature_days(HISTORY_START, SEEDED)
     finally:
@@ -77,7 +79,7 @@ def _single_host(root: Path, cases: Path) -> dict:
 
     mp = _env({"PAVEDML_DATA_ROOT": str(root), "PAVEDML_USE_CASES_DIR": str(cases)})
     try:
-        simulate(USE_CASE, HISTORY_START, SEEDED + len(DAYS), rows_per_day=1500)
+        simulate(USE_CASE, HISTORY_START, LANDED, rows_per_day=1500)
         out: dict = {"features": {}}
         for i in range(SEEDED + len(DAYS)):
             ds = (HISTORY_START + timedelta(days=i)).isoformat()
@@ -87,23 +89,30 @@ def _single_host(root: Path, cases: Path) -> dict:
                            ("build_training_set", "train_challenger", "evaluate_challenger", "promote_challenger")}
         out["scoring"] = run_step("score_customers", DAY, USE_CASE)
         out["drift"] = run_step("check_drift", DAY, USE_CASE)
-        out["online"] = _online_rows(out["scoring"].partition)
+        out["online"] = _online_rows(_keys(out["scoring"].partition))
+        out["features"][FAULT_DAY] = {step: run_step(step, FAULT_DAY, USE_CASE) for step in FEATURE_STEPS}
+        out["fault_online"] = _online_rows(_keys(out["features"][FAULT_DAY]["build_features"].partition))
         return out
     finally:
         mp.undo()
         get_settings.cache_clear()
 
 
-def _online_rows(predictions: str) -> dict:
-    """key -> (numeric values, categorical values) of the scored day's entities, read from the
-    online store of the current settings (SQLite or Redis) in one round trip."""
+def _keys(partition: str) -> list[str]:
     import pandas as pd
 
+    from pavedml.config import get_use_case
+
+    return sorted(pd.read_parquet(partition)[get_use_case(USE_CASE).entity.key].astype(str).unique())
+
+
+def _online_rows(keys: list[str]) -> dict:
+    """key -> (numeric values, categorical values) of ``keys``, read from the online store of the
+    current settings (SQLite or Redis) in one round trip."""
     from pavedml.config import get_use_case
     from pavedml.serving.online import OnlineFeatures
 
     uc = get_use_case(USE_CASE)
-    keys = sorted(pd.read_parquet(predictions)[uc.entity.key].astype(str).unique())
     store = OnlineFeatures(uc)
     try:
         rows = store.read(keys)
@@ -167,7 +176,7 @@ def prod(tmp_path_factory):
         runs["drift"] = _trigger(stack, f"{USE_CASE}_drift_monitor", DAY)
         mp = _env({**step_env, "PAVEDML_USE_CASES_DIR": str(cases)})
         try:
-            online = _online_rows(_pulled_predictions(services, base / "check"))
+            online = _online_rows(_keys(_pulled_predictions(services, base / "check")))
         finally:
             mp.undo()
         yield {"services": services, "stack": stack, "runs": runs, "single": single, "online": online,
@@ -359,6 +368,96 @@ def test_the_planted_secret_never_reaches_logs_xcom_or_mlflow_params(prod):
     # and the connection is stored encrypted, never as plain text
     stored = _query(services.dbs["airflow"], "SELECT password FROM connection WHERE conn_id = 'pavedml_mlflow'")
     assert stored and stored[0][0] and secret not in stored[0][0]
+
+
+# -- faults: a worker host dies in the middle of a step ------------------------------------------
+
+def _kill_mid_step(prod, dag_id: str, run_id: str, ds: str, task_id: str, conf: dict, settle: float,
+                   again: bool = False) -> dict:
+    """Trigger a run, SIGKILL the worker (and its task processes) ``settle`` seconds after the
+    step's process started there, let the run finish, start the worker again. Returns the run
+    with ``killed`` (its worker), ``recovery_s`` (kill -> run finished) and the task's tries."""
+    import time
+
+    stack = prod["stack"]
+    # a second run of a day (training) has no logical date (they are unique per DAG): its day is run_after's
+    when = {"logical_date": f"{ds}T00:00:00Z"} if again is False else {"logical_date": None, "run_after": f"{ds}T12:00:00Z"}
+    stack.api("POST", f"/dags/{dag_id}/dagRuns", {"dag_run_id": run_id, **when, "conf": conf})
+    ti = stack.wait_running(dag_id, run_id, task_id, step=task_id)
+    time.sleep(settle)
+    assert stack.step_pids(ti["hostname"], task_id), f"{task_id} ended before the kill: make `settle` shorter"
+    stack.kill_worker(ti["hostname"])
+    killed_at = time.monotonic()
+    try:
+        run = _finished(stack, dag_id, run_id)
+    finally:
+        stack.start_worker(ti["hostname"])
+    run["recovery_s"] = round(time.monotonic() - killed_at, 1)
+    run["killed"] = ti["hostname"]
+    tries = stack.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/tries")["task_instances"]
+    run["tries"] = [(t["try_number"], t["state"], t["hostname"]) for t in tries]
+    print(f"{task_id}: worker {run['killed']} killed; run {run['state']} {run['recovery_s']} s later; tries {run['tries']}")
+    return run
+
+
+@pytest.fixture(scope="module")
+def worker_deaths(prod):
+    """Two deaths, each of the worker running the step: mid-``materialize_features`` of a new day,
+    mid-``train_challenger`` of a second training run on the same data."""
+    services = prod["services"]
+    out = {"versions_before": _versions(services)}
+    out["features"] = _kill_mid_step(prod, f"{USE_CASE}_feature_pipeline", f"fault_{FAULT_DAY}", FAULT_DAY,
+                                     "materialize_features", {}, settle=1.0)
+    out["training"] = _kill_mid_step(prod, f"{USE_CASE}_training_pipeline", f"fault_train_{DAY}", DAY,
+                                     "train_challenger", TRAINING, settle=4.0, again=True)
+    out["versions_after"] = _versions(services)
+    mp = _env({**services.step_env(prod["base"] / "check" / "data"), "PAVEDML_USE_CASES_DIR": str(prod["base"] / "use_cases")})
+    try:
+        out["online"] = _online_rows(_keys(prod["single"]["features"][FAULT_DAY]["build_features"].partition))
+    finally:
+        mp.undo()
+    return out
+
+
+def _versions(services: ProductionServices) -> list[dict]:
+    status, found = services.mlflow_api("GET", f"/api/2.0/mlflow/model-versions/search?filter=name%3D%27{USE_CASE}%27"
+                                               "&max_results=1000", auth=services.admin)
+    assert status == 200, found
+    return found.get("model_versions", [])
+
+
+def _retried_elsewhere(run: dict, task_id: str) -> None:
+    assert run["state"] == "success", run
+    assert run["tasks"][task_id] == "success", run["tasks"]
+    first, *later = run["tries"]
+    assert first[2] == run["killed"] and first[1] != "success", run["tries"]
+    assert later and later[-1][1] == "success", run["tries"]
+    survivor = next(w for w in WORKERS if w != run["killed"])
+    assert later[-1][2] == survivor, run["tries"]
+
+
+def test_a_worker_killed_mid_materialize_is_retried_on_the_other_and_loses_nothing(prod, worker_deaths):
+    run = worker_deaths["features"]
+    _retried_elsewhere(run, "materialize_features")
+    # the same online rows as one undisturbed host, and no partial partition anywhere in the lake
+    assert worker_deaths["online"] == prod["single"]["fault_online"] and len(worker_deaths["online"]) >= 1000
+    lake = prod["services"].s3_keys("pavedml", f"lake/{USE_CASE}/")
+    assert not [k for k in lake if "/.tmp-" in k or "/.old-" in k], "a temporary file reached the lake"
+    alone = prod["single"]["features"][FAULT_DAY]
+    assert run["xcom"]["build_features"]["sha256"] == alone["build_features"].sha256
+    assert run["xcom"]["materialize_features"]["rows"] == alone["materialize_features"].rows
+
+
+def test_a_worker_killed_mid_training_is_retried_on_the_other_with_one_model_version(prod, worker_deaths):
+    run = worker_deaths["training"]
+    _retried_elsewhere(run, "train_challenger")
+    before = {v["version"] for v in worker_deaths["versions_before"]}
+    new = [v for v in worker_deaths["versions_after"] if v["version"] not in before]
+    assert len(new) == 1, [(v["version"], v.get("run_id")) for v in new]
+    assert new[0]["version"] == str(run["xcom"]["train_challenger"]["model_version"])
+    # the same model as the undisturbed run on the same data
+    assert run["xcom"]["train_challenger"]["metrics"] == pytest.approx(
+        prod["runs"]["training"]["xcom"]["train_challenger"]["metrics"], rel=1e-9)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -56,7 +56,8 @@ class CeleryCluster(Standalone):
     """The control plane plus ``workers`` Celery workers; ``api``/``wait_for_run``... as Standalone."""
 
     def __init__(self, home: Path, data_root: Path, use_cases_dir: Path | None, airflow_db: str,
-                 worker_env: dict[str, dict[str, str]], extra_env: dict[str, str] | None = None) -> None:
+                 worker_env: dict[str, dict[str, str]], extra_env: dict[str, str] | None = None,
+                 heartbeat_timeout: int = 30) -> None:
         super().__init__(home, data_root, use_cases_dir, extra_env)
         broker = f"{REDIS_URL}/{BROKER_DB}"
         self.env.update({
@@ -66,12 +67,14 @@ class CeleryCluster(Standalone):
             "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + pg_url(airflow_db, "postgresql"),
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
             "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
-            # a task whose worker died is redelivered by the broker after this, not after 6 hours
-            "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "300",
             "AIRFLOW__CORE__FERNET_KEY": urlsafe_b64encode(secrets.token_bytes(32)).decode(),
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
             "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
             "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "600",
+            # a task whose worker died (no heartbeat) fails and is retried after this many seconds
+            # (default 300); the Celery message itself is acknowledged late, but Redis redelivers
+            # it only after the visibility timeout (Airflow's default, 24 h), so this is what recovers
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(heartbeat_timeout),
         })
         self.broker = broker
         self.workers: dict[str, Worker] = {}
@@ -196,3 +199,40 @@ class CeleryCluster(Standalone):
                 return cur.fetchall()
         finally:
             conn.close()
+
+    def wait_running(self, dag_id: str, run_id: str, task_id: str, step: str | None = None,
+                     timeout: float = 600) -> dict:
+        """The task instance once it runs on a worker (and, with ``step``, once that worker's step
+        process ``python -m pavedml <step>`` has started): its API record."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                ti = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")
+            except urllib.error.HTTPError as err:
+                if err.code != 404:
+                    raise
+                ti = {}
+            if ti.get("state") == "running" and ti.get("hostname") in self.workers:
+                if step is None or self.step_pids(ti["hostname"], step):
+                    return ti
+            elif ti.get("state") in ("success", "failed", "upstream_failed", "skipped"):
+                raise RuntimeError(f"{dag_id}.{task_id} ended ({ti['state']}) before it was seen running")
+            time.sleep(0.2)
+        raise RuntimeError(f"{dag_id}.{task_id} of {run_id} was not running within {timeout}s")
+
+    def step_pids(self, worker: str, step: str) -> list[int]:
+        """Live ``python -m pavedml <step>`` processes started by ``worker``."""
+        w = self.workers[worker]
+        if w.proc is None:
+            return []
+        from pavedml.tools import procs as core
+
+        out = []
+        for pid in core.members([w.proc.pid]):
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"pavedml" in argv and step.encode() in argv:
+                out.append(pid)
+        return out
