@@ -127,11 +127,15 @@ def test_drift_triggers_a_retraining_run_that_succeeds_and_failures_alert(stack,
     features, training = f"{uc}_feature_pipeline", f"{uc}_training_pipeline"
     scoring, drift = f"{uc}_batch_scoring", f"{uc}_drift_monitor"
 
-    # 1. the feature pipeline: the scheduler runs today, a backfill the nine days before
-    unpause(stack, features)
+    # 1. the feature pipeline: the scheduler runs today, a backfill the nine days before. The
+    # backfill is created while the DAG is still paused: on SQLite, Airflow 3.3.2 deletes the runs
+    # of a backfill whose creation hit "database is locked" (its clean-up before the 503), and a
+    # scheduler already working on those runs dies of StaleDataError (seen in CI, 2026-11-30);
+    # the scheduler never touches a paused DAG's runs
     stack.api("POST", "/backfills", {
         "dag_id": features, "from_date": f"{DAYS[0]}T00:00:00Z", "to_date": f"{DAYS[-2]}T00:00:00Z",
         "max_active_runs": 2, "reprocess_behavior": "none", "run_backwards": False, "dag_run_conf": {}})
+    unpause(stack, features)
     done = wait(lambda: (r := runs_by_day(stack, features)) and all(finished(r.get(d)) for d in DAYS) and r,
                 900, f"{features} over {DAYS[0]}..{DAYS[-1]}", every=5)
     assert {d: done[d]["state"] for d in DAYS} == {d: "success" for d in DAYS}
