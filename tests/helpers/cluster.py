@@ -57,7 +57,7 @@ class CeleryCluster(Standalone):
 
     def __init__(self, home: Path, data_root: Path, use_cases_dir: Path | None, airflow_db: str,
                  worker_env: dict[str, dict[str, str]], extra_env: dict[str, str] | None = None,
-                 heartbeat_timeout: int = 30) -> None:
+                 heartbeat_timeout: int = 30, concurrency: int = 1) -> None:
         super().__init__(home, data_root, use_cases_dir, extra_env)
         broker = f"{REDIS_URL}/{BROKER_DB}"
         self.env.update({
@@ -65,7 +65,7 @@ class CeleryCluster(Standalone):
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": pg_url(airflow_db),
             "AIRFLOW__CELERY__BROKER_URL": broker,
             "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + pg_url(airflow_db, "postgresql"),
-            "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(concurrency),
             "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
             "AIRFLOW__CORE__FERNET_KEY": urlsafe_b64encode(secrets.token_bytes(32)).decode(),
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
@@ -77,6 +77,7 @@ class CeleryCluster(Standalone):
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(heartbeat_timeout),
         })
         self.broker = broker
+        self.concurrency = concurrency
         self.workers: dict[str, Worker] = {}
         for name, env in worker_env.items():
             whome = home.parent / name
@@ -150,7 +151,7 @@ class CeleryCluster(Standalone):
     def start_worker(self, name: str, wait: bool = True) -> None:
         worker = self.workers[name]
         worker.proc = self._spawn(f"celery worker {name}",
-                                  ["celery", "worker", "--celery-hostname", f"{name}@%h", "--concurrency", "1",
+                                  ["celery", "worker", "--celery-hostname", f"{name}@%h", "--concurrency", str(self.concurrency),
                                    "--skip-serve-logs"],
                                   worker.env, worker.home, worker.log)
         if wait:
