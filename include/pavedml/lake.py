@@ -8,6 +8,9 @@ so a quarantined batch and its report reach the lake). Steps keep their local, a
 uploaded. The working copy is a cache: workers on any host, or a task container without volumes,
 see the same data.
 
+A push uploads a folder's marker files (``_*``) after its data, so a push cut short never leaves a
+marker over missing data; a retried step pushes the rest.
+
 Change tracking is a small state file per working copy (``.lake-state.json``: path -> size,
 mtime, ETag of the last sync), so a pull downloads only objects whose ETag moved and a push uploads
 only files whose size or mtime moved. A file the step deleted (a partition rewritten by
@@ -191,7 +194,7 @@ class Lake:
         client = storage._s3()
         with self._locked() as state:
             local = self._local()
-            for rel, st in sorted(local.items()):
+            for rel, st in sorted(local.items(), key=lambda item: _push_order(item[0])):
                 if self._same(state.get(rel), st):
                     continue
                 with open(self.root / rel, "rb") as fh:
@@ -207,6 +210,14 @@ class Lake:
         stats.seconds = time.perf_counter() - started
         log.info("%s (%s -> %s)", stats.line(), self.root, self.uri)
         return stats
+
+
+def _push_order(rel: str) -> tuple[str, ...]:
+    """Sort key of a push: a folder's markers (``_SOURCE.json``, ``_SCORED.json``: names starting
+    with ``_``) go up after everything else in and under that folder, so a push cut short (the
+    endpoint down, the host dead) leaves data without its marker, never a marker naming missing data."""
+    *folders, name = rel.split("/")
+    return (*folders, "\x7f" + name if name.startswith("_") else name)
 
 
 @contextmanager

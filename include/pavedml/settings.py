@@ -83,6 +83,10 @@ class Settings:
     #: accepted) of the lock server every host shares: champion moves take an advisory lock there.
     #: Empty: a file lock in the data root, safe on one host only (pavedml.steps.registry).
     lock_url: str = field(default="", metadata={"env": "PAVEDML_LOCK_URL"})
+    #: How long a step waits, when it starts, for an MLflow tracking server that does not answer
+    #: (a server restarting) before it fails with ``tracking_unavailable`` and leaves the rest to
+    #: the task's retries; 0 fails at once.
+    tracking_wait_seconds: float = field(default=120.0, metadata={"env": "PAVEDML_TRACKING_WAIT_SECONDS"})
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -118,11 +122,27 @@ class Settings:
             mlflow_conn_id=env.get("PAVEDML_MLFLOW_CONN_ID", ""),
             aws_conn_id=env.get("PAVEDML_AWS_CONN_ID", ""),
             lock_url=env.get("PAVEDML_LOCK_URL", "").strip(),
+            tracking_wait_seconds=_seconds(env, "PAVEDML_TRACKING_WAIT_SECONDS", 120.0),
         )
 
     @classmethod
     def env_names(cls) -> list[str]:
         return [f.metadata["env"] for f in fields(cls)]
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also NaN
+        from pavedml.errors import ConfigError
+
+        raise ConfigError(f"{name}={raw!r}: expected a number of seconds >= 0")
+    return value
 
 
 @lru_cache(maxsize=1)

@@ -7,11 +7,14 @@
   before and after;
 * an S3-compatible server (moto's, on a free loopback port) with the buckets of the compose
   stack: ``pavedml`` (landing zone and lake) and ``mlflow`` (artifacts, written by the server only);
+  with ``s3_proxy=True`` the steps reach it through a :class:`~tests.helpers.faultproxy.FaultProxy`
+  a test can take down (moto keeps its data in memory: stopping it would lose the lake);
 * the MLflow tracking server over HTTP (basic-auth app, PostgreSQL stores, artifacts proxied to
   S3), prepared by ``deploy/mlflow_init.py`` exactly as the compose stack's ``mlflow-init`` does:
   a non-admin pipeline user whose password is the secret the tests plant in an Airflow connection.
 
 ``python -m tests.helpers.prodstack`` starts them by hand and prints the step environment.
+Faults: :meth:`ProductionServices.mlflow_down`/``mlflow_up``, :func:`restart_postgres`, the proxy.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from pathlib import Path
 
 from tests.conftest import REPO
 from tests.helpers import procs
+from tests.helpers.faultproxy import FaultProxy
 from tests.helpers.standalone import free_port
 
 PG = {"host": "127.0.0.1", "port": int(os.environ.get("PAVEDML_TEST_PGPORT", "5432")), "user": "postgres"}
@@ -55,6 +59,30 @@ def _pg_admin(sql: str) -> None:
         conn.close()
 
 
+def restart_postgres(down_s: float) -> float:
+    """Stop the PostgreSQL cluster serving ``PG`` (fast shutdown: every session is cut), keep it down
+    ``down_s`` seconds, start it again; returns when it accepts connections, with the seconds it was
+    unreachable. Needs the Debian cluster tools and the right to run them (root, as ``make deps``)."""
+    listing = subprocess.run(["pg_lsclusters", "--no-header"], capture_output=True, text=True, check=True).stdout
+    cluster = next((line.split()[:2] for line in listing.splitlines() if line.split()[2:3] == [str(PG["port"])]), None)
+    if cluster is None:
+        raise RuntimeError(f"no PostgreSQL cluster on port {PG['port']} in pg_lsclusters:\n{listing}")
+    ctl = ["pg_ctlcluster", "--skip-systemctl-redirect", *cluster]
+    started = time.monotonic()
+    subprocess.run([*ctl, "stop", "-m", "fast"], check=True, capture_output=True, timeout=120)
+    time.sleep(down_s)
+    subprocess.run([*ctl, "start"], check=True, capture_output=True, timeout=120)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            _pg_admin("SELECT 1")
+            return time.monotonic() - started
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def _wait_http(url: str, timeout: float, proc: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -69,13 +97,16 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen, log: Path) -> N
 
 
 class ProductionServices:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, s3_proxy: bool = False) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.tag = f"pavedml_t_{secrets.token_hex(4)}"
         self.dbs = {name: f"{self.tag}_{name}" for name in ("airflow", "mlflow", "mlflow_auth", "feast")}
         self.s3_port = free_port()
         self.s3_url = f"http://127.0.0.1:{self.s3_port}"
+        #: what the steps reach S3 through (the fault proxy, if any)
+        self.proxy = FaultProxy(self.s3_port, free_port()) if s3_proxy else None
+        self.step_s3_url = self.proxy.url if self.proxy else self.s3_url
         self.mlflow_port = free_port()
         self.mlflow_url = f"http://127.0.0.1:{self.mlflow_port}"
         self.admin = ("admin", secrets.token_urlsafe(16))
@@ -83,6 +114,8 @@ class ProductionServices:
         self.pipeline_password = f"planted-{secrets.token_hex(12)}"
         self.procs: list[subprocess.Popen] = []
         self.created_dbs: list[str] = []
+        self._mlflow_argv: tuple[list[str], dict[str, str]] | None = None
+        self.mlflow_proc: subprocess.Popen | None = None
 
     # -- lifecycle
     def start(self) -> ProductionServices:
@@ -103,6 +136,8 @@ class ProductionServices:
             except RuntimeError as exc:  # still registered: the session's end check names it too
                 print(f"could not stop {proc.args[:2]}: {exc}", file=sys.stderr)
         self.procs.clear()
+        if self.proxy:
+            self.proxy.down()
         for db in self.created_dbs:
             try:
                 _pg_admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
@@ -156,6 +191,8 @@ class ProductionServices:
         for bucket in ("pavedml", "mlflow"):
             client.create_bucket(Bucket=bucket)
         client.put_bucket_versioning(Bucket="pavedml", VersioningConfiguration={"Status": "Enabled"})
+        if self.proxy:
+            self.proxy.up()
 
     def s3(self):
         import boto3
@@ -185,11 +222,11 @@ class ProductionServices:
             "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
         }
         exe = Path(sys.executable).with_name("mlflow")
-        proc, log = self._spawn("mlflow", [
+        self._mlflow_argv = ([
             str(exe), "server", "--app-name=basic-auth", "--host=127.0.0.1", f"--port={self.mlflow_port}",
             "--workers=1", f"--backend-store-uri={pg_url(self.dbs['mlflow'])}", "--serve-artifacts",
             "--artifacts-destination=s3://mlflow/artifacts"], env)
-        _wait_http(self.mlflow_url + "/health", 180, proc, log)
+        self.mlflow_up()
         init = subprocess.run([sys.executable, str(REPO / "deploy/mlflow_init.py")], capture_output=True, text=True,
                               timeout=300, env={
                                   **env, "MLFLOW_TRACKING_URI": self.mlflow_url,
@@ -199,6 +236,23 @@ class ProductionServices:
                                   "PAVEDML_USE_CASES_DIR": str(REPO / "include/use_cases")})
         if init.returncode != 0:
             raise RuntimeError(f"deploy/mlflow_init.py failed:\n{init.stdout}\n{init.stderr}")
+
+    def mlflow_down(self) -> None:
+        """SIGKILL the tracking server (every request in flight is cut; the port refuses)."""
+        if self.mlflow_proc is not None:
+            procs.stop(self.mlflow_proc, grace=0)
+            self.procs.remove(self.mlflow_proc)
+            self.mlflow_proc = None
+
+    def mlflow_up(self) -> None:
+        """Start the tracking server (again, on the same port and stores) and wait until it answers."""
+        assert self._mlflow_argv is not None
+        argv, env = self._mlflow_argv
+        log = self.workdir / "mlflow.log"
+        with log.open("a") as out:
+            self.mlflow_proc = procs.spawn("mlflow", argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=self.workdir)
+        self.procs.append(self.mlflow_proc)
+        _wait_http(self.mlflow_url + "/health", 180, self.mlflow_proc, log)
 
     def mlflow_api(self, method: str, path: str, body: dict | None = None,
                    auth: tuple[str, str] | None = None) -> tuple[int, dict]:
@@ -231,7 +285,7 @@ class ProductionServices:
             "PAVEDML_LOCK_URL": pg_url(self.dbs["feast"], "postgresql"),  # champion moves: shared lock
             "MLFLOW_TRACKING_URI": self.mlflow_url,
             "PAVEDML_MLFLOW_CONN_ID": "pavedml_mlflow",
-            "AWS_ENDPOINT_URL": self.s3_url,
+            "AWS_ENDPOINT_URL": self.step_s3_url,
             "AWS_ACCESS_KEY_ID": "test-only",
             "AWS_SECRET_ACCESS_KEY": "test-only",
             "AWS_DEFAULT_REGION": "us-east-1",

@@ -138,19 +138,27 @@ class Standalone:
         raise RuntimeError(f"{dag_id} was not parsed within {timeout}s")
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 600) -> dict:
+        """The run once it ended. Not created yet (a form submit is asynchronous), an API server
+        restarting (refused) or its database away for a moment (5xx): keep polling until the deadline."""
         deadline = time.monotonic() + timeout
+        last_error: Exception | None = None
         while time.monotonic() < deadline:
             try:
                 run = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
-            except urllib.error.HTTPError as err:  # not created yet (a form submit is asynchronous)
-                if err.code != 404:
+            except urllib.error.HTTPError as err:
+                if err.code != 404 and err.code < 500:
                     raise
+                last_error = err
+                time.sleep(2)
+                continue
+            except (urllib.error.URLError, OSError) as err:
+                last_error = err
                 time.sleep(2)
                 continue
             if run["state"] in ("success", "failed"):
                 return run
             time.sleep(3)
-        raise RuntimeError(f"{dag_id} run {run_id} did not finish within {timeout}s")
+        raise RuntimeError(f"{dag_id} run {run_id} did not finish within {timeout}s (last API error: {last_error})")
 
     def runs(self, dag_id: str) -> list[dict]:
         return self.api("GET", f"/dags/{dag_id}/dagRuns?order_by=-start_date")["dag_runs"]

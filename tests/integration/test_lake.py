@@ -163,3 +163,38 @@ def test_ledger_entries_of_two_working_copies_are_never_lost(lake_env, tmp_path,
         assert len(read_ledger(c.root / "registry/ledger.jsonl")) == 2
     finally:
         get_settings.cache_clear()
+
+
+def test_a_push_cut_by_the_endpoint_going_down_leaves_no_marker_over_missing_data(lake_env, tmp_path, monkeypatch):
+    """The S3 endpoint resets every connection at the push's second object and refuses new ones: the
+    push fails with the retryable reason naming the lake; what reached the lake is data without its
+    marker (markers go last); once the endpoint is back, the retried push completes it."""
+    from pavedml.errors import LakeUnavailableError
+    from pavedml.lake import Lake, _guarded
+    from tests.helpers.faultproxy import FaultProxy
+    from tests.helpers.standalone import free_port
+
+    # (moto's state is per process: another prefix than the other tests')
+    port = int(os.environ["AWS_ENDPOINT_URL"].rsplit(":", 1)[1])
+    proxy = FaultProxy(port, free_port()).up()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")  # fail in a second, not after botocore's backoff
+    lake = Lake("s3://lake/cut/telco_churn", tmp_path / "host" / "telco_churn")
+    part = lake.root / "features/dt=2025-01-01"
+    (part / "extra").mkdir(parents=True)
+    for name, body in {"_SOURCE.json": b"{}", "part-0.parquet": b"data", "extra/part-0.parquet": b"more"}.items():
+        (part / name).write_bytes(body)
+    try:
+        proxy.down_at(b"PUT ", 2)
+        with pytest.raises(LakeUnavailableError, match="lake push failed between s3://lake/cut/telco_churn") as err:
+            _guarded(lake, "push")
+        assert err.value.exit_code == 1  # retryable
+        assert proxy.tripped.is_set()
+        assert keys(lake_env, "cut/telco_churn/") == {"features/dt=2025-01-01/extra/part-0.parquet"}  # the data first; no marker
+        proxy.up()
+        stats = _guarded(lake, "push")
+        assert stats.files == ["features/dt=2025-01-01/part-0.parquet", "features/dt=2025-01-01/_SOURCE.json"]
+        assert keys(lake_env, "cut/telco_churn/") == {"features/dt=2025-01-01/extra/part-0.parquet", "features/dt=2025-01-01/part-0.parquet",
+                                  "features/dt=2025-01-01/_SOURCE.json"}
+    finally:
+        proxy.down()

@@ -172,7 +172,7 @@ def test_single_class_window_fails_before_training(history_copy):
 def test_unreachable_tracking_server_fails_clearly_and_registers_nothing(history_copy):
     run_step("build_training_set", LAST_DAY, dag_id=DAG, run_id="manual__down", params="{}")
     env = {**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-           "MLFLOW_HTTP_REQUEST_TIMEOUT": "3"}
+           "MLFLOW_HTTP_REQUEST_TIMEOUT": "3", "PAVEDML_TRACKING_WAIT_SECONDS": "0"}
     out = subprocess.run([sys.executable, "-m", "pavedml", "train_challenger", "--use-case", "telco_churn",
                           "--ds", LAST_DAY, "--dag-id", DAG, "--run-id", "manual__down"],
                          capture_output=True, text=True, env=env, timeout=300)

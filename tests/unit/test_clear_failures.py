@@ -179,7 +179,8 @@ def test_storage_errors_name_the_path_and_choose_the_exit_code(number, cls, code
 def test_train_challenger_checks_the_tracking_server_before_anything_else(tmp_path):
     """No training set, no fit: an unreachable server is found first (exit 1, retried), not after
     minutes of fitting."""
-    out = _step("train_challenger", {"PAVEDML_DATA_ROOT": str(tmp_path), "MLFLOW_TRACKING_URI": "http://127.0.0.1:1"})
+    out = _step("train_challenger", {"PAVEDML_DATA_ROOT": str(tmp_path), "MLFLOW_TRACKING_URI": "http://127.0.0.1:1",
+                                      "PAVEDML_TRACKING_WAIT_SECONDS": "0"})
     assert out.returncode == 1, out.stderr[-3000:]
     summary = _summary(out.stderr)
     assert summary[0] == f"FAILED train_challenger [tracking_unavailable] use case=telco_churn interval={DS}"

@@ -115,6 +115,7 @@ def test_a_planted_password_reaches_no_sink(tmp_path, monkeypatch):
 
     monkeypatch.setenv("PAVEDML_DATA_ROOT", str(tmp_path / "data"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://u:{PLANTED}@127.0.0.1:1")
+    monkeypatch.setenv("PAVEDML_TRACKING_WAIT_SECONDS", "0")
     monkeypatch.setenv("PAVEDML_ALERTS_FILE", str(tmp_path / "alerts.jsonl"))
     monkeypatch.setenv("PAVEDML_ALERT_EMAIL_TO", "oncall@example.org")
     monkeypatch.setenv("PAVEDML_ALERT_SMTP_CONN_ID", "pavedml_smtp")

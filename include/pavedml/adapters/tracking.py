@@ -48,8 +48,13 @@ def setup(ctx: StepContext):
     return connect(ctx.settings, ctx.use_case.name)
 
 
-def connect(s: Settings, name: str):
-    """(MlflowClient, experiment id) of use case ``name`` on the server of settings ``s``."""
+def connect(s: Settings, name: str, wait_s: float | None = None):
+    """(MlflowClient, experiment id) of use case ``name`` on the server of settings ``s``.
+
+    A server that does not answer is waited for, up to ``wait_s`` seconds (default: the settings'
+    ``PAVEDML_TRACKING_WAIT_SECONDS``), before :class:`TrackingUnavailableError`: a tracking server
+    restarting for a minute costs a step a minute, not a failed try (nothing is lost by waiting
+    here: the step has done no work yet)."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     import mlflow
@@ -58,17 +63,28 @@ def connect(s: Settings, name: str):
     mlflow.set_registry_uri(s.mlflow_tracking_uri)
     if s.mlflow_tracking_uri.startswith("sqlite:///"):
         Path(s.mlflow_tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    with unavailable_as_error(s.mlflow_tracking_uri):
-        exp = mlflow.get_experiment_by_name(name)
-        if exp is None:
-            # A tracking server decides where artifacts go (proxied artifacts authorize by experiment id);
-            # only the embedded profile pins a local artifact folder.
-            location = None if s.mlflow_tracking_uri.startswith(("http://", "https://")) \
-                else f"{s.mlflow_artifact_root.rstrip('/')}/{name}"
-            exp_id = mlflow.create_experiment(name, artifact_location=location)
-        else:
-            exp_id = exp.experiment_id
-    return mlflow.MlflowClient(), exp_id
+    deadline = time.monotonic() + (s.tracking_wait_seconds if wait_s is None else wait_s)
+    pause = 2.0
+    while True:
+        try:
+            with unavailable_as_error(s.mlflow_tracking_uri):
+                exp = mlflow.get_experiment_by_name(name)
+                if exp is None:
+                    # A tracking server decides where artifacts go (proxied artifacts authorize by
+                    # experiment id); only the embedded profile pins a local artifact folder.
+                    location = None if s.mlflow_tracking_uri.startswith(("http://", "https://")) \
+                        else f"{s.mlflow_artifact_root.rstrip('/')}/{name}"
+                    exp_id = mlflow.create_experiment(name, artifact_location=location)
+                else:
+                    exp_id = exp.experiment_id
+            return mlflow.MlflowClient(), exp_id
+        except TrackingUnavailableError as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise
+            log.warning("%s; waiting for it, %.0fs left (PAVEDML_TRACKING_WAIT_SECONDS)", exc.message, left)
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 15.0)
 
 
 @contextmanager

@@ -76,7 +76,7 @@ class ModelWatcher:
 
             from pavedml.adapters.tracking import connect
 
-            connect(self.settings, self.uc.name)
+            connect(self.settings, self.uc.name, wait_s=0)  # the poller tries again; a request never waits
             self._client = mlflow.MlflowClient()
         return self._client
 
