@@ -30,11 +30,20 @@ from tests.helpers.standalone import Standalone
 
 pytestmark = pytest.mark.e2e
 USE_CASES = ("telco_churn", "acme_churn")
-TODAY = datetime.now(UTC).date()
-DAYS = [(TODAY - timedelta(days=i)).isoformat() for i in range(9, -1, -1)]  # 10 days ending today
-BAD_DAY = (TODAY - timedelta(days=10)).isoformat()
-UNSCORED_DAY = DAYS[4]  # a drift check for it waits: that day is never scored
 ROWS = 800
+DAYS: list[str] = []  # 10 days ending today, BAD_DAY before them, UNSCORED_DAY among them: see _set_days
+BAD_DAY = UNSCORED_DAY = ""
+
+
+def _set_days() -> None:
+    """Today is the scheduler's today when the stack starts, not when this module was imported (the
+    suite may have crossed midnight UTC in between: the scheduler then runs another day than the
+    one the data was landed for)."""
+    global DAYS, BAD_DAY, UNSCORED_DAY
+    today = datetime.now(UTC).date()
+    DAYS = [(today - timedelta(days=i)).isoformat() for i in range(9, -1, -1)]
+    BAD_DAY = (today - timedelta(days=10)).isoformat()
+    UNSCORED_DAY = DAYS[4]  # a drift check for it waits: that day is never scored
 
 
 def write_use_cases(cases: Path) -> None:
@@ -57,6 +66,7 @@ def stack(tmp_path_factory):
     from pavedml.settings import get_settings
     from pavedml.tools.simulate import simulate
 
+    _set_days()
     base = tmp_path_factory.mktemp("e2e")
     root, cases = base / "data", base / "use_cases"
     write_use_cases(cases)
