@@ -59,6 +59,12 @@ def _tries(stack, dag_id: str, run_id: str, task_id: str) -> list[tuple[int, str
     return [(t["try_number"], t["state"], t["hostname"]) for t in tries]
 
 
+def _attempt_log(stack, worker: str, dag_id: str, run_id: str, task_id: str, attempt: int) -> Path:
+    """A try's task log, on the disk of the worker that ran it (Airflow's default log layout)."""
+    return (stack.workers[worker].home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+            / f"attempt={attempt}.log")
+
+
 def _report(name: str, run: dict, **figures) -> None:
     shown = ", ".join(f"{k} {v}" for k, v in figures.items())
     print(f"\nFAULT {name}: run {run['state']}; {shown}")
@@ -245,8 +251,8 @@ def s3_down_mid_push(prod):
     run["recovery_s"] = round(time.monotonic() - proxy.tripped_at, 1)
     run["partial"] = [k.rsplit("/", 1)[1] for k in partial]
     run["tries"] = _tries(stack, FEATURES, run_id, "build_features")
-    first = stack.workers[ti["hostname"]].home / "logs" / f"dag_id={FEATURES}" / f"run_id={run_id}" / "task_id=build_features"
-    run["first_log"] = "\n".join(p.read_text(errors="replace") for p in first.rglob("attempt=1*.log"))
+    first = _attempt_log(stack, ti["hostname"], FEATURES, run_id, "build_features", 1)
+    run["first_log"] = first.read_text(errors="replace") if first.exists() else ""
     _report("S3 down mid-push", run, recovery_s=run["recovery_s"], tries=run["tries"], lake_at_the_cut=run["partial"])
     return run
 
@@ -270,8 +276,7 @@ def mlflow_outage(prod):
     before = versions(services)
     _start(stack, TRAINING_DAG, run_id, DAY, TRAINING, again="13:00:00")
     ti = stack.wait_running(TRAINING_DAG, run_id, "train_challenger", step="train_challenger")
-    log = (stack.workers[ti["hostname"]].home / "logs" / f"dag_id={TRAINING_DAG}" / f"run_id={run_id}"
-           / "task_id=train_challenger" / "attempt=1.log")
+    log = _attempt_log(stack, ti["hostname"], TRAINING_DAG, run_id, "train_challenger", 1)
     deadline = time.monotonic() + 300
     while not (log.exists() and "INFO pavedml.steps.training: fitted " in log.read_text(errors="replace")):
         assert time.monotonic() < deadline, f"train_challenger never said it fitted; see {log}"
