@@ -43,6 +43,10 @@ def is_secret_name(name: str) -> bool:
     return upper in SECRET_NAMES or any(marker in upper for marker in SECRET_MARKERS)
 
 
+#: Default of ``PAVEDML_TRACKING_WAIT_SECONDS`` (Settings.tracking_wait_seconds).
+TRACKING_WAIT_SECONDS = 120.0
+
+
 @dataclass(frozen=True)
 class Settings:
     """Typed settings. Field docs name the environment variable that sets each one."""
@@ -86,7 +90,8 @@ class Settings:
     #: How long a step waits, when it starts, for an MLflow tracking server that does not answer
     #: (a server restarting) before it fails with ``tracking_unavailable`` and leaves the rest to
     #: the task's retries; 0 fails at once.
-    tracking_wait_seconds: float = field(default=120.0, metadata={"env": "PAVEDML_TRACKING_WAIT_SECONDS"})
+    tracking_wait_seconds: float = field(default=TRACKING_WAIT_SECONDS,
+                                         metadata={"env": "PAVEDML_TRACKING_WAIT_SECONDS"})
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -122,7 +127,7 @@ class Settings:
             mlflow_conn_id=env.get("PAVEDML_MLFLOW_CONN_ID", ""),
             aws_conn_id=env.get("PAVEDML_AWS_CONN_ID", ""),
             lock_url=env.get("PAVEDML_LOCK_URL", "").strip(),
-            tracking_wait_seconds=_seconds(env, "PAVEDML_TRACKING_WAIT_SECONDS", 120.0),
+            tracking_wait_seconds=_seconds(env, "PAVEDML_TRACKING_WAIT_SECONDS", TRACKING_WAIT_SECONDS),
         )
 
     @classmethod
