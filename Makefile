@@ -65,8 +65,11 @@ shellenv:  ## print the project's environment for a shell: eval "$$(make -s shel
 deps:  ## what the tests need besides the venv: Debian packages (as root) and PostgreSQL/Redis running
 	@bash deploy/test_deps.sh
 
+# the suite's two pytest-xdist workers (tests/conftest.py groups the tests; TEST_WORKERS=0: one process)
+TEST_WORKERS ?= 2
+
 test: install deps lint  ## lint, then the full test suite (what CI runs; sets up its own services)
-	$(PY) -m pytest
+	$(PY) -m pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
 
 test-fast: install  ## DAG integrity and unit tests only
 	$(PY) -m pytest -m "dags or unit"

@@ -15,6 +15,30 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SESSION_ROOT = Path(tempfile.mkdtemp(prefix="pavedml-tests-"))
+#: set in the workers of a ``pytest -n N`` run (pytest-xdist: ``make test`` runs two); unset in a plain run
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+#: the production services' Redis database for each xdist worker (tests.helpers.prodstack; 12 and
+#: 14 belong to test_hostile_inputs and test_serving_online)
+PRODSTACK_REDIS_DBS = (13, 11, 10, 9, 8, 7, 6, 5)
+
+#: ``make test`` runs the suite in two pytest-xdist workers (``-n 2 --dist loadgroup``): each group
+#: below runs whole on one worker (a module; or a package whose fixtures are package- or
+#: session-scoped and must not start twice), the slowest first (longest-processing-time first, so
+#: the two workers end together; seconds measured in a clean-clone CI run, in the comments).
+WHOLE_PACKAGES = ("tests/distributed", "tests/docker")
+SLOWEST_FIRST = (
+    "tests/distributed",
+    "tests/e2e/test_loops.py",
+    "tests/firsthour/test_own_data.py",
+    "tests/docker",
+    "tests/integration/test_drift_loop.py",
+    "tests/integration/test_training_pipeline.py",
+    "tests/integration/test_performance_monitor.py",
+    "tests/e2e/test_performance_scheduler.py",
+    "tests/firsthour/test_make_airflow.py",
+    "tests/firsthour/test_ways_to_run.py",
+    "tests/browser/test_ui.py",
+)
 
 
 def pytest_configure(config):
@@ -32,6 +56,8 @@ def pytest_configure(config):
         "DO_NOT_TRACK": "true",
         "FEAST_USAGE": "False",
     }
+    if XDIST_WORKER and "PAVEDML_TEST_REDIS_DB" not in os.environ:
+        env["PAVEDML_TEST_REDIS_DB"] = str(PRODSTACK_REDIS_DBS[int(XDIST_WORKER.removeprefix("gw"))])
     os.environ.update(env)
     for name in ("PAVEDML_USE_CASES_DIR", "PAVEDML_RUNTIME", "MLFLOW_TRACKING_URI", "PAVEDML_LANDING_URI",
                  "PAVEDML_FEAST_REGISTRY", "PAVEDML_FEAST_ONLINE_STORE"):
@@ -39,18 +65,42 @@ def pytest_configure(config):
     (SESSION_ROOT / "airflow").mkdir(parents=True, exist_ok=True)
 
 
+def xdist_group_of(item: pytest.Item) -> str:
+    """The group ``item`` runs in under xdist: its package if in WHOLE_PACKAGES, else its module."""
+    path = Path(str(item.path))
+    path = path.relative_to(REPO).as_posix() if path.is_relative_to(REPO) else path.as_posix()
+    return next((pkg for pkg in WHOLE_PACKAGES if path.startswith(pkg + "/")), path)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    rank = {group: i for i, group in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(xdist_group_of(item), len(rank)))  # stable: each group stays in order
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(xdist_group_of(item)))
+
+
 def pytest_unconfigure(config):
     if os.environ.get("PAVEDML_KEEP_TEST_DATA") != "1":
         shutil.rmtree(SESSION_ROOT, ignore_errors=True)
 
 
-@pytest.hookimpl(wrapper=True)
+#: processes the xdist workers found left behind (reported by the controller)
+_LEFT_BY_WORKERS: list[str] = []
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)  # inside xdist's wrapper: the worker reports after this
 def pytest_sessionfinish(session):
     """After every teardown: a process a test started (tests/helpers/procs.py) that is still alive
-    is named, stopped (SIGTERM, then SIGKILL) and fails the run."""
+    is named, stopped (SIGTERM, then SIGKILL) and fails the run (an xdist worker hands its list to
+    the controller, which reports every worker's)."""
     result = yield
     procs = sys.modules.get("tests.helpers.procs")
     left = procs.sweep() if procs else []
+    if hasattr(session.config, "workeroutput"):  # an xdist worker (not a pytest it started: same env)
+        session.config.workeroutput["pavedml_left_behind"] = left
+        return result
+    left = left + _LEFT_BY_WORKERS
     if left:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         say = reporter.write_line if reporter else lambda line, **_: print(line, file=sys.stderr)
@@ -63,6 +113,12 @@ def pytest_sessionfinish(session):
         if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
     return result
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    _LEFT_BY_WORKERS.extend(f"[{node.gateway.id}] {line}"
+                            for line in getattr(node, "workeroutput", {}).get("pavedml_left_behind", []))
 
 
 @pytest.fixture(autouse=True)

@@ -41,7 +41,8 @@ def prod(tmp_path_factory):
                              drift_monitor=None, performance_monitor=None)  # every run here is triggered by the test
     (cases / "telco_churn.yaml").write_text(yaml.safe_dump(spec))
     single = single_host(base / "single-host", cases)
-    services = ProductionServices(base / "services", s3_proxy=True).start()
+    # its own PostgreSQL: test_faults stops it under a run, while other tests may use the machine's
+    services = ProductionServices(base / "services", s3_proxy=True, own_postgres=True).start()
     stack = None
     try:
         seed_history(services, base / "seed-host", cases)
@@ -49,7 +50,7 @@ def prod(tmp_path_factory):
         stack = CeleryCluster(base / "control", base / "control" / "data", cases, services.dbs["airflow"],
                               # each worker host: an empty working copy, everything comes from the lake
                               {name: services.step_env(base / name / "data") for name in WORKERS},
-                              extra_env=step_env).start()
+                              extra_env=step_env, pg=services.pg).start()
         for pipeline in ("feature_pipeline", "training_pipeline", "batch_scoring", "drift_monitor"):
             stack.wait_for_dag(f"{USE_CASE}_{pipeline}")
         # the steps' MLflow password lives only here, in an Airflow connection (stored encrypted)

@@ -42,14 +42,14 @@ def test_daily_feature_pipeline_runs_through_the_celery_executor_on_postgres(pro
         assert run["xcom"]["materialize_features"]["rows"] == 1500
     assert not [k for k in services.s3_keys("pavedml", f"lake/{USE_CASE}/") if "/.tmp-" in k or "/feast/" in k]
     # Airflow's metadata is in PostgreSQL; the tasks went through the broker to the Celery workers
-    rows = query(services.dbs["airflow"], f"SELECT state FROM dag_run WHERE dag_id = '{USE_CASE}_feature_pipeline'"
+    rows = query(services, "airflow", f"SELECT state FROM dag_run WHERE dag_id = '{USE_CASE}_feature_pipeline'"
                                           " AND run_id LIKE 'prod_%'")
     assert rows == [("success",)] * len(DAYS)
-    assert query(services.dbs["airflow"], "SELECT count(*) FROM celery_taskmeta")[0][0] > 0
+    assert query(services, "airflow", "SELECT count(*) FROM celery_taskmeta")[0][0] > 0
     # Feast: registry rows in PostgreSQL, online rows in Redis
     from pavedml.config import get_use_case
 
-    views = query(services.dbs["feast"], "SELECT feature_view_name, project_id FROM feature_views")
+    views = query(services, "feast", "SELECT feature_view_name, project_id FROM feature_views")
     assert (get_use_case(USE_CASE).feature_view, USE_CASE) in views, views
     assert services.redis_keys() >= 1500
 
@@ -165,9 +165,9 @@ def test_the_planted_secret_never_reaches_logs_xcom_or_mlflow_params(prod):
     leaked = [str(p) for p in task_logs + component_logs if secret in p.read_text(errors="replace")]
     assert not leaked, leaked
     # XCom and rendered task fields, straight from Airflow's database
-    xcoms = query(services.dbs["airflow"], "SELECT value::text FROM xcom")
+    xcoms = query(services, "airflow", "SELECT value::text FROM xcom")
     assert xcoms and not [v for (v,) in xcoms if secret in (v or "")]
-    rendered = query(services.dbs["airflow"], "SELECT rendered_fields::text FROM rendered_task_instance_fields")
+    rendered = query(services, "airflow", "SELECT rendered_fields::text FROM rendered_task_instance_fields")
     assert not [v for (v,) in rendered if secret in (v or "")]
     # every MLflow run's params and tags
     status, found = services.mlflow_api("POST", "/api/2.0/mlflow/runs/search",
@@ -181,5 +181,5 @@ def test_the_planted_secret_never_reaches_logs_xcom_or_mlflow_params(prod):
         values = [p.get("value", "") for p in data.get("params", [])] + [t.get("value", "") for t in data.get("tags", [])]
         assert not [v for v in values if secret in v], mlflow_run["info"]["run_id"]
     # and the connection is stored encrypted, never as plain text
-    stored = query(services.dbs["airflow"], "SELECT password FROM connection WHERE conn_id = 'pavedml_mlflow'")
+    stored = query(services, "airflow", "SELECT password FROM connection WHERE conn_id = 'pavedml_mlflow'")
     assert stored and stored[0][0] and secret not in stored[0][0]

@@ -5,8 +5,8 @@ driven by the real scheduler, each ending with nothing lost and the result of an
 * a worker host SIGKILLed (with its task processes) in the middle of ``materialize_features`` and
   of ``train_challenger``: the task is retried on the other worker; no partial partition, one
   model version;
-* PostgreSQL (Airflow's metadata, MLflow's and Feast's stores) restarted while a run is in flight:
-  the scheduler recovers, no run is left stuck;
+* PostgreSQL (the suite's own server: Airflow's metadata, MLflow's and Feast's stores) restarted
+  while a run is in flight: the scheduler recovers, no run is left stuck;
 * the Celery broker (Redis) killed and restarted with tasks queued in it, then again while a worker
   runs a task: the queued tasks run, the run succeeds;
 * the S3 endpoint down in the middle of a lake push: a retryable failure naming the lake URI, and
@@ -41,7 +41,6 @@ from tests.distributed.workload import (
     use_env,
     versions,
 )
-from tests.helpers.prodstack import restart_postgres
 
 pytestmark = [pytest.mark.distributed, pytest.mark.production]
 FEATURES = f"{USE_CASE}_feature_pipeline"
@@ -173,7 +172,7 @@ def postgres_restart(prod):
     _start(stack, FEATURES, run_id, PG_DAY)
     stack.wait_running(FEATURES, run_id, "build_features", step="build_features")
     at = time.monotonic()
-    unreachable = restart_postgres(down_s=5)
+    unreachable = prod["services"].postgres.restart(down_s=5)
     run = finished(stack, FEATURES, run_id)
     run["recovery_s"] = round(time.monotonic() - at, 1)
     run["restarts"] = [(what, round(t - at, 1), rc) for what, t, rc in stack.restarts if t >= at]

@@ -41,12 +41,11 @@ def pulled_predictions(services: ProductionServices, into: Path) -> str:
     return str(into)
 
 
-def query(db: str, sql: str) -> list[tuple]:
+def query(services, db: str, sql: str) -> list[tuple]:
+    """Rows of ``sql`` in the services' database ``db`` (a key of ``services.dbs``: airflow, feast...)."""
     import psycopg2
 
-    from tests.helpers.prodstack import PG
-
-    conn = psycopg2.connect(dbname=db, **PG)
+    conn = psycopg2.connect(dbname=services.dbs[db], **services.pg)
     try:
         with conn.cursor() as cur:
             cur.execute(sql)

@@ -101,15 +101,16 @@ class CeleryCluster(Standalone):
 
     def __init__(self, home: Path, data_root: Path, use_cases_dir: Path | None, airflow_db: str,
                  worker_env: dict[str, dict[str, str]], extra_env: dict[str, str] | None = None,
-                 heartbeat_timeout: int = 30, concurrency: int = 1) -> None:
+                 heartbeat_timeout: int = 30, concurrency: int = 1, pg: dict | None = None) -> None:
         super().__init__(home, data_root, use_cases_dir, extra_env)
         self.redis = BrokerRedis(home.parent / "broker")
         broker = self.redis.url
+        self.pg = pg or PG
         self.env.update({
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": pg_url(airflow_db),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": pg_url(airflow_db, pg=self.pg),
             "AIRFLOW__CELERY__BROKER_URL": broker,
-            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + pg_url(airflow_db, "postgresql"),
+            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + pg_url(airflow_db, "postgresql", self.pg),
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(concurrency),
             "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
             "AIRFLOW__CORE__FERNET_KEY": urlsafe_b64encode(secrets.token_bytes(32)).decode(),
@@ -287,7 +288,7 @@ class CeleryCluster(Standalone):
         """(dag_id, run_id, task_id, hostname) of every task instance that ran, from the metadata DB."""
         import psycopg2
 
-        conn = psycopg2.connect(dbname=self.airflow_db, **PG)
+        conn = psycopg2.connect(dbname=self.airflow_db, **self.pg)
         try:
             with conn.cursor() as cur:
                 cur.execute("SELECT dag_id, run_id, task_id, hostname FROM task_instance WHERE hostname <> ''"

@@ -1,8 +1,9 @@
 """The production profile's services, started for one test session on this machine (no Docker):
 
-* PostgreSQL (already running; ``.ci/run`` starts it): four databases of its own, named with a
-  random tag and dropped afterwards: Airflow metadata, MLflow backend store, MLflow users, Feast
-  registry;
+* PostgreSQL (the machine's, already running: ``make deps`` starts it; or, with
+  ``own_postgres=True``, a :class:`PrivatePostgres` a test may stop): four databases of its own,
+  named with a random tag and dropped afterwards: Airflow metadata, MLflow backend store, MLflow
+  users, Feast registry;
 * Redis (already running): a database index of its own for Feast's online store, flushed
   before and after;
 * an S3-compatible server (moto's, on a free loopback port) with the buckets of the compose
@@ -14,7 +15,8 @@
   a non-admin pipeline user whose password is the secret the tests plant in an Airflow connection.
 
 ``python -m tests.helpers.prodstack`` starts them by hand and prints the step environment.
-Faults: :meth:`ProductionServices.mlflow_down`/``mlflow_up``, :func:`restart_postgres`, the proxy.
+Faults: :meth:`ProductionServices.mlflow_down`/``mlflow_up``, the private PostgreSQL's
+:meth:`PrivatePostgres.restart` (``own_postgres=True``), the proxy.
 """
 
 from __future__ import annotations
@@ -43,14 +45,15 @@ REDIS_DB = int(os.environ.get("PAVEDML_TEST_REDIS_DB", "13"))
 PIPELINE_USER = "pavedml"
 
 
-def pg_url(db: str, driver: str = "postgresql+psycopg2") -> str:
-    return f"{driver}://{PG['user']}@{PG['host']}:{PG['port']}/{db}"
+def pg_url(db: str, driver: str = "postgresql+psycopg2", pg: dict | None = None) -> str:
+    pg = pg or PG
+    return f"{driver}://{pg['user']}@{pg['host']}:{pg['port']}/{db}"
 
 
-def _pg_admin(sql: str) -> None:
+def _pg_admin(sql: str, pg: dict | None = None) -> None:
     import psycopg2
 
-    conn = psycopg2.connect(dbname="postgres", connect_timeout=5, **PG)
+    conn = psycopg2.connect(dbname="postgres", connect_timeout=5, **(pg or PG))
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
@@ -59,28 +62,86 @@ def _pg_admin(sql: str) -> None:
         conn.close()
 
 
-def restart_postgres(down_s: float) -> float:
-    """Stop the PostgreSQL cluster serving ``PG`` (fast shutdown: every session is cut), keep it down
-    ``down_s`` seconds, start it again; returns when it accepts connections, with the seconds it was
-    unreachable. Needs the Debian cluster tools and the right to run them (root, as ``make deps``)."""
-    listing = subprocess.run(["pg_lsclusters", "--no-header"], capture_output=True, text=True, check=True).stdout
-    cluster = next((line.split()[:2] for line in listing.splitlines() if line.split()[2:3] == [str(PG["port"])]), None)
-    if cluster is None:
-        raise RuntimeError(f"no PostgreSQL cluster on port {PG['port']} in pg_lsclusters:\n{listing}")
-    ctl = ["pg_ctlcluster", "--skip-systemctl-redirect", *cluster]
-    started = time.monotonic()
-    subprocess.run([*ctl, "stop", "-m", "fast"], check=True, capture_output=True, timeout=120)
-    time.sleep(down_s)
-    subprocess.run([*ctl, "start"], check=True, capture_output=True, timeout=120)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            _pg_admin("SELECT 1")
-            return time.monotonic() - started
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+class PrivatePostgres:
+    """A PostgreSQL server of its own for a suite that stops it under a run (the machine's cluster
+    serves the other tests, which may run at the same time in another pytest-xdist worker): a
+    fresh ``initdb`` in a temporary directory, trust auth, loopback only, a free port. As root the
+    server runs as the ``postgres`` user (PostgreSQL refuses root)."""
+
+    def __init__(self) -> None:
+        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parent.parent.name))
+        if not bins:
+            raise RuntimeError("no PostgreSQL server binaries under /usr/lib/postgresql/*/bin (apt-get install postgresql)")
+        self.bindir = bins[-1].parent
+        self.port = free_port()
+        self.pg = {"host": "127.0.0.1", "port": self.port, "user": "postgres"}
+        self.user = None
+        if os.geteuid() == 0:
+            import pwd
+
+            self.user = pwd.getpwnam("postgres")
+        import tempfile
+
+        self.dir = Path(tempfile.mkdtemp(prefix="pavedml-pg-"))  # not under pytest's 0700 root-owned tmp
+        if self.user:
+            os.chown(self.dir, self.user.pw_uid, self.user.pw_gid)
+        self.data = self.dir / "data"
+        self.log = self.dir / "postgres.log"
+        self.proc: subprocess.Popen | None = None
+
+    def _as_owner(self) -> dict:
+        return {"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": []} if self.user else {}
+
+    def start(self) -> PrivatePostgres:
+        if not self.data.exists():
+            subprocess.run([str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust",
+                            "-E", "UTF8", "--no-sync"], check=True, capture_output=True, timeout=120,
+                           cwd=self.dir, **self._as_owner())
+        with self.log.open("a") as out:
+            self.proc = procs.spawn("postgres (private)", [
+                str(self.bindir / "postgres"), "-D", str(self.data), "-p", str(self.port), "-k", str(self.dir),
+                "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
+                "-c", "full_page_writes=off", "-c", "max_connections=300"],
+                stdout=out, stderr=subprocess.STDOUT, cwd=self.dir, **self._as_owner())
+        deadline = time.monotonic() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"postgres exited ({self.proc.returncode}); see {self.log}:\n{self.log.read_text()[-2000:]}")
+            try:
+                _pg_admin("SELECT 1", self.pg)
+                return self
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        """Fast shutdown (SIGINT: every session is cut, nothing is lost), then the process is gone."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                pass
+        procs.stop(self.proc, grace=5)
+        self.proc = None
+
+    def restart(self, down_s: float) -> float:
+        """Stop (fast shutdown), stay down ``down_s`` seconds, start on the same port and files;
+        returns when it accepts connections, with the seconds it was unreachable."""
+        started = time.monotonic()
+        self.stop()
+        time.sleep(down_s)
+        self.start()
+        return time.monotonic() - started
+
+    def remove(self) -> None:
+        self.stop()
+        import shutil
+
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def _wait_http(url: str, timeout: float, proc: subprocess.Popen, log: Path) -> None:
@@ -97,8 +158,11 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen, log: Path) -> N
 
 
 class ProductionServices:
-    def __init__(self, workdir: Path, s3_proxy: bool = False) -> None:
+    def __init__(self, workdir: Path, s3_proxy: bool = False, own_postgres: bool = False) -> None:
         self.workdir = workdir
+        self.postgres = PrivatePostgres() if own_postgres else None
+        #: connection keywords of the PostgreSQL server the services use
+        self.pg = self.postgres.pg if self.postgres else dict(PG)
         workdir.mkdir(parents=True, exist_ok=True)
         self.tag = f"pavedml_t_{secrets.token_hex(4)}"
         self.dbs = {name: f"{self.tag}_{name}" for name in ("airflow", "mlflow", "mlflow_auth", "feast")}
@@ -120,6 +184,8 @@ class ProductionServices:
     # -- lifecycle
     def start(self) -> ProductionServices:
         try:
+            if self.postgres:
+                self.postgres.start()
             self._postgres()
             self._redis(flush=True)
             self._s3()
@@ -140,24 +206,30 @@ class ProductionServices:
             self.proxy.down()
         for db in self.created_dbs:
             try:
-                _pg_admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+                _pg_admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)', self.pg)
             except Exception as exc:  # noqa: BLE001 - teardown reports, never masks the test's result
                 print(f"could not drop {db}: {exc}", file=sys.stderr)
         self.created_dbs.clear()
+        if self.postgres:
+            self.postgres.remove()
         try:
             self._redis(flush=True)
         except Exception as exc:  # noqa: BLE001
             print(f"could not flush redis db {REDIS_DB}: {exc}", file=sys.stderr)
 
+    def pg_url(self, db: str, driver: str = "postgresql+psycopg2") -> str:
+        return pg_url(db, driver, self.pg)
+
     # -- services
     def _postgres(self) -> None:
         try:
-            _pg_admin("SELECT 1")
+            _pg_admin("SELECT 1", self.pg)
         except Exception as exc:
-            raise RuntimeError(f"PostgreSQL is not reachable at {PG['host']}:{PG['port']} as {PG['user']} ({exc}); "
-                               "start it (.ci/run does: pg_ctlcluster <version> main start)") from None
+            pg = self.pg
+            raise RuntimeError(f"PostgreSQL is not reachable at {pg['host']}:{pg['port']} as {pg['user']} ({exc}); "
+                               "start it (make deps does: pg_ctlcluster <version> main start)") from None
         for db in self.dbs.values():
-            _pg_admin(f'CREATE DATABASE "{db}"')
+            _pg_admin(f'CREATE DATABASE "{db}"', self.pg)
             self.created_dbs.append(db)
 
     def _redis(self, flush: bool) -> None:
@@ -207,7 +279,7 @@ class ProductionServices:
     def _mlflow(self) -> None:
         ini = self.workdir / "mlflow-auth.ini"
         ini.write_text("[mlflow]\ndefault_permission = READ\n"
-                       f"database_uri = {pg_url(self.dbs['mlflow_auth'])}\n"
+                       f"database_uri = {self.pg_url(self.dbs['mlflow_auth'])}\n"
                        f"admin_username = {self.admin[0]}\n"
                        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
                        "grant_default_workspace_access = false\n")
@@ -224,7 +296,7 @@ class ProductionServices:
         exe = Path(sys.executable).with_name("mlflow")
         self._mlflow_argv = ([
             str(exe), "server", "--app-name=basic-auth", "--host=127.0.0.1", f"--port={self.mlflow_port}",
-            "--workers=1", f"--backend-store-uri={pg_url(self.dbs['mlflow'])}", "--serve-artifacts",
+            "--workers=1", f"--backend-store-uri={self.pg_url(self.dbs['mlflow'])}", "--serve-artifacts",
             "--artifacts-destination=s3://mlflow/artifacts"], env)
         self.mlflow_up()
         init = subprocess.run([sys.executable, str(REPO / "deploy/mlflow_init.py")], capture_output=True, text=True,
@@ -280,9 +352,9 @@ class ProductionServices:
             "PAVEDML_DATA_ROOT": str(data_root),
             "PAVEDML_LANDING_URI": "s3://pavedml/landing",
             "PAVEDML_LAKE_URI": "s3://pavedml/lake",
-            "PAVEDML_FEAST_REGISTRY": pg_url(self.dbs["feast"]),
+            "PAVEDML_FEAST_REGISTRY": self.pg_url(self.dbs["feast"]),
             "PAVEDML_FEAST_ONLINE_STORE": f"{REDIS_URL}/{REDIS_DB}",
-            "PAVEDML_LOCK_URL": pg_url(self.dbs["feast"], "postgresql"),  # champion moves: shared lock
+            "PAVEDML_LOCK_URL": self.pg_url(self.dbs["feast"], "postgresql"),  # champion moves: shared lock
             "MLFLOW_TRACKING_URI": self.mlflow_url,
             "PAVEDML_MLFLOW_CONN_ID": "pavedml_mlflow",
             "AWS_ENDPOINT_URL": self.step_s3_url,
@@ -292,7 +364,7 @@ class ProductionServices:
         }
 
     def airflow_env(self) -> dict[str, str]:
-        return {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": pg_url(self.dbs["airflow"]),
+        return {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.pg_url(self.dbs["airflow"]),
                 "AIRFLOW__CORE__EXECUTOR": "LocalExecutor"}
 
 

@@ -220,16 +220,18 @@ def test_docker_down_leaves_a_reused_pid_alone(tmp_path, monkeypatch):
         procs.stop(proc)
 
 
-def inner_pytest(tmp_path: Path, body: str, **popen_kwargs) -> subprocess.Popen:
+def inner_pytest(tmp_path: Path, body: str, args: tuple[str, ...] = (), **popen_kwargs) -> subprocess.Popen:
     """A test run of its own (with tests/conftest.py's hooks) on one test file."""
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     (tmp_path / "test_inner.py").write_text(textwrap.dedent(body))
     return procs.spawn("inner pytest", [sys.executable, "-m", "pytest", "-p", "tests.conftest", "-p", "no:cacheprovider",
-                                        "-q", str(tmp_path / "test_inner.py")],
+                                        "-q", *args, str(tmp_path / "test_inner.py")],
                        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen_kwargs)
 
 
-def test_the_run_fails_naming_a_process_a_test_left_behind(tmp_path):
+@pytest.mark.parametrize("workers", [(), ("-n", "2", "--dist", "loadgroup")], ids=["one-process", "xdist"])
+def test_the_run_fails_naming_a_process_a_test_left_behind(tmp_path, workers):
+    """Also under xdist (what make test runs): the worker that found it hands it to the controller."""
     proc = inner_pytest(tmp_path, f"""
         import os, sys, time
         from tests.helpers import procs
@@ -238,7 +240,7 @@ def test_the_run_fails_naming_a_process_a_test_left_behind(tmp_path):
             procs.spawn("forgotten sleeper", [sys.executable, "-c", {TREE!r}, {str(tmp_path / "pids")!r}, "obey"])
             while not os.path.exists({str(tmp_path / "pids")!r}):
                 time.sleep(0.05)
-    """)
+    """, workers)
     try:
         out, _ = proc.communicate(timeout=120)
         tree = read_tree(tmp_path / "pids")
