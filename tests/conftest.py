@@ -55,6 +55,9 @@ def pytest_configure(config):
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "DO_NOT_TRACK": "true",
         "FEAST_USAGE": "False",
+        # every step the suite runs checks that it reads only what its lake pull set holds
+        # (pavedml.pullset), with or without a lake
+        "PAVEDML_CHECK_PULL_SETS": "1",
     }
     if XDIST_WORKER and "PAVEDML_TEST_REDIS_DB" not in os.environ:
         env["PAVEDML_TEST_REDIS_DB"] = str(PRODSTACK_REDIS_DBS[int(XDIST_WORKER.removeprefix("gw"))])

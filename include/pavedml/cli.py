@@ -243,14 +243,19 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         if args.command in STEPS:
+            from pavedml import pullset
             from pavedml.context import StepContext
             from pavedml.lake import synced
 
             ctx = StepContext.build(args.use_case, args.ds, dag_id=args.dag_id, run_id=args.run_id,
                                     try_number=args.try_number, params=args.params)
-            # production: the data root is a working copy of the lake, pulled before and pushed after a
-            # step; a step that reads only the landing zone (a sensor's poke, every few seconds) skips it
-            with nullcontext() if args.command in LANDING_ONLY else synced(args.use_case):
+            # production: the data root is a working copy of the lake; a step pulls what it reads
+            # (pavedml.pullset) before and pushes what it wrote after; a step that reads only the
+            # landing zone (a sensor's poke, every few seconds) skips it
+            pull = None if args.command in LANDING_ONLY else pullset.for_step(args.command, ctx)
+            with nullcontext() if pull is None else synced(args.use_case, pull=pull) as lake, \
+                    pullset.enforced(pull) if pull is not None and lake is None and pullset.checked_locally() \
+                    else nullcontext():
                 result = _resolve(STEPS[args.command][0])(ctx)
         else:
             result = _resolve(COMMANDS[args.command][0])(args)

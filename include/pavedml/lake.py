@@ -11,6 +11,10 @@ see the same data.
 A push uploads a folder's marker files (``_*``) after its data, so a push cut short never leaves a
 marker over missing data; a retried step pushes the rest.
 
+A step pulls only what it reads (:mod:`pavedml.pullset`): the dated partitions of its days, its
+training run, and the small records every step may read or rewrite; the lake's listing is read
+whole (a LIST per 1,000 objects), the rest of the history stays in the lake.
+
 Change tracking is a small state file per working copy (``.lake-state.json``: path -> size,
 mtime, ETag of the last sync), so a pull downloads only objects whose ETag moved and a push uploads
 only files whose size or mtime moved. A file the step deleted (a partition rewritten by
@@ -40,7 +44,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pavedml import layout, storage
+from pavedml import layout, pullset, storage
 from pavedml.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -63,13 +67,17 @@ class SyncStats:
     direction: str
     transferred: int = 0
     deleted: int = 0
+    #: objects of the lake left there: outside the step's pull set
+    left: int = 0
+    left_bytes: int = 0
     bytes: int = 0
     seconds: float = 0.0
     files: list[str] = field(default_factory=list)
 
     def line(self) -> str:
+        left = f", {self.left} file(s) ({self.left_bytes / 1e6:.1f} MB) left in the lake" if self.left else ""
         return (f"lake {self.direction}: {self.transferred} file(s), {self.bytes / 1e6:.1f} MB, "
-                f"{self.deleted} deleted, {self.seconds:.2f}s")
+                f"{self.deleted} deleted{left}, {self.seconds:.2f}s")
 
 
 def is_synced(rel: str) -> bool:
@@ -145,13 +153,18 @@ class Lake:
         return bool(entry and st and entry["size"] == st.st_size and entry["mtime_ns"] == st.st_mtime_ns)
 
     # -- the two directions
-    def pull(self) -> SyncStats:
-        """Bring the working copy up to date with the lake (downloads only what changed)."""
+    def pull(self, select: pullset.PullSet | None = None) -> SyncStats:
+        """Bring the working copy up to date with the lake (downloads only what changed), or, with
+        ``select``, only the objects that pull set wants (a step's: pavedml.pullset)."""
         stats, started = SyncStats("pull"), time.perf_counter()
         client = storage._s3()
         with self._locked() as state:
             remote = self._remote(client)
             for rel, (etag, size) in sorted(remote.items()):
+                if select is not None and not select.wants(rel):
+                    stats.left += 1
+                    stats.left_bytes += size
+                    continue
                 path = self.root / rel
                 entry = state.get(rel)
                 if entry and entry["etag"] == etag:  # unchanged in the lake; a local change is the push's
@@ -185,7 +198,8 @@ class Lake:
 
                 rebuild_ledger(self.root / LEDGER_VIEW)  # the next push uploads the merged view
         stats.seconds = time.perf_counter() - started
-        log.info("%s (%s -> %s)", stats.line(), self.uri, self.root)
+        log.info("%s (%s -> %s%s)", stats.line(), self.uri, self.root,
+                 f"; {select.step}: {select.describe()}" if select is not None else "")
         return stats
 
     def push(self) -> SyncStats:
@@ -221,15 +235,21 @@ def _push_order(rel: str) -> tuple[str, ...]:
 
 
 @contextmanager
-def synced(use_case: str, settings: Settings | None = None) -> Iterator[Lake | None]:
-    """Pull before the block and push after it (also when it raises). No-op without a lake."""
+def synced(use_case: str, settings: Settings | None = None,
+           pull: pullset.PullSet | None = None) -> Iterator[Lake | None]:
+    """Pull before the block (only ``pull``'s set, if given, which the block then may not read
+    outside of) and push after it (also when it raises). No-op without a lake."""
     lake = Lake.for_use_case(use_case, settings)
     if lake is None:
         yield None
         return
-    _guarded(lake, "pull")
+    _guarded(lake, "pull", pull)
     try:
-        yield lake
+        if pull is None:
+            yield lake
+        else:
+            with pullset.enforced(pull):
+                yield lake
     except BaseException:
         try:  # the step's failure evidence (quarantine, report) still goes to the lake
             _guarded(lake, "push")
@@ -239,14 +259,14 @@ def synced(use_case: str, settings: Settings | None = None) -> Iterator[Lake | N
     _guarded(lake, "push")
 
 
-def _guarded(lake: Lake, direction: str) -> SyncStats:
+def _guarded(lake: Lake, direction: str, pull: pullset.PullSet | None = None) -> SyncStats:
     """Run a sync; a storage failure becomes a retryable error naming the lake and the cause."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     from pavedml.errors import LakeUnavailableError
 
     try:
-        return lake.pull() if direction == "pull" else lake.push()
+        return lake.pull(pull) if direction == "pull" else lake.push()
     except (BotoCoreError, ClientError, OSError) as exc:
         raise LakeUnavailableError(
             f"lake {direction} failed between {lake.uri} and {lake.root}: {type(exc).__name__}: {exc}",

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from pavedml import storage
+from pavedml import pullset, storage
 from pavedml.settings import Settings, get_settings
 
 Day = date | str
@@ -42,6 +42,15 @@ PSI_HISTORY, PSI_HISTORY_PLOT = "psi_history.csv", "psi_history.png"
 PERFORMANCE_DAY, PERFORMANCE_HISTORY, PERFORMANCE_PLOT = "metrics.json", "history.csv", "history.png"
 
 
+def _pulled(what: str, ds: Day) -> Day:
+    """``ds``, once checked against the running step's lake pull set (pavedml.pullset): a dated
+    partition the step did not pull would read as missing, a silently different result."""
+    pull = pullset.active()
+    if pull is not None:
+        pull.check_day(what, ds)
+    return ds
+
+
 def split_file(split: str) -> str:
     """The file of one split (``train``, ``validation``, ``holdout``) in a training run's folder."""
     return f"{split}.parquet"
@@ -63,7 +72,7 @@ class Layout:
         return storage.join(self.landing, dataset, f"dt={ds}", f"{dataset}.{fmt}")
 
     def raw_dir(self, ds: Day) -> Path:
-        return self.root / "raw" / f"dt={ds}"
+        return self.root / "raw" / f"dt={_pulled('raw', ds)}"
 
     def raw_snapshot(self, ds: Day, sha: str) -> Path:
         return self.raw_dir(ds) / f"{sha}.parquet"
@@ -75,19 +84,19 @@ class Layout:
         return self.raw_dir(ds) / "LATEST.json"
 
     def validation_dir(self, ds: Day, sha: str) -> Path:
-        return self.root / "validation" / f"dt={ds}" / sha
+        return self.root / "validation" / f"dt={_pulled('validation', ds)}" / sha
 
     def validation_result(self, ds: Day, sha: str) -> Path:
         return self.validation_dir(ds, sha) / VALIDATION_RESULT
 
     def quarantine_dir(self, ds: Day, sha: str) -> Path:
-        return self.root / "quarantine" / f"dt={ds}" / sha
+        return self.root / "quarantine" / f"dt={_pulled('quarantine', ds)}" / sha
 
     def labels_validation_dir(self, ds: Day, sha: str) -> Path:
-        return self.root / "validation" / "labels" / f"dt={ds}" / sha
+        return self.root / "validation" / "labels" / f"dt={_pulled('validation/labels', ds)}" / sha
 
     def labels_quarantine_dir(self, ds: Day, sha: str) -> Path:
-        return self.root / "quarantine" / "labels" / f"dt={ds}" / sha
+        return self.root / "quarantine" / "labels" / f"dt={_pulled('quarantine/labels', ds)}" / sha
 
     @property
     def quarantine_root(self) -> Path:
@@ -104,7 +113,7 @@ class Layout:
         return self.root / "features"
 
     def features_partition(self, ds: Day) -> Path:
-        return self.features_root / f"dt={ds}"
+        return self.features_root / f"dt={_pulled('features', ds)}"
 
     def features_file(self, ds: Day) -> Path:
         return self.features_partition(ds) / PART_FILE
@@ -117,6 +126,9 @@ class Layout:
         return self.root / "feast"
 
     def training_dir(self, run_key: str) -> Path:
+        pull = pullset.active()
+        if pull is not None:
+            pull.check_run(run_key)
         return self.root / "training" / run_key
 
     def training_split(self, run_key: str, split: str) -> Path:
@@ -146,7 +158,7 @@ class Layout:
         return self.root / LEDGER_ENTRIES
 
     def predictions_partition(self, ds: Day) -> Path:
-        return self.root / "predictions" / f"dt={ds}"
+        return self.root / "predictions" / f"dt={_pulled('predictions', ds)}"
 
     def predictions_scored(self, ds: Day) -> Path:
         return self.predictions_partition(ds) / SCORED_FILE
@@ -163,14 +175,14 @@ class Layout:
     def served_partition(self, ds: Day) -> Path:
         """One UTC day of served predictions: ``part-<host>-<pid>-<seq>.parquet`` files, each written whole
         (a temporary name starting with ``.`` then a rename), so readers list only complete files."""
-        return self.served_root / f"dt={ds}"
+        return self.served_root / f"dt={_pulled('served', ds)}"
 
     def served_files(self, ds: Day) -> list[Path]:
         part = self.served_partition(ds)
         return sorted(p for p in part.glob("part-*.parquet")) if part.is_dir() else []
 
     def drift_dir(self, ds: Day) -> Path:
-        return self.root / "drift" / f"dt={ds}"
+        return self.root / "drift" / f"dt={_pulled('drift', ds)}"
 
     def drift_report(self, ds: Day) -> Path:
         return self.drift_dir(ds) / DRIFT_REPORT
@@ -189,7 +201,7 @@ class Layout:
 
     # -- realized performance (predictions joined with their labels once they land)
     def performance_dir(self, ds: Day) -> Path:
-        return self.root / "performance" / f"dt={ds}"
+        return self.root / "performance" / f"dt={_pulled('performance', ds)}"
 
     def performance_day(self, ds: Day) -> Path:
         """One scored day's realized metrics per model version (``metrics.json``)."""

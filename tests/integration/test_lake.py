@@ -198,3 +198,97 @@ def test_a_push_cut_by_the_endpoint_going_down_leaves_no_marker_over_missing_dat
                                   "features/dt=2025-01-01/_SOURCE.json"}
     finally:
         proxy.down()
+
+
+def _history(client, prefix: str, days: int, end: date) -> dict[str, int]:
+    """A lake (under ``prefix``: moto's objects outlive a test) holding ``days`` days of every dated
+    collection, two training runs and the small shared records; returns key -> size."""
+    from datetime import timedelta
+
+    put: dict[str, int] = {}
+    for i in range(days):
+        d = (end - timedelta(days=i)).isoformat()
+        for rel in (f"raw/dt={d}/LATEST.json", f"raw/dt={d}/abc.parquet", f"validation/dt={d}/abc/result.json",
+                    f"features/dt={d}/part-0.parquet", f"features/dt={d}/_SOURCE.json",
+                    f"predictions/dt={d}/part-0.parquet", f"predictions/dt={d}/_SCORED.json",
+                    f"served/dt={d}/part-h-1-0.parquet", f"drift/dt={d}/report.json",
+                    f"performance/dt={d}/metrics.json", f"validation/labels/dt={d}/ff/result.json"):
+            put[rel] = 1000 if rel.endswith(".parquet") else 10
+    for rel in ("training/scheduled__a/train.parquet", "training/manual__b/train.parquet",
+                "drift/psi_history.csv", "drift/retrain_requests.jsonl", "performance/history.csv",
+                "performance/labels_index.json", "performance/holdouts.json", "registry/live/v3.json",
+                "imports.jsonl"):  # (the ledger's files are pulled the same way: test_ledger_entries...)
+        put[rel] = 10
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda item: client.put_object(Bucket="lake", Key=f"{prefix}/telco_churn/{item[0]}",
+                                                     Body=b"x" * item[1]), put.items()))
+    return put
+
+
+def test_a_step_pulls_its_days_and_the_shared_records_never_the_history(lake_env, tmp_path, monkeypatch):
+    """A fresh working copy's first feature step pulls one day's partitions (whatever the history's
+    length) and every shared record; its push uploads what it wrote and deletes nothing it did not
+    pull; a training step pulls its window and its own run; a step reading outside its pull set
+    fails naming the partition."""
+    from pavedml import pullset
+    from pavedml.context import StepContext
+    from pavedml.lake import Lake, synced
+
+    monkeypatch.setenv("PAVEDML_LAKE_URI", "s3://lake/pullset")
+    monkeypatch.setenv("PAVEDML_DATA_ROOT", str(tmp_path / "host"))
+    end = date(2025, 12, 31)
+    put = _history(lake_env, "pullset", 130, end)  # longer than the training pull (90 + 30 + 2 days)
+    shared = {k for k in put if "dt=" not in k and not k.startswith("training/")}
+
+    ctx = StepContext.build("telco_churn", end)
+    pull = pullset.for_step("build_features", ctx)
+    with synced("telco_churn", pull=pull) as lake:
+        local = {p.relative_to(lake.root).as_posix() for p in lake.root.rglob("*")
+                 if p.is_file() and not p.name.startswith(".lake")}
+        assert local == shared | {k for k in put if f"dt={end}" in k}
+        # the step writes its partition; a read outside its day fails loudly
+        part = ctx.layout.features_partition(end)
+        (part / "part-0.parquet").write_bytes(b"rewritten")
+        with pytest.raises(pullset.OutsidePullSetError, match=r"features/dt=2025-12-30, outside the days"):
+            ctx.layout.features_file("2025-12-30")
+        with pytest.raises(pullset.OutsidePullSetError, match="training/manual__b"):
+            ctx.layout.training_dir("manual__b")
+    assert keys(lake_env, "pullset/telco_churn/") == set(put)  # nothing it did not pull was deleted
+    body = lake_env.get_object(Bucket="lake", Key=f"pullset/telco_churn/features/dt={end}/part-0.parquet")["Body"]
+    assert body.read() == b"rewritten"
+    ctx.layout.features_file("2025-12-30")  # outside a step: no pull set, no check
+
+    # training: its window (training window + features ttl + label delay) and its own run only
+    fresh = Lake("s3://lake/pullset/telco_churn", tmp_path / "trainer" / "telco_churn")
+    ctx = StepContext.build("telco_churn", end, run_id="manual__b")
+    pull = pullset.for_step("build_training_set", ctx)
+    stats = fresh.pull(pull)
+    window = ctx.params.training_window_days + ctx.use_case.features.ttl_days + ctx.use_case.label.delay_days + 1
+    assert len(pull.days) == window
+    pulled = set(stats.files)
+    assert "training/manual__b/train.parquet" in pulled and "training/scheduled__a/train.parquet" not in pulled
+    assert {k.split("dt=")[1][:10] for k in pulled if "dt=" in k} == set(pull.days)
+    assert stats.left == len(put) - len(pulled) and stats.left_bytes > 0
+    assert "left in the lake" in stats.line()
+    assert not any(k.startswith(("raw/", "predictions/", "served/")) for k in pulled)  # not what it reads
+    # the same working copy, a later step with another pull set: it adds what it lacks, loses nothing
+    again = fresh.pull(pullset.for_step("score_customers", StepContext.build("telco_churn", end)))
+    assert set(again.files) == {k for k in put if f"dt={end}" in k} - pulled
+    assert again.deleted == 0 and all((fresh.root / k).exists() for k in pulled)
+
+
+@pytest.mark.parametrize("days", [10, 100])
+def test_the_first_feature_step_pulls_the_same_whatever_the_history(lake_env, tmp_path, days):
+    from pavedml import pullset
+    from pavedml.context import StepContext
+    from pavedml.lake import Lake
+
+    end = date(2025, 12, 31)
+    _history(lake_env, f"history{days}", days, end)
+    lake = Lake(f"s3://lake/history{days}/telco_churn", tmp_path / "fresh" / "telco_churn")
+    stats = lake.pull(pullset.for_step("materialize_features", StepContext.build("telco_churn", end)))
+    # one day's eleven partition files (four of data) and the seven shared records
+    assert (stats.transferred, stats.bytes) == (18, 4 * 1000 + 14 * 10)
+    assert stats.left == (days - 1) * 11 + 2  # the other days and both training runs

@@ -744,7 +744,9 @@ def _holdouts(ctx: StepContext, history) -> dict[str, float]:
     path = ctx.layout.performance_history.with_name(HOLDOUTS)
     known: dict[str, dict] = storage.read_json(str(path)) if path.exists() else {}
     before = len(known)
-    for day in sorted(set(history["ds"].astype(str))):
+    # the lookback window's days only (what this run pulled from the lake): the earlier runs read theirs
+    first = (ctx.ds - timedelta(days=ctx.use_case.performance.lookback_days)).isoformat()
+    for day in sorted(d for d in set(history["ds"].astype(str)) if first <= d <= ctx.ds_iso):
         scored = ctx.layout.predictions_scored(day)
         if scored.exists():
             for version, metrics in (storage.read_json(str(scored)).get("holdouts") or {}).items():
