@@ -68,19 +68,31 @@ def pytest_configure(config):
     (SESSION_ROOT / "airflow").mkdir(parents=True, exist_ok=True)
 
 
-def xdist_group_of(item: pytest.Item) -> str:
-    """The group ``item`` runs in under xdist: its package if in WHOLE_PACKAGES, else its module."""
-    path = Path(str(item.path))
-    path = path.relative_to(REPO).as_posix() if path.is_relative_to(REPO) else path.as_posix()
+def group_of(nodeid: str) -> str:
+    """The group a test runs in under xdist: its package if in WHOLE_PACKAGES, else its module."""
+    path = nodeid.split("::", 1)[0]
     return next((pkg for pkg in WHOLE_PACKAGES if path.startswith(pkg + "/")), path)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     rank = {group: i for i, group in enumerate(SLOWEST_FIRST)}
-    items.sort(key=lambda item: rank.get(xdist_group_of(item), len(rank)))  # stable: each group stays in order
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(xdist_group_of(item)))
+    items.sort(key=lambda item: rank.get(group_of(item.nodeid), len(rank)))  # stable: each group stays in order
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadgroup``: our groups (group_of), in collection order. (xdist 3.8's own grouping,
+    by ``xdist_group`` markers, does nothing under pytest 9: it renames ``item._nodeid``, which
+    pytest 9 no longer reads.)"""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Groups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of(nodeid)
+
+    return Groups(config, log)
 
 
 def pytest_unconfigure(config):
