@@ -357,6 +357,13 @@ class ReferencePeriod:
         return f"{self.kind} reference {self.days[0]} .. {self.days[-1]} ({len(self.days)} days)"
 
 
+def drift_window(ds: Any, days: int) -> list[str]:
+    """The ``days`` days ending at ``ds`` (a ``date``), oldest first, as ISO dates: a drift check's window."""
+    from datetime import timedelta
+
+    return [(ds - timedelta(days=i)).isoformat() for i in reversed(range(days))]
+
+
 def reference_period(window: Sequence[Any], kind: str, reference_days: int = 28,
                      season_days: int = 365) -> ReferencePeriod:
     """The reference days of a window (ISO dates or ``date`` objects, any order).

@@ -7,11 +7,13 @@ names its files by the constants below inside the staging folder; readers use th
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Protocol
 
-from pavedml import pullset, storage
+from pavedml import storage
 from pavedml.settings import Settings, get_settings
 
 Day = date | str
@@ -42,12 +44,24 @@ PSI_HISTORY, PSI_HISTORY_PLOT = "psi_history.csv", "psi_history.png"
 PERFORMANCE_DAY, PERFORMANCE_HISTORY, PERFORMANCE_PLOT = "metrics.json", "history.csv", "history.png"
 
 
+class PullCheck(Protocol):
+    """What the running step pulled from the lake (a :class:`pavedml.pullset.PullSet`)."""
+
+    def check_day(self, what: str, ds: Day) -> None: ...
+
+    def check_run(self, run_key: str) -> None: ...
+
+
+#: Set while a step runs (pavedml.pullset.enforced): every dated partition and training run path
+#: made here is checked against it, since one the step did not pull would read as missing.
+PULL_CHECK: ContextVar[PullCheck | None] = ContextVar("pavedml_pull_check", default=None)
+
+
 def _pulled(what: str, ds: Day) -> Day:
-    """``ds``, once checked against the running step's lake pull set (pavedml.pullset): a dated
-    partition the step did not pull would read as missing, a silently different result."""
-    pull = pullset.active()
-    if pull is not None:
-        pull.check_day(what, ds)
+    """``ds``, once checked against the running step's pull set."""
+    check = PULL_CHECK.get()
+    if check is not None:
+        check.check_day(what, ds)
     return ds
 
 
@@ -126,9 +140,9 @@ class Layout:
         return self.root / "feast"
 
     def training_dir(self, run_key: str) -> Path:
-        pull = pullset.active()
-        if pull is not None:
-            pull.check_run(run_key)
+        check = PULL_CHECK.get()
+        if check is not None:
+            check.check_run(run_key)
         return self.root / "training" / run_key
 
     def training_split(self, run_key: str, split: str) -> Path:

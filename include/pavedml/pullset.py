@@ -45,10 +45,11 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import TYPE_CHECKING
+
+from pavedml.layout import PULL_CHECK
 
 if TYPE_CHECKING:
     from pavedml.context import StepContext
@@ -113,21 +114,20 @@ class PullSet:
 
 EVERYTHING = PullSet("(all)", None, None)
 
-_ACTIVE: ContextVar[PullSet | None] = ContextVar("pavedml_pullset", default=None)
-
-
 def active() -> PullSet | None:
     """The pull set of the step running in this context (None: no lake, or outside a step)."""
-    return _ACTIVE.get()
+    check = PULL_CHECK.get()
+    return check if isinstance(check, PullSet) else None
 
 
 @contextmanager
 def enforced(pull: PullSet) -> Iterator[PullSet]:
-    token = _ACTIVE.set(pull)
+    """While the block runs, :class:`pavedml.layout.Layout` refuses what ``pull`` left in the lake."""
+    token = PULL_CHECK.set(pull)
     try:
         yield pull
     finally:
-        _ACTIVE.reset(token)
+        PULL_CHECK.reset(token)
 
 
 def checked_locally() -> bool:
@@ -142,11 +142,10 @@ def _span(end: date, back: int) -> set[str]:
 
 
 def _drift_days(ctx: StepContext) -> set[str]:
-    from pavedml.drift import reference_period
-    from pavedml.steps.monitoring import window_days
+    from pavedml.drift import drift_window, reference_period
 
     uc = ctx.use_case
-    window = window_days(ctx)
+    window = drift_window(ctx.ds, ctx.params.window_days)
     days = set(window)
     if uc.drift.reference != "training":
         days |= set(reference_period(window, uc.drift.reference, uc.drift.reference_days, uc.drift.season_days).days)

@@ -63,7 +63,9 @@ EVIDENTLY_NOTE = (
 
 def window_days(ctx: StepContext) -> list[str]:
     """The scored days of the drift window: ``window_days`` days ending at ds, oldest first."""
-    return [(ctx.ds - timedelta(days=i)).isoformat() for i in reversed(range(ctx.params.window_days))]
+    from pavedml.drift import drift_window
+
+    return drift_window(ctx.ds, ctx.params.window_days)
 
 
 def load_reference(ctx: StepContext, version: str) -> tuple[dict, str | None]:
