@@ -56,8 +56,7 @@ if TYPE_CHECKING:
 
 _DAY = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
 TRAINING = "training"
-#: The longest a challenger may wait in shadow (pavedml.steps.live.MAX_SHADOW_DAYS, not imported:
-#: that module pulls in scikit-learn).
+#: The longest a challenger may wait in shadow: the days pavedml.steps.live judges it on, and pulls.
 MAX_SHADOW_DAYS = 366
 
 

@@ -35,13 +35,12 @@ from datetime import UTC, date, datetime, timedelta
 from pavedml import storage
 from pavedml.context import StepContext
 from pavedml.errors import SkipStep
+from pavedml.pullset import MAX_SHADOW_DAYS  # shadow days looked at, at most (and pulled)
 from pavedml.results import PromotionResult
 
 log = logging.getLogger(__name__)
 #: Bootstrap resamples of the live uplift, and the most rows one resample draws from.
 LIVE_BOOTSTRAP, LIVE_BOOTSTRAP_MAX_ROWS = 300, 100_000
-#: Shadow days looked at, at most (a challenger waiting longer than this is judged on the newest).
-MAX_SHADOW_DAYS = 366
 
 
 def paired_uplift_interval(task: str, metric: str, y, champion, challenger, confidence: float,
