@@ -132,3 +132,37 @@ def test_a_labels_event_starts_the_monitor_and_measures_the_day(stack, uc):
     (block,) = record["versions"]
     assert block["role"] == "champion" and block["n"] == ROWS
     assert 0.5 < block["metrics"]["roc_auc"]["value"] <= 1
+
+
+def test_a_locked_metadata_db_is_a_retried_refusal_not_a_failure(stack):
+    """SQLite's "database is locked" reaches an API client as a 500 whose cause Airflow 3.3 hides
+    ("Database error"); the harness (every scheduler test drives Airflow through it) must see the
+    cause and retry, as stop 29's CI run did not: a trigger failed while the scheduler held the lock.
+    Here another connection holds the write lock for longer than SQLite's busy timeout."""
+    import sqlite3
+    import threading
+
+    s, _ = stack
+    dag_id = f"{USE_CASES[1]}_performance_monitor"
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        db = sqlite3.connect(s.home / "airflow.db", timeout=60)
+        try:
+            db.execute("BEGIN EXCLUSIVE")
+            held.set()
+            release.wait(9)  # longer than the 5 s an API worker waits on a lock
+            db.rollback()
+        finally:
+            db.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(60)
+        answer = s.api("PATCH", f"/dags/{dag_id}", {"is_paused": False})
+    finally:
+        release.set()
+        holder.join()
+    assert answer["is_paused"] is False
+    assert s.api("GET", f"/dags/{dag_id}")["is_paused"] is False

@@ -55,6 +55,10 @@ class Standalone:
             "AIRFLOW__API__PORT": str(self.port),
             "AIRFLOW__API__BASE_URL": self.base,
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base}/execution/",
+            # Airflow 3.3 answers any database error with a bare 500 "Database error" and hides
+            # the cause; the harness must see it to tell SQLite's "database is locked" (retried in
+            # ``api``) from a real failure
+            "AIRFLOW__API__EXPOSE_STACKTRACE": "True",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "3600",
             "PAVEDML_DATA_ROOT": str(data_root),
