@@ -21,7 +21,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export FEAST_USAGE := False
 
-.PHONY: help venv install shellenv deps demo run test test-fast lint bench airflow status env image image-local docker-down up down clean pins
+.PHONY: help venv install shellenv deps demo run test test-fast lint bench airflow status env image image-local docker-down up up-local down clean pins
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -95,7 +95,7 @@ env:  ## write .env with fresh random secrets for the production stack (never co
 	python3 deploy/gen_env.py --update
 
 image:  ## build the task, Airflow and MLflow images (tag = git commit; needs a Docker engine)
-	GIT_COMMIT=$$(git rev-parse --short HEAD) docker compose build
+	GIT_COMMIT=$$(git rev-parse --short HEAD) $(COMPOSE) build
 
 image-local: install  ## without a registry: start dockerd if none runs, make the Debian base image, build pavedml-task:<commit> offline
 	$(PY) deploy/docker_local.py up
@@ -103,11 +103,18 @@ image-local: install  ## without a registry: start dockerd if none runs, make th
 docker-down:  ## stop the dockerd that image-local started (never one it found running), with all it started
 	$(PY) deploy/docker_local.py down
 
-up: image  ## start the production stack (docker-compose.yaml); UIs on 127.0.0.1 only
-	GIT_COMMIT=$$(git rev-parse --short HEAD) docker compose up -d
+# `docker compose` (v2) when the client has it, else Debian's docker-compose (v1)
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+export COMPOSE_PROJECT_NAME ?= pavedml
 
-down:  ## stop the production stack (volumes are kept)
-	docker compose down
+up: image  ## start the production stack (docker-compose.yaml, registry images); UIs on 127.0.0.1 only
+	GIT_COMMIT=$$(git rev-parse --short HEAD) $(COMPOSE) up -d
+
+up-local: install env  ## the production stack without a registry: every image built here, up, healthy; SMOKE=1 also runs a feature day, training and scoring
+	$(PY) deploy/stack_local.py up $(if $(SMOKE),--smoke)
+
+down:  ## stop the production stack (make up or up-local; volumes are kept, VOLUMES=1 removes them)
+	$(PY) deploy/stack_local.py down $(if $(VOLUMES),--volumes)
 
 clean:  ## remove generated data (var/)
 	rm -rf $(DATA_ROOT)
@@ -115,3 +122,4 @@ clean:  ## remove generated data (var/)
 pins:  ## re-resolve requirements*.txt from requirements*.in (see README "Refreshing the pins")
 	uv pip compile requirements.in --python-version $(PY_VERSION) -o requirements.txt
 	uv pip compile requirements-dev.in --python-version $(PY_VERSION) -o requirements-dev.txt
+	uv pip compile deploy/local/requirements-local.in -c requirements.txt -c requirements-dev.txt --python-version $(PY_VERSION) -o deploy/local/requirements-local.txt

@@ -38,7 +38,8 @@ STATE = REPO / "var" / "docker"
 PIDFILE = STATE / "dockerd.pid"
 BASE_IMAGE = "pavedml-base:bookworm-py311"
 WHEELHOUSE = REPO / "wheelhouse"
-PIN_FILES = (REPO / "requirements.txt", REPO / "deploy" / "requirements-mlflow.txt")
+PIN_FILES = (REPO / "requirements.txt", REPO / "deploy" / "requirements-mlflow.txt",
+             REPO / "deploy" / "local" / "requirements-local.txt")  # the last: the images of `make up-local`
 BUILD_TOOLS = ("setuptools>=68", "wheel")
 STOP_GRACE_SECONDS = 30.0
 
@@ -211,23 +212,33 @@ def commit_tag() -> str:
     return (sha or "unknown") + ("-dirty" if dirty else "")
 
 
-def build_task_image(commit: str | None = None) -> tuple[str, float]:
-    """Build pavedml-task:<commit> offline from the base image and the wheelhouse."""
-    commit = commit or commit_tag()
-    tag = f"pavedml-task:{commit}"
+def build_image(target: str, tag: str, dockerfile: Path | None = None, commit: str | None = None,
+                args: dict[str, str] | None = None) -> float:
+    """Build ``target`` of the project's Dockerfile (or ``dockerfile``) as ``tag``, offline: base
+    image (2) and wheelhouse (3); Debian packages, where a target installs any, from the mirror
+    apt uses (host network). Returns the seconds taken; the log is var/docker/build-<image>_<tag>.log."""
     started = time.perf_counter()
-    log = STATE / "build.log"
+    log = STATE / f"build-{tag.replace(':', '_').replace('/', '_')}.log"
     STATE.mkdir(parents=True, exist_ok=True)
+    build_args = {"BASE_IMAGE": BASE_IMAGE, "WHEELHOUSE": "1", "GIT_COMMIT": commit or commit_tag(), **(args or {})}
     with log.open("w") as fh:
         out = subprocess.run(
-            [docker_bin(), "build", "--network", "host", "--target", "task",
-             "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "--build-arg", "WHEELHOUSE=1",
-             "--build-arg", f"GIT_COMMIT={commit}", "--tag", tag, str(REPO)],
+            [docker_bin(), "build", "--network", "host", "--target", target,
+             *(["--file", str(dockerfile)] if dockerfile else []),
+             *[a for name, value in build_args.items() for a in ("--build-arg", f"{name}={value}")],
+             "--tag", tag, str(REPO)],
             stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "DOCKER_BUILDKIT": "1"})
     if out.returncode != 0:
         raise DockerLocalError(f"docker build of {tag} failed ({out.returncode}); see {log}:\n"
                                + log.read_text(errors="replace")[-3000:])
-    return tag, time.perf_counter() - started
+    return time.perf_counter() - started
+
+
+def build_task_image(commit: str | None = None) -> tuple[str, float]:
+    """Build pavedml-task:<commit> offline from the base image and the wheelhouse."""
+    commit = commit or commit_tag()
+    tag = f"pavedml-task:{commit}"
+    return tag, build_image("task", tag, commit=commit)
 
 
 def image_size_mb(tag: str) -> float:

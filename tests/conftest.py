@@ -25,13 +25,14 @@ PRODSTACK_REDIS_DBS = (13, 11, 10, 9, 8, 7, 6, 5)
 #: below runs whole on one worker (a module; or a package whose fixtures are package- or
 #: session-scoped and must not start twice), the slowest first (longest-processing-time first, so
 #: the two workers end together). The order follows ``--durations`` of a clean-clone CI run
-#: (2026-12-01: distributed ~18 min, e2e loops ~10, docker ~7, own data ~6, the integration
-#: modules 2-3 each, the rest under 2); a group not listed runs after these, in collection order.
+#: (2026-12-01: distributed ~18 min, e2e loops ~10, docker ~7 plus the compose stack ~8, own data
+#: ~6, the integration modules 2-3 each, the rest under 2); a group not listed runs after these, in
+#: collection order.
 WHOLE_PACKAGES = ("tests/distributed", "tests/docker")
 SLOWEST_FIRST = (
     "tests/distributed",
-    "tests/e2e/test_loops.py",
     "tests/docker",
+    "tests/e2e/test_loops.py",
     "tests/firsthour/test_own_data.py",
     "tests/integration/test_drift_loop.py",
     "tests/integration/test_training_pipeline.py",

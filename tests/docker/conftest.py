@@ -14,11 +14,16 @@ from tests.conftest import REPO
 from tests.helpers import procs
 
 
-def docker_local():
-    spec = importlib.util.spec_from_file_location("docker_local", REPO / "deploy" / "docker_local.py")
+def deploy_module(name: str):
+    """deploy/<name>.py (standard-library scripts, not a package), loaded by path."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "deploy" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def docker_local():
+    return deploy_module("docker_local")
 
 
 @pytest.fixture(scope="session")

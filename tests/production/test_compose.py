@@ -390,6 +390,41 @@ def test_compose_config_is_valid_with_a_generated_env(env_file, tmp_path):
     assert result.returncode == 0, result.stderr
 
 
+LOCAL_OVERRIDE = DEPLOY / "local" / "docker-compose.local.yaml"
+
+
+def test_the_local_override_swaps_image_sources_only(services, resolved, env_file, tmp_path):
+    """`make up-local`'s override (deploy/local/docker-compose.local.yaml) changes the image of the
+    services that come from registries, and nothing else; the stack it makes resolves."""
+    override = yaml.safe_load(LOCAL_OVERRIDE.read_text())
+    assert set(override) == {"services"}
+    registry = {name for name, svc in services.items() if "build" not in svc and not svc["image"].startswith("pavedml-")}
+    assert set(override["services"]) == registry
+    assert all(set(svc) == {"image"} and svc["image"].startswith("pavedml-local-") for svc in override["services"].values())
+    result = subprocess.run([docker_compose_exe(), "--env-file", str(env_file), "-f", str(COMPOSE), "-f",
+                             str(LOCAL_OVERRIDE), "config"], cwd=REPO, capture_output=True, text=True, timeout=180,
+                            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    def same(tree):  # compose renders an empty mapping as null or {}, and orders volumes, by the file count
+        if isinstance(tree, dict):
+            return {k: same(v) for k, v in tree.items() if k != "image"}
+        if isinstance(tree, list) and all(isinstance(v, str) for v in tree):
+            return sorted(tree)
+        return {} if tree is None else tree
+
+    merged = yaml.safe_load(result.stdout)
+    base = resolved
+    assert set(merged["services"]) == set(base["services"])
+    for name, svc in merged["services"].items():
+        was = base["services"][name]
+        assert same(svc) == same(was), name
+        if name in registry:
+            assert svc["image"] == override["services"][name]["image"].replace("${LOCAL_IMAGE_TAG:-bookworm}", "bookworm")
+        else:
+            assert svc["image"] == was["image"], name
+    assert same({k: v for k, v in merged.items() if k != "services"}) == same({k: v for k, v in base.items() if k != "services"})
+
+
 def test_compose_refuses_to_start_without_env(tmp_path):
     empty = tmp_path / "empty.env"
     empty.write_text("")
@@ -658,3 +693,12 @@ def test_dockerfile_task_image_contract():
     copied = " ".join(rest for w, rest in all_stages["airflow"]["instructions"] if w == "COPY")
     for folder in ("dags/", "plugins/", "include/", "feature_repo/"):
         assert folder in copied, f"the airflow image misses {folder}"
+
+
+def test_up_local_without_an_env_file_says_to_run_make_env(tmp_path):
+    """`make up-local` checks .env before it starts or builds anything."""
+    missing = tmp_path / "none.env"
+    result = subprocess.run([sys.executable, str(DEPLOY / "stack_local.py"), "up", "--env-file", str(missing)],
+                            capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert result.returncode == 1
+    assert f"{missing} does not exist: run `make env`" in result.stderr
