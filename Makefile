@@ -91,11 +91,17 @@ status: install  ## one screen: champion, last DAG runs, latest PSI, open quaran
 airflow: install  ## Airflow (UI on :8080, AIRFLOW_PORT) and the MLflow UI (:5000, MLFLOW_PORT) until Ctrl-C
 	$(PY) -m pavedml.tools.devstack
 
+# `docker compose` (v2) when the client has it, else Debian's docker-compose (v1)
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+export COMPOSE_PROJECT_NAME ?= pavedml
+# the stack's secrets (make env writes it; never committed)
+ENV_FILE ?= .env
+
 env:  ## write .env with fresh random secrets for the production stack (never committed); an existing .env keeps its values and gets only what it lacks
-	python3 deploy/gen_env.py --update
+	python3 deploy/gen_env.py --update --path $(ENV_FILE)
 
 image:  ## build the task, Airflow and MLflow images (tag = git commit; needs a Docker engine)
-	GIT_COMMIT=$$(git rev-parse --short HEAD) $(COMPOSE) build
+	GIT_COMMIT=$$(git rev-parse --short HEAD) $(COMPOSE) --env-file $(ENV_FILE) build
 
 image-local: install  ## without a registry: start dockerd if none runs, make the Debian base image, build pavedml-task:<commit> offline
 	$(PY) deploy/docker_local.py up
@@ -103,18 +109,15 @@ image-local: install  ## without a registry: start dockerd if none runs, make th
 docker-down:  ## stop the dockerd that image-local started (never one it found running), with all it started
 	$(PY) deploy/docker_local.py down
 
-# `docker compose` (v2) when the client has it, else Debian's docker-compose (v1)
-COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
-export COMPOSE_PROJECT_NAME ?= pavedml
-
 up: image  ## start the production stack (docker-compose.yaml, registry images); UIs on 127.0.0.1 only
-	GIT_COMMIT=$$(git rev-parse --short HEAD) $(COMPOSE) up -d
+	GIT_COMMIT=$$(git rev-parse --short HEAD) $(COMPOSE) --env-file $(ENV_FILE) up -d
 
-up-local: install env  ## the production stack without a registry: every image built here, up, healthy; SMOKE=1 also runs a feature day, training and scoring
-	$(PY) deploy/stack_local.py up $(if $(SMOKE),--smoke)
+SMOKE ?= 1
+up-local: install env  ## the production stack without a registry: every image built here, up, healthy, then a feature day, training and scoring through it (SMOKE=0: no day)
+	$(PY) deploy/stack_local.py up --env-file $(ENV_FILE) $(if $(filter 1,$(SMOKE)),--smoke)
 
 down:  ## stop the production stack (make up or up-local; volumes are kept, VOLUMES=1 removes them)
-	$(PY) deploy/stack_local.py down $(if $(VOLUMES),--volumes)
+	$(PY) deploy/stack_local.py down --env-file $(ENV_FILE) $(if $(VOLUMES),--volumes)
 
 clean:  ## remove generated data (var/)
 	rm -rf $(DATA_ROOT)

@@ -317,14 +317,13 @@ def main(argv: list[str]) -> int:
     stack = Stack(args.project, args.env_file)
     try:
         if args.command == "up":
-            info = stack.up()
-            print(json.dumps(info, indent=2), flush=True)
+            print("stack_local up:", json.dumps(stack.up()), flush=True)
             if args.smoke:
-                print(json.dumps(stack.smoke(), indent=2))
+                print("stack_local smoke:", json.dumps(stack.smoke()), flush=True)
             print(f"stack {args.project} is up: Airflow {API} (user {stack.env_values().get('AIRFLOW_ADMIN_USERNAME')}, "
                   f"password in {args.env_file}), MLflow http://127.0.0.1:5000; `make down` stops it")
         elif args.command == "smoke":
-            print(json.dumps(stack.smoke(), indent=2))
+            print("stack_local smoke:", json.dumps(stack.smoke()))
         else:
             stack.down(volumes=args.volumes)
             print(f"stack {args.project} removed" + (" with its volumes" if args.volumes else " (volumes kept)"))

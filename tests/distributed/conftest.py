@@ -9,12 +9,12 @@ from __future__ import annotations
 import shutil
 
 import pytest
-import yaml
 
 from tests.conftest import REPO
 from tests.distributed.workload import (
     DAY,
     DAYS,
+    SECOND,
     TRAINING,
     USE_CASE,
     WORKERS,
@@ -26,6 +26,7 @@ from tests.distributed.workload import (
     single_host,
     trigger,
     use_env,
+    write_use_cases,
 )
 from tests.helpers.cluster import CeleryCluster
 from tests.helpers.prodstack import PIPELINE_USER, ProductionServices
@@ -35,11 +36,7 @@ from tests.helpers.prodstack import PIPELINE_USER, ProductionServices
 def prod(tmp_path_factory):
     base = tmp_path_factory.mktemp("distributed")
     cases = base / "use_cases"
-    cases.mkdir()
-    spec = yaml.safe_load((REPO / "include/use_cases/telco_churn.yaml").read_text())
-    spec["schedules"].update(feature_pipeline=None, training_pipeline=None, batch_scoring=None,
-                             drift_monitor=None, performance_monitor=None)  # every run here is triggered by the test
-    (cases / "telco_churn.yaml").write_text(yaml.safe_dump(spec))
+    write_use_cases(cases)
     single = single_host(base / "single-host", cases)
     # its own PostgreSQL: test_faults stops it under a run, while other tests may use the machine's
     services = ProductionServices(base / "services", s3_proxy=True, own_postgres=True).start()
@@ -53,22 +50,26 @@ def prod(tmp_path_factory):
                               extra_env=step_env, pg=services.pg).start()
         for pipeline in ("feature_pipeline", "training_pipeline", "batch_scoring", "drift_monitor"):
             stack.wait_for_dag(f"{USE_CASE}_{pipeline}")
+        stack.wait_for_dag(f"{SECOND}_feature_pipeline")
         # the steps' MLflow password lives only here, in an Airflow connection (stored encrypted)
         stack.api("POST", "/connections", {"connection_id": "pavedml_mlflow", "conn_type": "http",
                                            "login": PIPELINE_USER, "password": services.pipeline_password})
-        dag = f"{USE_CASE}_feature_pipeline"
+        dag, second = f"{USE_CASE}_feature_pipeline", f"{SECOND}_feature_pipeline"
         started = [trigger(stack, dag, ds, wait=False)["dag_run_id"] for ds in DAYS]  # at once: both workers busy
-        runs = {"features": {ds: finished(stack, dag, run_id) for ds, run_id in zip(DAYS, started, strict=True)}}
+        started_second = [trigger(stack, second, ds, wait=False)["dag_run_id"] for ds in DAYS]  # and beside them
+        runs = {"features": {ds: finished(stack, dag, run_id) for ds, run_id in zip(DAYS, started, strict=True)},
+                "second": {ds: finished(stack, second, run_id) for ds, run_id in zip(DAYS, started_second, strict=True)}}
         runs["training"] = trigger(stack, f"{USE_CASE}_training_pipeline", DAY, TRAINING)
         runs["scoring"] = trigger(stack, f"{USE_CASE}_batch_scoring", DAY)
         runs["drift"] = trigger(stack, f"{USE_CASE}_drift_monitor", DAY)
         mp = use_env({**step_env, "PAVEDML_USE_CASES_DIR": str(cases)})
         try:
             online = online_rows(entity_keys(pulled_predictions(services, base / "check")))
+            second_online = online_rows(list(single["second_online"]), SECOND)
         finally:
             mp.undo()
         yield {"services": services, "stack": stack, "runs": runs, "single": single, "online": online,
-               "base": base}
+               "second_online": second_online, "base": base}
     finally:
         if stack is not None:
             stack.stop()

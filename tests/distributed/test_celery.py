@@ -7,8 +7,8 @@ store on Redis; landing, raw, feature and prediction data on S3 (moto's server) 
 step syncs its working copy with.
 
 History (six days) is seeded in-process straight into the lake and the stores; then three daily
-feature pipeline runs (at once), a training run with promotion, batch scoring and a drift check
-run through the scheduler. Tasks must have run on both workers, and every result must equal a
+feature pipeline runs (at once, with the same days of a second use case beside them), a training
+run with promotion, batch scoring and a drift check run through the scheduler. Tasks must have run on both workers, and every result must equal a
 single host's run of the same steps on the local profile (snapshot hashes, feature rows, online
 rows, training set digests, model metrics, predictions, PSI). The MLflow password of the steps
 exists only in an Airflow connection (planted through the REST API); the suite proves it is used
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.distributed.workload import DAY, DAYS, FEATURE_TASKS, USE_CASE, WORKERS, query
+from tests.distributed.workload import DAY, DAYS, FEATURE_TASKS, SECOND, USE_CASE, WORKERS, query
 from tests.helpers.prodstack import PIPELINE_USER
 
 pytestmark = [pytest.mark.distributed, pytest.mark.production]
@@ -112,6 +112,30 @@ def test_every_result_equals_a_single_host_run(prod):
     assert drift["status"] == single["drift"].status
     assert drift["psi"] == pytest.approx(single["drift"].psi, rel=1e-9)
     assert drift["data_hash"] == single["drift"].data_hash
+
+
+def test_a_second_use_case_beside_the_first_ends_as_on_one_host(prod):
+    """acme_churn's feature days, triggered at once beside telco_churn's on the same two workers:
+    every run succeeds on the worker hosts, with the snapshots, feature partitions and online rows (its
+    own Feast project in the same Redis) that one host computes alone."""
+    services, single = prod["services"], prod["single"]
+    hosts = set()
+    for ds, run in prod["runs"]["second"].items():
+        assert run["state"] == "success", run
+        assert run["tasks"] == dict.fromkeys(FEATURE_TASKS, "success"), (ds, run["tasks"])
+        alone = single["second"][ds]
+        assert run["xcom"]["ingest_raw_batch"]["sha256"] == alone["ingest_raw_batch"].sha256, ds
+        assert run["xcom"]["build_features"]["sha256"] == alone["build_features"].sha256, ds
+        assert run["xcom"]["materialize_features"]["rows"] == 1500
+        hosts |= set(run["hosts"].values())
+    assert hosts <= set(WORKERS), hosts  # on the worker hosts, never the control plane
+    lake = services.s3_keys("pavedml", f"lake/{SECOND}/")
+    assert all(any(k.startswith(f"lake/{SECOND}/features/dt={ds}/") for k in lake) for ds in DAYS)
+    assert prod["second_online"] == single["second_online"] and len(prod["second_online"]) >= 1000
+    # its own rows: telco_churn's online rows are still its own (the Feast projects never mix)
+    assert prod["online"] == single["online"]
+    views = query(services, "feast", "SELECT project_id FROM feature_views")
+    assert {(USE_CASE,), (SECOND,)} <= set(views), views
 
 
 def test_training_promotes_a_champion_on_the_mlflow_server(prod):

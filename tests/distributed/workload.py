@@ -26,8 +26,28 @@ FAULT_DAY, PG_DAY, BROKER_DAY, S3_DAY = ((HISTORY_START + timedelta(days=SEEDED 
 FAULT_DAYS = (FAULT_DAY, PG_DAY, BROKER_DAY, S3_DAY)
 LANDED = SEEDED + len(DAYS) + len(FAULT_DAYS)
 USE_CASE = "telco_churn"
+#: a second use case beside it (the shipped one under another name, model and Feast project): its
+#: feature pipeline days run through the same cluster at the same time and must equal one host's too
+SECOND = "acme_churn"
+SECOND_DAYS = SEEDED + len(DAYS)  # landed for it; only DAYS run
 WORKERS = ("worker-a", "worker-b")
 TRAINING = {"training_window_days": 30, "reason": "distributed suite"}
+
+
+def write_use_cases(cases: Path) -> None:
+    """telco_churn and SECOND; every run of the suite is triggered by the test (no schedule)."""
+    import yaml
+
+    from tests.conftest import REPO
+
+    cases.mkdir(parents=True, exist_ok=True)
+    spec = yaml.safe_load((REPO / "include/use_cases/telco_churn.yaml").read_text())
+    spec["schedules"].update(feature_pipeline=None, training_pipeline=None, batch_scoring=None,
+                             drift_monitor=None, performance_monitor=None)
+    (cases / f"{USE_CASE}.yaml").write_text(yaml.safe_dump(spec))
+    spec.update(name=SECOND, description="Churn of ACME's customers (the distributed suite's second use case).")
+    spec["model"]["registered_name"] = SECOND
+    (cases / f"{SECOND}.yaml").write_text(yaml.safe_dump(spec))
 
 
 def pulled_predictions(services: ProductionServices, into: Path) -> str:
@@ -78,6 +98,7 @@ def seed_history(services: ProductionServices, root: Path, cases: Path) -> None:
     mp = use_env({**services.step_env(root), "PAVEDML_USE_CASES_DIR": str(cases)})
     try:
         simulate(USE_CASE, HISTORY_START, LANDED, rows_per_day=1500)
+        simulate(SECOND, HISTORY_START, SECOND_DAYS, rows_per_day=1500)
         with synced(USE_CASE):
             feature_days(HISTORY_START, SEEDED)
     finally:
@@ -94,6 +115,7 @@ def single_host(root: Path, cases: Path) -> dict:
     mp = use_env({"PAVEDML_DATA_ROOT": str(root), "PAVEDML_USE_CASES_DIR": str(cases)})
     try:
         simulate(USE_CASE, HISTORY_START, LANDED, rows_per_day=1500)
+        simulate(SECOND, HISTORY_START, SECOND_DAYS, rows_per_day=1500)
         out: dict = {"features": {}}
         for i in range(SEEDED + len(DAYS)):
             ds = (HISTORY_START + timedelta(days=i)).isoformat()
@@ -104,6 +126,8 @@ def single_host(root: Path, cases: Path) -> dict:
         out["scoring"] = run_step("score_customers", DAY, USE_CASE)
         out["drift"] = run_step("check_drift", DAY, USE_CASE)
         out["online"] = online_rows(entity_keys(out["scoring"].partition))
+        out["second"] = {ds: {step: run_step(step, ds, SECOND) for step in FEATURE_STEPS} for ds in DAYS}
+        out["second_online"] = online_rows(entity_keys(out["second"][DAY]["build_features"].partition, SECOND), SECOND)
         out["fault_online"] = {}
         for ds in FAULT_DAYS:
             out["features"][ds] = {step: run_step(step, ds, USE_CASE) for step in FEATURE_STEPS}
@@ -114,21 +138,21 @@ def single_host(root: Path, cases: Path) -> dict:
         get_settings.cache_clear()
 
 
-def entity_keys(partition: str) -> list[str]:
+def entity_keys(partition: str, use_case: str = USE_CASE) -> list[str]:
     import pandas as pd
 
     from pavedml.config import get_use_case
 
-    return sorted(pd.read_parquet(partition)[get_use_case(USE_CASE).entity.key].astype(str).unique())
+    return sorted(pd.read_parquet(partition)[get_use_case(use_case).entity.key].astype(str).unique())
 
 
-def online_rows(keys: list[str]) -> dict:
+def online_rows(keys: list[str], use_case: str = USE_CASE) -> dict:
     """key -> (numeric values, categorical values) of ``keys``, read from the online store of the
     current settings (SQLite or Redis) in one round trip."""
     from pavedml.config import get_use_case
     from pavedml.serving.online import OnlineFeatures
 
-    uc = get_use_case(USE_CASE)
+    uc = get_use_case(use_case)
     store = OnlineFeatures(uc)
     try:
         rows = store.read(keys)

@@ -5,21 +5,12 @@ test of the suite fails with the reason: it is never skipped."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
 
-from tests.conftest import REPO
 from tests.helpers import procs
-
-
-def deploy_module(name: str):
-    """deploy/<name>.py (standard-library scripts, not a package), loaded by path."""
-    spec = importlib.util.spec_from_file_location(name, REPO / "deploy" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.helpers.deploy import deploy_module
 
 
 def docker_local():

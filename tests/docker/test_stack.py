@@ -1,8 +1,8 @@
-"""The production stack (docker-compose.yaml) started from images built on this machine, as `make
-up-local` starts it (deploy/stack_local.py): every service healthy, every one-shot service done;
-then a user's first day through Airflow's REST API: a feature pipeline day, a training run and
-batch scoring, each run by the CeleryExecutor's worker in step containers through the docker
-guard; then `down` leaves no container, network or volume of the stack.
+"""The production stack (docker-compose.yaml) started from images built on this machine by `make
+up-local`, typed as a user types it (deploy/stack_local.py): every service healthy, every one-shot
+service done; then a user's first day through Airflow's REST API: a feature pipeline day, a
+training run and batch scoring, each run by the CeleryExecutor's worker in step containers through
+the docker guard; then `make down VOLUMES=1` leaves no container, network or volume of the stack.
 
 Runs with the docker suite (the same engine; the package runs on one xdist worker, in order). A
 stack of the user's own (network `pavedml`, volume `pavedml-data`) on the engine makes it fail,
@@ -12,15 +12,17 @@ never touched: those names are fixed by docker-compose.yaml.
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
-import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO
-from tests.docker.conftest import deploy_module
 from tests.helpers import procs
+from tests.helpers.deploy import deploy_module
 
 pytestmark = [pytest.mark.docker, pytest.mark.stack]
 PROJECT = "pavedml-stacktest"
@@ -41,13 +43,25 @@ def leftovers(sl) -> dict[str, list[str]]:
     }
 
 
-def test_the_stack_from_local_images_runs_a_feature_day_training_and_scoring(tmp_path):
+def make(*args: str, timeout: float) -> subprocess.CompletedProcess:
+    """`make ...` in the checkout from a login shell's environment (no venv on PATH)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AIRFLOW", "PAVEDML_", "VIRTUAL_ENV", "MLFLOW_", "PYTEST", "COMPOSE_"))}
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p and not Path(p, "activate").exists())
+    return subprocess.run(["make", "--no-print-directory", *args, f"COMPOSE_PROJECT_NAME={PROJECT}"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def printed(out: str, what: str) -> dict:
+    """The JSON that stack_local printed after ``stack_local <what>:``."""
+    lines = [line for line in out.splitlines() if line.startswith(f"stack_local {what}: ")]
+    assert lines, f"no `stack_local {what}:` line in:\n{out[-3000:]}"
+    return json.loads(lines[-1].split(": ", 1)[1])
+
+
+def test_make_up_local_runs_a_feature_day_training_and_scoring_and_make_down_removes_it(tmp_path):
     sl = stack_local()
-    env_file = tmp_path / ".env"
-    gen = subprocess.run([sys.executable, str(REPO / "deploy/gen_env.py"), "--path", str(env_file)],
-                         capture_output=True, text=True, timeout=60)
-    assert gen.returncode == 0, gen.stderr
-    stack = sl.Stack(PROJECT, env_file)
+    env_file = tmp_path / ".env"  # what `make env` writes, here outside the checkout
     try:
         started_engine = sl.dl.start_engine()
     except sl.StackError as exc:
@@ -56,18 +70,20 @@ def test_the_stack_from_local_images_runs_a_feature_day_training_and_scoring(tmp
         procs.register("dockerd", int(sl.dl.PIDFILE.read_text().split()[0]))
     before = leftovers(sl)
     assert not any(before.values()), f"a pavedml stack exists on this engine ({before}): `make down` it first"
+    stack = sl.Stack(PROJECT, env_file)
     t0 = time.monotonic()
     try:
-        info = stack.up()
-        print("STACK up:", json.dumps(info))
+        up = make("up-local", f"ENV_FILE={env_file}", timeout=2400)
+        print(up.stdout[-3000:])
+        assert up.returncode == 0, (up.stdout + up.stderr)[-6000:]
+        assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+        info, smoke = printed(up.stdout, "up"), printed(up.stdout, "smoke")
+        print("STACK up:", json.dumps(info), "\nSTACK smoke:", json.dumps(smoke))
         services = set(stack.compose("config", "--services").stdout.split())
         assert set(info["ready_seconds"]) == services
-        state = stack.containers()
         # every image came from this machine: the registry ones through the override
-        images = {s: i["Config"]["Image"] for s, i in state.items()}
-        assert all(img.startswith("pavedml-") for img in images.values()), images
-        smoke = stack.smoke()
-        print("STACK smoke:", json.dumps(smoke))
+        images = {s: i["Config"]["Image"] for s, i in stack.containers().items()}
+        assert set(images) == services and all(img.startswith("pavedml-") for img in images.values()), images
         # the day was scored by the model the training run registered and promoted
         assert smoke["scored_rows"] == sl.SMOKE_ROWS and smoke["scored_by"] == f"{sl.USE_CASE} v1", smoke
         # every step ran in a container of this commit's task image, created by the worker through
@@ -76,12 +92,19 @@ def test_the_stack_from_local_images_runs_a_feature_day_training_and_scoring(tmp
         assert len(created) >= 10, created  # 5 feature tasks, 4+ training tasks, scoring
         assert all(line.endswith(f"of pavedml-task:{stack.commit}") for line in created), created
         assert sl.dl.docker("ps", "-a", "-q", "--filter", "label=org.pavedml.step").stdout.split() == []
+        # again on the running stack: nothing rebuilt from scratch, no long-running service recreated
+        running = {s: i["Id"] for s, i in stack.containers().items() if i["HostConfig"]["RestartPolicy"]["Name"] != "no"}
+        t1 = time.monotonic()
+        again = make("up-local", f"ENV_FILE={env_file}", "SMOKE=0", timeout=1200)
+        assert again.returncode == 0, (again.stdout + again.stderr)[-6000:]
+        print(f"STACK up again {time.monotonic() - t1:.0f}s")
+        assert "stack_local smoke:" not in again.stdout
+        assert {s: i["Id"] for s, i in stack.containers().items() if s in running} == running
     finally:
-        try:
-            stack.down(volumes=True)
-        finally:
-            print(f"STACK total {time.monotonic() - t0:.0f}s")
-            if started_engine:
-                sl.dl.stop_engine()
-    after = leftovers(sl) if not started_engine else {}
+        down = make("down", f"ENV_FILE={env_file}", "VOLUMES=1", timeout=600)
+        print(f"STACK total {time.monotonic() - t0:.0f}s")
+        after = leftovers(sl)
+        if started_engine:
+            sl.dl.stop_engine()
+    assert down.returncode == 0, down.stdout + down.stderr
     assert not any(after.values()), after

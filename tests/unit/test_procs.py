@@ -6,7 +6,6 @@ stop what it started."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import subprocess
@@ -20,6 +19,7 @@ import pytest
 from pavedml.tools import procs as core
 from tests.conftest import REPO
 from tests.helpers import procs
+from tests.helpers.deploy import deploy_module
 
 pytestmark = pytest.mark.unit
 
@@ -168,10 +168,7 @@ def test_make_airflow_killed_outright_its_watchdog_stops_the_components(tmp_path
 
 
 def docker_local():
-    spec = importlib.util.spec_from_file_location("docker_local", REPO / "deploy" / "docker_local.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return deploy_module("docker_local")
 
 
 #: a stand-in for dockerd: exits on SIGTERM, but its child (containerd, a shim: a process group of
