@@ -27,6 +27,7 @@ where its log is.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import os
@@ -83,14 +84,15 @@ dl = _docker_local()
 StackError = dl.DockerLocalError
 
 
-def compose_cmd() -> list[str]:
-    """`docker compose` (v2 plugin) if the client has it, else Debian's `docker-compose` (v1)."""
+@functools.cache
+def compose_cmd() -> tuple[str, ...]:
+    """`docker compose` (v2 plugin) if the client has it, else Debian's `docker-compose` (v1); asked once."""
     docker = dl.docker_bin()
     if subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
-        return [docker, "compose"]
+        return (docker, "compose")
     v1 = shutil.which("docker-compose")
     if v1:
-        return [v1]
+        return (v1,)
     raise StackError("neither `docker compose` nor `docker-compose` is installed: apt-get install docker-compose")
 
 
@@ -106,8 +108,7 @@ class Stack:
         cmd = [*compose_cmd(), "--project-name", self.project, "--env-file", str(self.env_file)]
         for path in COMPOSE_FILES:
             cmd += ["-f", str(path)]
-        env = {**os.environ, "GIT_COMMIT": self.commit, "LOCAL_IMAGE_TAG": LOCAL_TAG, "DOCKER_BUILDKIT": "1",
-               "COMPOSE_DOCKER_CLI_BUILD": "1"}
+        env = {**os.environ, "GIT_COMMIT": self.commit, "LOCAL_IMAGE_TAG": LOCAL_TAG}  # images: built by build()
         out = subprocess.run([*cmd, *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=timeout)
         if check and out.returncode != 0:
             raise StackError(f"compose {' '.join(args[:2])} failed ({out.returncode}): "
