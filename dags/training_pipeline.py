@@ -17,8 +17,9 @@ overrides (JSON object), a reason, and *force promote* (off by default; recorded
 |---|---|
 | `build_training_set` | `training/<run>/{train,validation,holdout}.parquet` + `dataset.json` (digests) |
 | `train_challenger` | MLflow run + registered version, alias `challenger` |
-| `evaluate_challenger` | decision record (JSON + table) in MLflow and `training/<run>/decision.*` |
-| `promote_challenger` | alias `champion` moved or kept; ledger entry |
+| `evaluate_challenger` | decision record (JSON + table), model card (`card/` in MLflow, link *Model card*), fairness and importance |
+| `approve_promotion` | (with `evaluation.require_approval`) a person's Approve/Reject and comment |
+| `promote_challenger` | alias `champion` moved or kept; ledger entry; model card updated |
 
 **Failures and what to do.**
 - `training_data_invalid` — no labels in the window, a single class, too few labelled days or
@@ -71,14 +72,17 @@ for uc in use_cases():
         build = step_task("build_training_set", uc, params_template=PARAMS)
         train = step_task("train_challenger", uc, params_template=PARAMS)
         evaluate = step_task("evaluate_challenger", uc, params_template=PARAMS)
-        promote = step_task("promote_challenger", uc, params_template=PARAMS, outlets=[assets.champion(uc.name)])
-        build >> train >> evaluate
         if uc.evaluation.require_approval:
-            from airflow.providers.standard.operators.hitl import ApprovalOperator
+            from pavedml.airflow.approval import PARAMS_WITH_APPROVAL, PromotionApproval
 
-            approve_promotion = ApprovalOperator(task_id="approve_promotion", subject=f"Promote {uc.model.registered_name}?",
-                                       body="Read the decision record of evaluate_challenger, then approve or reject.")
-            evaluate >> approve_promotion >> promote
+            approve_promotion = PromotionApproval(
+                subject=f"Promote {uc.model.registered_name}?",
+                body="Read the model card and decision record of evaluate_challenger (its links), then approve "
+                     "or reject, with a comment: both are recorded (ledger, version tags, model card).")
+            promote = step_task("promote_challenger", uc, params_template=PARAMS_WITH_APPROVAL,
+                                outlets=[assets.champion(uc.name)])
+            build >> train >> evaluate >> approve_promotion >> promote
         else:
-            evaluate >> promote
+            promote = step_task("promote_challenger", uc, params_template=PARAMS, outlets=[assets.champion(uc.name)])
+            build >> train >> evaluate >> promote
     globals()[dag.dag_id] = dag

@@ -81,6 +81,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
               "The online prediction service: POST /v1/<use case>/predict from the online store, hot swap on the champion alias."),
     "lake": ("pavedml.lake:lake_command",
              "Pull or push a use case's working copy from/to the lake (PAVEDML_LAKE_URI) by hand."),
+    "audit": ("pavedml.audit:audit_command",
+              "Export every registry decision, move, approval and rollback as ECS JSON lines (for a SIEM)."),
 }
 
 
@@ -164,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     lake = sub.add_parser("lake", help=COMMANDS["lake"][1], description=COMMANDS["lake"][1])
     lake.add_argument("direction", choices=["pull", "push"])
     lake.add_argument("--use-case", default="telco_churn")
+    audit = sub.add_parser("audit", help=COMMANDS["audit"][1], description=COMMANDS["audit"][1])
+    audit.add_argument("action", choices=["export"])
+    audit.add_argument("--use-case", help="one use case (default: every use case in the use-cases folder)")
+    audit.add_argument("--since", type=_iso_date, help="first day, YYYY-MM-DD (UTC; default: the beginning)")
+    audit.add_argument("--until", type=_iso_date, help="last day, YYYY-MM-DD (UTC; default: today)")
+    audit.add_argument("--output", help="write to this file or s3:// object (atomically) instead of stdout")
     return parser
 
 

@@ -76,6 +76,13 @@ METRICS_BY_TASK: dict[str, tuple[str, ...]] = {
 METRICS = METRICS_BY_TASK["binary_classification"]
 #: The primary metric a use case gets when its file names none.
 DEFAULT_PRIMARY_METRIC = {"binary_classification": "roc_auc", "regression": "rmse"}
+#: Group metrics the fairness gate can limit (``evaluation.fairness.max_difference``), per task: each is
+#: computed per group of a sensitive column with fairlearn's MetricFrame on the holdout, and its spread
+#: (largest minus smallest group value) must stay within the limit.
+FAIRNESS_METRICS_BY_TASK: dict[str, tuple[str, ...]] = {
+    "binary_classification": ("true_positive_rate", "false_positive_rate", "selection_rate", "accuracy"),
+    "regression": ("mean_prediction", "mae"),
+}
 #: Metrics where lower is better (a floor on one is a ceiling; an uplift is a reduction).
 LOWER_IS_BETTER = ("log_loss", "brier", "rmse", "mae")
 #: The PSI thresholds a use case gets when its file names none (drift.warn, drift.alert): the one place.
@@ -267,6 +274,39 @@ class ModelSpec(_Strict):
         return value
 
 
+class Fairness(_Strict):
+    """The fairness gate: a challenger whose group metrics on the holdout spread wider than a limit is
+    refused (outcome ``reject``), whether or not there is a champion."""
+    #: Columns whose groups are compared: schema columns. One that is not a model feature is kept
+    #: beside the features for evaluation only (never given to the model).
+    sensitive: list[str] = Field(min_length=1)
+    #: Per metric (:data:`FAIRNESS_METRICS_BY_TASK`), the largest allowed difference between the
+    #: groups of each sensitive column (e.g. ``true_positive_rate: 0.10``).
+    max_difference: dict[str, float] = {}
+    #: Groups with fewer holdout rows than this are reported, not judged.
+    min_group_rows: int = Field(default=100, ge=1)
+
+    @field_validator("max_difference")
+    @classmethod
+    def _positive(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = [k for k, v in value.items() if not v > 0]
+        if bad:
+            raise ValueError(f"limits must be > 0: {', '.join(bad)}")
+        return value
+
+
+class Governance(_Strict):
+    """Who answers for the model and what it may be used for: set as ``governance.*`` tags on every
+    registered version and printed on its model card."""
+    #: Default: the use case's ``owner``.
+    owner: str = ""
+    business_unit: str = ""
+    regulatory_context: str = ""
+    data_classification: Literal["public", "internal", "confidential", "restricted"] = "internal"
+    intended_use: str = ""
+    limitations: str = ""
+
+
 class Evaluation(_Strict):
     #: Default by task (roc_auc; rmse for regression). A lower-is-better metric's uplift is a reduction.
     primary_metric: str = "roc_auc"
@@ -276,6 +316,11 @@ class Evaluation(_Strict):
     slices: list[str] = []
     max_slice_regression: float = Field(default=0.05, ge=0)
     require_approval: bool = False
+    #: The fairness gate (None: no gate); see :class:`Fairness`.
+    fairness: Fairness | None = None
+    #: Permutation importance of the challenger on the holdout (model card, ``explain.*`` tags): the
+    #: holdout rows sampled for it (0: not computed).
+    importance_rows: int = Field(default=2000, ge=0)
     #: A registered challenger that was not promoted is scored in shadow (beside the champion, never
     #: served) for this many days after it was registered; 0: never. One waiting for live evidence
     #: (``require_shadow_days``) is scored in shadow until it is decided, whatever this says.
@@ -361,6 +406,17 @@ class Performance(_Strict):
     request_retraining: bool = True
 
 
+class Scoring(_Strict):
+    """Batch scoring (``<use case>_batch_scoring``)."""
+
+    #: Each scored row also gets ``top_features``: its ``explain_top`` features that move the champion's
+    #: score most when set to their training baseline (median / most frequent value), e.g.
+    #: ``Contract:+0.210; tenure:+0.080``. Costs one more scoring pass per feature (the result's
+    #: ``explain_seconds``).
+    explain: bool = False
+    explain_top: int = Field(default=3, ge=1, le=20)
+
+
 class Serving(_Strict):
     """The online prediction service (``python -m pavedml serve``)."""
 
@@ -417,8 +473,10 @@ class UseCase(_Strict):
     evaluation: Evaluation = Evaluation()
     drift: Drift = Drift()
     performance: Performance = Performance()
+    scoring: Scoring = Scoring()
     serving: Serving = Serving()
     schedules: Schedules = Schedules()
+    governance: Governance = Governance()
     #: Where the file came from (set by the loader, not by the file).
     source_file: str = ""
 
@@ -502,6 +560,19 @@ class UseCase(_Strict):
         for col in self.evaluation.slices:
             if col not in cols:
                 raise ValueError(f"evaluation.slices: {col!r} is not a column in schema.columns")
+        fairness = self.evaluation.fairness
+        if fairness is not None:
+            for col in fairness.sensitive:
+                if col not in cols and col not in derived:
+                    raise ValueError(f"evaluation.fairness.sensitive: {col!r} is neither a column in schema.columns "
+                                     "nor a derived feature")
+                if col == self.entity.key:
+                    raise ValueError(f"evaluation.fairness.sensitive: {col!r} is the entity key (one group per row)")
+            known = FAIRNESS_METRICS_BY_TASK[self.task]
+            wrong = [m for m in fairness.max_difference if m not in known]
+            if wrong:
+                raise ValueError(f"evaluation.fairness.max_difference: {', '.join(map(repr, wrong))} is not a "
+                                 f"{self.task} group metric; known: {', '.join(known)}")
         return self
 
     # -- derived names -------------------------------------------------------------------
@@ -511,6 +582,19 @@ class UseCase(_Strict):
     @property
     def feature_columns(self) -> list[str]:
         return [*self.numeric_features, *self.categorical_features]
+
+    @property
+    def evaluation_columns(self) -> list[str]:
+        """Columns evaluation needs that are not model features (fairness's sensitive columns and
+        slices): kept beside the features in the offline partitions and joined point in time into the
+        training splits, never given to the model."""
+        wanted = [*self.evaluation.slices, *(self.evaluation.fairness.sensitive if self.evaluation.fairness else [])]
+        features = set(self.feature_columns)
+        return list(dict.fromkeys(c for c in wanted if c not in features and c != self.entity.key))
+
+    @property
+    def governance_owner(self) -> str:
+        return self.governance.owner or self.owner
 
     @property
     def numeric_features(self) -> list[str]:

@@ -78,6 +78,9 @@ class RunParams(BaseModel):
     warn_threshold: float = Field(gt=0)
     #: rollback: ``previous`` or a version number
     target_version: str = Field(default="previous", pattern=r"^(previous|[0-9]+)$")
+    #: training with ``evaluation.require_approval``: the approval task's answer (status, by, comment,
+    #: at: :func:`pavedml.airflow.approval.answer`), handed to the promotion step; None: no answer
+    approval: dict[str, Any] | None = None
 
     @field_validator("hyperparameters", mode="before")
     @classmethod

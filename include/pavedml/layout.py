@@ -28,6 +28,8 @@ SCORED_FILE = "_SCORED.json"
 DATASET_FILE = "dataset.json"
 #: The promotion decision of a training run (machine) and its readable page.
 DECISION_FILE, DECISION_PAGE = "decision.json", "decision.md"
+#: The model card of the version a training run registered (pavedml.modelcard), beside its decision.
+CARD_MD, CARD_HTML = "model_card.md", "model_card.html"
 #: A validation's result (GX run), in the validation folder.
 VALIDATION_RESULT = "result.json"
 #: Why a batch was quarantined, in its quarantine folder.

@@ -86,6 +86,8 @@ class TrainResult(StepResult):
     metrics: dict
     reused: bool
     seconds: dict = field(default_factory=dict)
+    #: posted to chat by the worker (pavedml.airflow.events); None for a reused version
+    registry_event: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,8 @@ class PromotionDecision(StepResult):
     champion_version: str | None
     metrics: dict
     record: str = ""
+    #: the version's model card (HTML)
+    card: str = ""
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,8 @@ class PromotionResult(StepResult):
     to_version: str | None
     reason: str
     ledger: str
+    card: str = ""
+    registry_event: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +132,8 @@ class ScoringResult(StepResult):
     challenger_version: str | None = None
     canary_rows: int = 0
     asset_extra: dict = field(default_factory=dict)
+    #: with ``scoring.explain``: the seconds the per-row top features cost
+    explain_seconds: float | None = None
 
 
 @dataclass(frozen=True)

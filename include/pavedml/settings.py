@@ -92,6 +92,12 @@ class Settings:
     #: the task's retries; 0 fails at once.
     tracking_wait_seconds: float = field(default=TRACKING_WAIT_SECONDS,
                                          metadata={"env": "PAVEDML_TRACKING_WAIT_SECONDS"})
+    #: Registry events (registered, promoted, rejected, rolled back, approval requested/given) are
+    #: posted, from the worker, through the Airflow connection of each id set: a Slack incoming
+    #: webhook (conn type ``slackwebhook``, apache-airflow-providers-slack's notifier) and a generic
+    #: JSON webhook (Teams, others; the connection's host is the URL). Empty: not posted.
+    events_slack_conn_id: str = field(default="", metadata={"env": "PAVEDML_EVENTS_SLACK_CONN_ID"})
+    events_webhook_conn_id: str = field(default="", metadata={"env": "PAVEDML_EVENTS_WEBHOOK_CONN_ID"})
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -123,6 +129,8 @@ class Settings:
             alerts_file=Path(env.get("PAVEDML_ALERTS_FILE") or data_root / "alerts.jsonl"),
             alert_email_to=env.get("PAVEDML_ALERT_EMAIL_TO", ""),
             alert_smtp_conn_id=env.get("PAVEDML_ALERT_SMTP_CONN_ID", "smtp_default"),
+            events_slack_conn_id=env.get("PAVEDML_EVENTS_SLACK_CONN_ID", "").strip(),
+            events_webhook_conn_id=env.get("PAVEDML_EVENTS_WEBHOOK_CONN_ID", "").strip(),
             python=env.get("PAVEDML_PYTHON", "python"),
             mlflow_conn_id=env.get("PAVEDML_MLFLOW_CONN_ID", ""),
             aws_conn_id=env.get("PAVEDML_AWS_CONN_ID", ""),

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from tests.helpers.dagrun import run_dag
+from tests.helpers.registry import mlflow_client
 from tests.integration.conftest import LAST_DAY
 
 pytestmark = pytest.mark.integration
@@ -15,21 +16,8 @@ ROLLBACK = "telco_churn_model_rollback"
 WORSE = {"max_iter": 2, "learning_rate": 0.01, "max_leaf_nodes": 2}
 
 
-def _client():
-    import mlflow
-
-    from pavedml.settings import get_settings
-
-    get_settings.cache_clear()
-    uri = get_settings().mlflow_tracking_uri
-    # both globals: an earlier in-process step (another module's data root) may have set the registry URI
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-
 def _champion() -> str:
-    return str(_client().get_model_version_by_alias("telco_churn", "champion").version)
+    return str(mlflow_client().get_model_version_by_alias("telco_churn", "champion").version)
 
 
 def _ledger(root):
@@ -80,7 +68,7 @@ def test_worse_model_is_rejected_with_its_reason(runs, history_copy):
     assert runs["champion_after_worse"] == "1"
     entry = [e for e in _ledger(history_copy) if e.get("challenger_version") == "3"][0]
     assert entry["action"] == decision["outcome"] and decision["reasons"][0] in entry["reason"]
-    tags = _client().get_model_version("telco_churn", "3").tags
+    tags = mlflow_client().get_model_version("telco_churn", "3").tags
     assert tags["evaluation.outcome"] == decision["outcome"]
 
 
@@ -90,7 +78,7 @@ def test_forced_promotion_is_recorded_and_rollback_restores_previous(runs, histo
     assert state == "success"
     assert xcoms["rollback_model"]["to_version"] == "1" and xcoms["rollback_model"]["from_version"] == "4"
     assert runs["champion_after_rollback"] == "1"
-    assert str(_client().get_model_version_by_alias("telco_churn", "previous_champion").version) == "4"
+    assert str(mlflow_client().get_model_version_by_alias("telco_churn", "previous_champion").version) == "4"
 
 
 def test_ledger_shows_every_move(runs, history_copy):
@@ -102,7 +90,7 @@ def test_ledger_shows_every_move(runs, history_copy):
 
 
 def test_mlflow_run_has_lineage_plots_signature_and_drift_reference(runs):
-    client = _client()
+    client = mlflow_client()
     mv = client.get_model_version("telco_churn", "1")
     run = client.get_run(mv.run_id)
     tags = run.data.tags

@@ -112,7 +112,7 @@ def test_each_link_is_labelled_by_what_it_opens(root):
     names = {link.key: link.name for link in STEP_LINKS}
     assert names == {"mlflow": "MLflow model version", "data_docs": "GX Data Docs",
                      "evidently": "Evidently drift report", "report": "Drift check (JSON)",
-                     "decision": "Promotion decision", "ledger": "Promotion ledger",
+                     "decision": "Promotion decision", "card": "Model card", "ledger": "Promotion ledger",
                      "performance": "Realized performance"}
     (root / "uc/drift/dt=2025-01-09/report.json").write_text("{}")
     drift = links_for(_results(root)["check_drift"])

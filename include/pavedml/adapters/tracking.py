@@ -33,9 +33,6 @@ PLOTS_BY_TASK = {
     "regression": ("predicted_vs_actual", "residuals", "calibration", "feature_importance"),
 }
 PLOT_NAMES = PLOTS_BY_TASK["binary_classification"]
-#: permutation_importance's scoring per task (the drop of this score when a feature is permuted)
-IMPORTANCE_SCORING = {"binary_classification": ("roc_auc", "ROC AUC drop"),
-                      "regression": ("neg_root_mean_squared_error", "RMSE rise")}
 #: Where a run keeps the drift reference (the registered version's ``drift_reference`` tag points at
 #: it) and the sample of training features beside it (for the Evidently report).
 DRIFT_ARTIFACTS = "drift"
@@ -125,7 +122,8 @@ def _plots(pipeline, features, y, scores, outdir: Path, task: str = "binary_clas
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-    from sklearn.inspection import permutation_importance
+
+    from pavedml.explain import permutation_table
 
     paths = []
     y = np.asarray(y)
@@ -152,16 +150,12 @@ def _plots(pipeline, features, y, scores, outdir: Path, task: str = "binary_clas
         save("confusion_matrix",
              lambda ax: ConfusionMatrixDisplay.from_predictions(y, (scores >= 0.5).astype(int), ax=ax))
         save("calibration", lambda ax: CalibrationDisplay.from_predictions(y, scores, n_bins=10, ax=ax))
-    scoring, what = IMPORTANCE_SCORING.get(task, IMPORTANCE_SCORING["binary_classification"])
-    n = min(len(features), 2000)
-    sample = features.sample(n, random_state=0) if len(features) > n else features
-    imp = permutation_importance(pipeline, sample, y[features.index.get_indexer(sample.index)],
-                                 n_repeats=3, random_state=0, scoring=scoring, n_jobs=1)
-    order = np.argsort(imp.importances_mean)[-15:]
+    table = permutation_table(pipeline, features, y, task)
+    top = table["features"][:15][::-1]
 
     def bars(ax):
-        ax.barh([features.columns[i] for i in order], imp.importances_mean[order])
-        ax.set_xlabel(f"{what} when permuted (validation sample)")
+        ax.barh([f["feature"] for f in top], [f["mean"] for f in top])
+        ax.set_xlabel(f"{table['meaning']} when permuted (validation sample)")
 
     save("feature_importance", bars)
     return paths
@@ -275,8 +269,13 @@ def log_and_register(ctx: StepContext, pipeline, params: dict, manifest: dict, s
         version = _register(ctx, model_uri, run_id, metrics)
     log_seconds = time.perf_counter() - t_log
     log.info("registered %s v%s (run %s) as %s", name, version, run_id, CHALLENGER)
+    holdout = {k: round(v, 6) for k, v in metrics.items() if k.startswith("holdout_")}
+    event = {"event": "registered", "use_case": uc.name, "model": name, "version": version,
+             "summary": f"{uc.model.family} trained through {ctx.ds_iso} ({ctx.reason}); holdout "
+                        + ", ".join(f"{k.removeprefix('holdout_')} {v:.4f}" for k, v in holdout.items()),
+             "dag_id": ctx.dag_id, "run_id": ctx.run_id}
     return TrainResult(step="train_challenger", use_case=uc.name, ds=ctx.ds_iso, model_name=name, model_version=version,
-                       run_id=run_id, metrics={k: round(v, 6) for k, v in metrics.items() if k.startswith("holdout_")},
+                       run_id=run_id, metrics=holdout, registry_event=event,
                        reused=False, seconds={"fit": round(seconds["fit"], 3), "evaluate": round(seconds["evaluate"], 3),
                                               "plots": round(plot_seconds, 3),
                                               "mlflow_logging_and_registration": round(log_seconds - plot_seconds, 3)})
@@ -346,13 +345,26 @@ def log_model(pipeline, example, task: str):
                                     pip_requirements=_pip_requirements(), skops_trusted_types=_skops_trusted(pipeline))
 
 
+def governance_tags(uc) -> dict[str, str]:
+    """The use case's ``governance:`` as ``governance.*`` version tags (empty fields left out; the
+    owner and data classification always there) and the pending approval status when approval is required."""
+    g = uc.governance
+    tags = {"governance.owner": uc.governance_owner, "governance.data_classification": g.data_classification,
+            "governance.business_unit": g.business_unit, "governance.regulatory_context": g.regulatory_context,
+            "governance.intended_use": g.intended_use, "governance.limitations": g.limitations}
+    tags = {k: clip(v, 4000) for k, v in tags.items() if v}
+    tags["approval.status"] = "pending" if uc.evaluation.require_approval else "not_required"
+    return tags
+
+
 def _register(ctx: StepContext, model_uri: str, run_id: str, metrics: dict) -> str:
     """Register the run's model (tagged with the DAG run), wait until READY, alias it ``challenger``."""
     import mlflow
 
     name = ctx.use_case.model.registered_name
     client = mlflow.MlflowClient()
-    mv = mlflow.register_model(model_uri, name, tags={DAG_RUN_TAG: ctx.dag_run_key, "use_case": ctx.use_case.name,
+    mv = mlflow.register_model(model_uri, name, tags={**governance_tags(ctx.use_case),
+                                                      DAG_RUN_TAG: ctx.dag_run_key, "use_case": ctx.use_case.name,
                                                       "trained_through": ctx.ds_iso, "task": ctx.use_case.task,
                                                       "drift_reference": f"runs:/{run_id}/{DRIFT_REFERENCE}",
                                                       **{k: f"{v:.6f}" for k, v in metrics.items()

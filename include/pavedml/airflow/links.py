@@ -1,6 +1,6 @@
 """One click from a task in the Airflow UI to its evidence: the MLflow model version, the GX Data
 Docs page, the Evidently drift report, the drift check's JSON report, the promotion decision (a
-readable page) and the promotion ledger (a table).
+readable page), the model card and the promotion ledger (a table).
 
 A step's links come from its JSON result (success) or from its failure summary's ``Report:``
 line (failure), so a failed validation still links to its Data Docs. The worker pushes each link
@@ -26,6 +26,7 @@ RESULT_FIELDS = {
     "evidently": ("evidently_report",),
     "report": ("report",),
     "decision": ("record",),
+    "card": ("card",),
     "ledger": ("ledger",),
     "performance": ("performance_plot",),
 }
@@ -120,6 +121,12 @@ class DecisionLink(_StepLink):
 
 
 @attrs.define()
+class CardLink(_StepLink):
+    name = "Model card"
+    key = "card"
+
+
+@attrs.define()
 class LedgerLink(_StepLink):
     name = "Promotion ledger"
     key = "ledger"
@@ -131,5 +138,5 @@ class PerformanceLink(_StepLink):
     key = "performance"
 
 
-STEP_LINKS = (MlflowLink(), DataDocsLink(), EvidentlyLink(), ReportLink(), DecisionLink(), LedgerLink(),
+STEP_LINKS = (MlflowLink(), DataDocsLink(), EvidentlyLink(), ReportLink(), DecisionLink(), CardLink(), LedgerLink(),
               PerformanceLink())

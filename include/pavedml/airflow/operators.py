@@ -143,6 +143,11 @@ def finish_step(operator, context, argv: list[str], returncode: int, stdout: str
         from pavedml.alerts import send
 
         send(dict(alert), context, mailer=email_alert)
+    event = result.get("registry_event") if isinstance(result, dict) else None
+    if event:  # a registered version, a promotion, a rejection, a rollback: to chat, never failing the task
+        from pavedml.airflow.events import post
+
+        post(dict(event), context)
     return result
 
 

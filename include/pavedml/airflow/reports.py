@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from pavedml.layout import (
+    CARD_HTML,
+    CARD_MD,
     DECISION_FILE,
     DECISION_PAGE,
     DRIFT_REPORT,
@@ -192,7 +194,7 @@ def find_report(path: str) -> Report | None:
     * ``<uc>/validation/...``: the validation result JSON and GX Data Docs (pages and their assets);
     * ``<uc>/drift/dt=<ds>/``: ``report.json``, ``evidently.html``, ``psi_table.txt``; and
       ``<uc>/drift/psi_history.png``;
-    * ``<uc>/training/<run>/decision.json`` and ``decision.md``;
+    * ``<uc>/training/<run>/decision.json`` and ``decision.md``, ``model_card.md`` and ``model_card.html``;
     * ``<uc>/registry/ledger.jsonl``, as a page only; ``<uc>/registry/live/v<N>.json`` (a live-evidence decision);
     * ``<uc>/performance/history.png`` and ``<uc>/performance/dt=<ds>/metrics.json`` (realized performance).
 
@@ -218,8 +220,10 @@ def find_report(path: str) -> Report | None:
         view = "html" if suffix == ".html" else "file"
     elif area == "drift" and rest == [PSI_HISTORY_PLOT]:
         view = "file"
-    elif area == "training" and len(rest) == 2 and name in (DECISION_FILE, DECISION_PAGE):
+    elif area == "training" and len(rest) == 2 and name in (DECISION_FILE, DECISION_PAGE, CARD_MD):
         view = "markdown" if suffix == ".md" else "file"
+    elif area == "training" and len(rest) == 2 and name == CARD_HTML:
+        view = "html"
     elif area == "registry" and "/".join([area, *rest]) == LEDGER_VIEW:
         view = "ledger"
     elif area == "registry" and len(rest) == 2 and rest[0] == "live" and re.fullmatch(r"v[0-9]+\.json", name):

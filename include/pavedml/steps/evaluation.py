@@ -31,10 +31,13 @@ from pavedml import storage
 from pavedml.config import LOWER_IS_BETTER, Evaluation
 from pavedml.context import StepContext
 from pavedml.layout import DECISION_FILE, DECISION_PAGE
+from pavedml.modelcard import CARD_HTML
 from pavedml.results import PromotionDecision
 
 log = logging.getLogger(__name__)
 MIN_SLICE_ROWS = 30
+#: The challenger's permutation importance, under ``evaluation/`` of its MLflow run.
+IMPORTANCE_FILE = "importance.json"
 #: Metrics in the target's units (regression): a slice's allowed regression is a fraction of the
 #: champion's value there (``max_slice_regression: 0.05`` = 5% worse), not an absolute amount.
 RELATIVE_SLICE_METRICS = ("rmse", "mae")
@@ -57,8 +60,11 @@ def _worse_by(metric: str, challenger: float, champion: float) -> float:
 
 def decide(challenger: dict[str, float], champion: dict[str, float] | None, policy: Evaluation,
            challenger_slices: dict[str, dict[str, float]] | None = None,
-           champion_slices: dict[str, dict[str, float]] | None = None) -> Verdict:
-    """The decision table. Metrics are plain names (``roc_auc``), slices ``{"Contract=One year": {...}}``."""
+           champion_slices: dict[str, dict[str, float]] | None = None,
+           fairness_violations: list[str] | None = None) -> Verdict:
+    """The decision table. Metrics are plain names (``roc_auc``), slices ``{"Contract=One year": {...}}``,
+    ``fairness_violations`` the challenger's (:func:`pavedml.fairness.group_report`): like a floor, any
+    one of them rejects it, champion or not."""
     floor_failures = []
     for metric, floor in policy.floors.items():
         value = challenger[metric]
@@ -66,10 +72,11 @@ def decide(challenger: dict[str, float], champion: dict[str, float] | None, poli
         if not (value <= floor if lower else value >= floor):
             floor_failures.append(f"floor not met: {metric} {value:.4f} vs "
                                   + (f"ceiling {floor} (lower is better)" if lower else f"floor {floor}"))
-    if floor_failures:
-        return Verdict("reject", floor_failures)
+    if floor_failures or fairness_violations:
+        return Verdict("reject", [*floor_failures, *(fairness_violations or [])])
     if champion is None:
-        return Verdict("promote", ["no champion yet and every floor is met"])
+        return Verdict("promote", ["no champion yet and every floor is met"
+                                   + (" and every fairness limit holds" if fairness_violations is not None else "")])
     primary = policy.primary_metric
     import math
 
@@ -139,6 +146,59 @@ def decision_table(record: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def governance_evidence(uc, holdout, scores, model) -> tuple[dict | None, dict | None]:
+    """(fairness report, permutation importance) of the challenger on the holdout: the fairness
+    gate's numbers when ``evaluation.fairness`` is set (:func:`pavedml.fairness.group_report`), the
+    importance of its features unless ``evaluation.importance_rows`` is 0."""
+    from pavedml.explain import permutation_table
+    from pavedml.fairness import group_report
+    from pavedml.metrics import LABEL
+
+    policy = uc.evaluation.fairness
+    fairness = group_report(holdout, holdout[LABEL], scores, policy, uc.task) if policy else None
+    importance = None
+    if uc.evaluation.importance_rows:
+        importance = permutation_table(model, holdout[uc.feature_columns], holdout[LABEL], uc.task,
+                                       rows=uc.evaluation.importance_rows)
+    return fairness, importance
+
+
+def metric_intervals(task: str, y, scores) -> dict[str, dict]:
+    """95% intervals of the holdout metrics (:func:`pavedml.steps.performance.realized_metrics`)."""
+    from pavedml.steps.performance import realized_metrics
+
+    return realized_metrics(task, y, scores, resamples=100)
+
+
+def evidence_tags(fairness: dict | None, importance: dict | None) -> dict[str, str]:
+    """The version tags that answer "was it fair, what drives it" without opening the card."""
+    from pavedml.explain import top_features
+
+    tags = {}
+    if fairness is not None:
+        tags["fairness.ok"] = "true" if fairness["ok"] else "false"
+        tags["fairness.violations"] = ("; ".join(fairness["violations"]) or "none")[:4000]
+    if importance is not None:
+        tags["explain.top_features"] = ", ".join(top_features(importance)) or "none"
+    return tags
+
+
+def publish_card(ctx: StepContext, client, record: dict) -> None:
+    """Write the model card of ``record`` (Markdown and HTML) beside the decision record and to the
+    challenger's MLflow run (``card/``), and set the version's description to its summary."""
+    from pavedml.modelcard import CARD_ARTIFACTS, CARD_HTML, CARD_MD, render, summary
+
+    text, page = render(record)
+    folder = ctx.layout.decision(ctx.run_key).parent
+    storage.write_bytes(str(folder / CARD_MD), text.encode())
+    storage.write_bytes(str(folder / CARD_HTML), page.encode())
+    run_id = record["training"]["run_id"]
+    client.log_text(run_id, text, f"{CARD_ARTIFACTS}/{CARD_MD}")
+    client.log_text(run_id, page, f"{CARD_ARTIFACTS}/{CARD_HTML}")
+    client.update_model_version(record["model"], record["challenger"]["version"], description=summary(record))
+    client.set_model_version_tag(record["model"], record["challenger"]["version"], "model_card", str(folder / CARD_HTML))
+
+
 def evaluate_challenger(ctx: StepContext) -> PromotionDecision:
     import mlflow
 
@@ -165,28 +225,49 @@ def evaluate_challenger(ctx: StepContext) -> PromotionDecision:
         champion = alias_version(client, name, CHAMPION)
         X = uc.feature_columns
         scored: dict[str, dict[str, Any]] = {}
+        models: dict[str, Any] = {}
         for role, mv in (("challenger", challenger), ("champion", champion)):
             if mv is None:
                 continue
-            model = mlflow.sklearn.load_model(f"models:/{name}/{mv.version}")
+            model = models[role] = mlflow.sklearn.load_model(f"models:/{name}/{mv.version}")
             scores = model_scores(model, holdout[X], uc.task)
             scored[role] = {"version": str(mv.version), "metrics": task_metrics(uc.task, holdout[LABEL], scores),
-                            "slices": slice_metrics(holdout, scores, uc.evaluation.slices, uc.task)}
+                            "slices": slice_metrics(holdout, scores, uc.evaluation.slices, uc.task),
+                            "scores": scores}
+        run = client.get_run(challenger.run_id)
+    fairness, importance = governance_evidence(uc, holdout, scored["challenger"]["scores"], models["challenger"])
+    scored["challenger"]["metrics_ci"] = metric_intervals(uc.task, holdout[LABEL], scored["challenger"]["scores"])
+    for role in scored:
+        del scored[role]["scores"]
     same = champion is not None and str(champion.version) == str(challenger.version)
     if same:
         verdict = Verdict("keep_champion", [f"v{challenger.version} already is the champion"])
     else:
         verdict = decide(scored["challenger"]["metrics"], scored.get("champion", {}).get("metrics"), uc.evaluation,
-                         scored["challenger"]["slices"], scored.get("champion", {}).get("slices"))
+                         scored["challenger"]["slices"], scored.get("champion", {}).get("slices"),
+                         fairness["violations"] if fairness else None)
     need = uc.evaluation.require_shadow_days
     if verdict.promote and champion is not None and need and not ctx.params.force_promote:
         verdict = Verdict("shadow", [*verdict.reasons,
                                      f"awaiting live evidence: scored in shadow beside champion v{champion.version} and "
                                      f"promoted only if it beats it on the same rows over {need} labelled day(s) "
                                      "(evaluation.require_shadow_days)"])
-    record = {"model": name, "outcome": verdict.outcome, "promote": verdict.promote, "reasons": verdict.reasons,
+    manifest = storage.read_json(str(ctx.layout.training_manifest(ctx.run_key)))
+    record = {"model": name, "use_case": uc.name, "description": uc.description, "outcome": verdict.outcome,
+              "promote": verdict.promote, "reasons": verdict.reasons,
               "policy": uc.evaluation.model_dump(), "holdout_rows": len(holdout),
               "challenger": scored["challenger"], "champion": scored.get("champion"),
+              "fairness": fairness, "importance": importance,
+              "governance": {**uc.governance.model_dump(), "owner": uc.governance_owner},
+              "features": {"numeric": uc.numeric_features, "categorical": uc.categorical_features,
+                           "evaluation_only": uc.evaluation_columns},
+              "training": {"family": uc.model.family, "run_id": challenger.run_id,
+                           "params": {k.removeprefix("model."): v for k, v in run.data.params.items()
+                                      if k.startswith("model.")},
+                           "git_commit": run.data.tags.get("git_commit", "")},
+              "dataset": {k: manifest.get(k) for k in ("window_days", "snapshot_days", "feature_snapshots", "ranges",
+                                                       "rows", "digests", "dropped_without_features")},
+              "trained_through": challenger.tags.get("trained_through", ctx.ds_iso),
               "dag_run": ctx.dag_run_key, "decided_at": datetime.now(UTC).isoformat()}
     decision = ctx.layout.decision(ctx.run_key)
     storage.write_json(str(decision), record)
@@ -194,15 +275,20 @@ def evaluate_challenger(ctx: StepContext) -> PromotionDecision:
     with unavailable_as_error(ctx.settings.mlflow_tracking_uri):
         client.log_dict(challenger.run_id, record, f"evaluation/{DECISION_FILE}")
         client.log_text(challenger.run_id, decision_table(record), f"evaluation/{DECISION_PAGE}")
+        if importance:
+            client.log_dict(challenger.run_id, importance, f"evaluation/{IMPORTANCE_FILE}")
         client.set_model_version_tag(name, challenger.version, "evaluation.outcome", verdict.outcome)
         client.set_model_version_tag(name, challenger.version, "evaluation.reasons", "; ".join(verdict.reasons)[:4000])
+        for key, value in evidence_tags(fairness, importance).items():
+            client.set_model_version_tag(name, challenger.version, key, value)
         if champion is not None and not same:
             client.set_model_version_tag(name, champion.version, f"evaluation.vs_v{challenger.version}",
                                          "lost" if verdict.promote else "kept")
+        publish_card(ctx, client, record)
     log.info("decision for %s v%s: %s (%s)", name, challenger.version, verdict.outcome, "; ".join(verdict.reasons))
     return PromotionDecision(step="evaluate_challenger", use_case=uc.name, ds=ctx.ds_iso, outcome=verdict.outcome,
                              promote=verdict.promote, reasons=verdict.reasons, model_name=name,
                              challenger_version=str(challenger.version),
                              champion_version=str(champion.version) if champion else None,
                              metrics={role: v["metrics"] for role, v in scored.items()},
-                             record=str(decision))
+                             record=str(decision), card=str(decision.parent / CARD_HTML))

@@ -30,7 +30,8 @@ def load_hook(target: str):
 
 
 def compute_features(df, uc: UseCase):
-    """Pure feature engineering from a normalized raw frame (keeps key and event_timestamp)."""
+    """Pure feature engineering from a normalized raw frame (keeps key and event_timestamp, and the
+    use case's evaluation-only columns, :attr:`pavedml.config.UseCase.evaluation_columns`)."""
     import numpy as np
     import pandas as pd
 
@@ -43,11 +44,12 @@ def compute_features(df, uc: UseCase):
             raise FeatureCheckError(f"derived_hook {uc.features.derived_hook} did not produce {', '.join(missing)}")
     for col, value in uc.features.fill_null.items():
         out[col] = out[col].fillna(value)
-    cols = [key, "event_timestamp", *uc.feature_columns]
+    cols = [key, "event_timestamp", *uc.feature_columns, *uc.evaluation_columns]
     out = out[cols]
     for col in uc.numeric_features:
         out[col] = pd.to_numeric(out[col], errors="coerce").astype("float64")
-    for col in uc.categorical_features:
+    # evaluation-only columns (fairness groups, slices) are group labels: text like categoricals
+    for col in [*uc.categorical_features, *uc.evaluation_columns]:
         out[col] = out[col].astype("string").fillna("__missing__").astype(object)
     out[key] = out[key].astype(str)
     out = out.sort_values(key, kind="stable").reset_index(drop=True)

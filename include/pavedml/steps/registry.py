@@ -20,6 +20,7 @@ import hashlib
 import logging
 import re
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -126,7 +127,7 @@ def champion_lock(ctx: StepContext):
 
 
 def move_champion(ctx: StepContext, client, to_version: str, expected_current: str | None, action: str,
-                  reason: str, metrics: dict | None = None) -> PromotionResult:
+                  reason: str, metrics: dict | None = None, approval: dict | None = None) -> PromotionResult:
     """Compare-and-set: move ``champion`` to ``to_version`` only if it still is ``expected_current``."""
     from pavedml.adapters.tracking import CHAMPION, PREVIOUS, alias_version
 
@@ -147,7 +148,8 @@ def move_champion(ctx: StepContext, client, to_version: str, expected_current: s
             client.set_registered_model_alias(name, CHAMPION, str(to_version))
             client.set_model_version_tag(name, str(to_version), "champion_since", datetime.now(UTC).isoformat())
         append_ledger(ctx, {"action": action, "model": name, "from_version": current_v, "to_version": str(to_version),
-                            "reason": reason, "metrics": metrics or {}})
+                            "reason": reason, "metrics": metrics or {},
+                            **({"approval": approval} if approval else {})})
     log.info("%s %s: %s -> v%s (%s)", action, name, f"v{current_v}" if current_v else "no champion", to_version,
              reason)
     return PromotionResult(step=action, use_case=ctx.use_case.name, ds=ctx.ds_iso, action=action, model_name=name,
@@ -174,6 +176,14 @@ def promote_challenger(ctx: StepContext) -> PromotionResult:
     raise AssertionError("unreachable")
 
 
+def _approval_tags(client, name: str, version: str, approval: dict) -> None:
+    from pavedml.redact import clip
+
+    for key in ("status", "by", "comment", "at"):
+        if approval.get(key):
+            client.set_model_version_tag(name, version, f"approval.{key}", clip(approval[key], 4000))
+
+
 def _promote_once(ctx: StepContext, decision: dict) -> PromotionResult:
     from pavedml.adapters.tracking import setup, unavailable_as_error
 
@@ -184,19 +194,68 @@ def _promote_once(ctx: StepContext, decision: dict) -> PromotionResult:
     challenger = decision["challenger"]["version"]
     champion = decision["champion"]["version"] if decision.get("champion") else None
     metrics = decision["challenger"]["metrics"]
+    approval = None
+    if ctx.use_case.evaluation.require_approval:
+        approval = dict(ctx.params.approval or {"status": "missing", "comment": "no answer from approve_promotion"})
     with unavailable_as_error(ctx.settings.mlflow_tracking_uri):
-        if decision["promote"] or force:
+        if approval is not None:
+            _approval_tags(client, name, challenger, approval)
+        if approval is not None and approval.get("status") != "approved":
+            who = f" by {approval['by']}" if approval.get("by") else ""
+            why = f"promotion {approval.get('status')}{who}" + (f": {approval['comment']}" if approval.get("comment") else "")
+            append_ledger(ctx, {"action": "approval_rejected", "model": name, "from_version": champion,
+                                "to_version": champion, "challenger_version": challenger,
+                                "reason": f"{reason}: {why} (policy outcome {decision['outcome']})", "metrics": metrics,
+                                "approval": approval})
+            result = PromotionResult(step="promote_challenger", use_case=ctx.use_case.name, ds=ctx.ds_iso,
+                                     action="kept", model_name=name, from_version=champion, to_version=champion,
+                                     reason=why, ledger=str(ctx.layout.ledger),
+                                     registry_event=_event("approval_rejected", ctx, challenger, champion, champion, why))
+        elif decision["promote"] or force:
             why = "; ".join(decision["reasons"]) if decision["promote"] else \
                 f"FORCED over policy outcome {decision['outcome']} ({'; '.join(decision['reasons'])})"
-            result = move_champion(ctx, client, challenger, champion, "promoted", f"{reason}: {why}", metrics)
+            if approval is not None:
+                why += f"; approved by {approval.get('by') or '?'}" + (f": {approval['comment']}"
+                                                                      if approval.get("comment") else "")
+            result = move_champion(ctx, client, challenger, champion, "promoted", f"{reason}: {why}", metrics, approval)
+            if result.action == "promoted":
+                result = replace(result, registry_event=_event("promoted", ctx, challenger, champion, challenger, why))
         else:
             append_ledger(ctx, {"action": decision["outcome"], "model": name, "from_version": champion,
                                 "to_version": champion, "challenger_version": challenger,
-                                "reason": f"{reason}: " + "; ".join(decision["reasons"]), "metrics": metrics})
+                                "reason": f"{reason}: " + "; ".join(decision["reasons"]), "metrics": metrics,
+                                **({"approval": approval} if approval else {})})
+            why = "; ".join(decision["reasons"])
+            event = (_event("rejected", ctx, challenger, champion, champion, f"{decision['outcome']}: {why}")
+                     if decision["outcome"] in ("reject", "keep_champion") else None)
             result = PromotionResult(step="promote_challenger", use_case=ctx.use_case.name, ds=ctx.ds_iso, action="kept",
                                      model_name=name, from_version=champion, to_version=champion,
-                                     reason="; ".join(decision["reasons"]), ledger=str(ctx.layout.ledger))
-    return PromotionResult(**{**result.as_dict(), "step": "promote_challenger"})
+                                     reason=why, ledger=str(ctx.layout.ledger), registry_event=event)
+        card = _update_card(ctx, client, decision, approval, result)
+    return replace(result, step="promote_challenger", card=card,
+                   registry_event={**result.registry_event, "card": card} if result.registry_event else None)
+
+
+def _event(kind: str, ctx: StepContext, version: str, from_version: str | None, to_version: str | None,
+           summary: str) -> dict:
+    """A registry event (posted to chat by the worker: pavedml.airflow.events)."""
+    return {"event": kind, "use_case": ctx.use_case.name, "model": ctx.use_case.model.registered_name,
+            "version": str(version), "from_version": from_version, "to_version": to_version,
+            "summary": summary[:1000], "dag_id": ctx.dag_id, "run_id": ctx.run_id}
+
+
+def _update_card(ctx: StepContext, client, decision: dict, approval: dict | None, result: PromotionResult) -> str:
+    """The challenger's model card again, now with its approval and the registry move; its path."""
+    from pavedml.modelcard import CARD_HTML
+    from pavedml.steps.evaluation import publish_card
+
+    if "training" not in decision:  # a decision recorded before model cards
+        return ""
+    record = {**decision, "approval": approval,
+              "registry_move": {"action": result.action, "from_version": result.from_version,
+                                "to_version": result.to_version, "at": datetime.now(UTC).isoformat()}}
+    publish_card(ctx, client, record)
+    return str(ctx.layout.decision(ctx.run_key).parent / CARD_HTML)
 
 
 def rollback_model(ctx: StepContext) -> PromotionResult:
@@ -226,4 +285,6 @@ def rollback_model(ctx: StepContext) -> PromotionResult:
             raise RegistryError(f"{name} v{target} is {mv.status}, not READY")
         result = move_champion(ctx, client, target, str(current.version) if current else None, "rolled_back",
                                reason)
-    return PromotionResult(**{**result.as_dict(), "step": "rollback_model"})
+    event = (_event("rolled_back", ctx, target, result.from_version, target, reason)
+             if result.action == "rolled_back" else None)
+    return replace(result, step="rollback_model", registry_event=event)

@@ -171,6 +171,12 @@ def score_customers(ctx: StepContext) -> ScoringResult:
     out["challenger_version"] = str(shadow.version) if shadow is not None else None
     out["challenger_score"] = challenger_scores
     out["feature_snapshot_sha256"] = sha
+    explain_seconds = None
+    if uc.scoring.explain:
+        explain_seconds = time.perf_counter()
+        out["top_features"] = explain_rows(mv, model, X, uc)
+        explain_seconds = round(time.perf_counter() - explain_seconds, 3)
+        log.info("explained %d rows (top %d features each) in %.1fs", len(out), uc.scoring.explain_top, explain_seconds)
     out["scored_at"] = datetime.now(UTC)
     shadow_version = str(shadow.version) if shadow is not None else None
     partition = ctx.layout.predictions_partition(ds)
@@ -198,4 +204,20 @@ def score_customers(ctx: StepContext) -> ScoringResult:
                          canary_rows=int(canary.sum()), rows=len(out), partition=str(partition),
                          feature_snapshot_sha256=sha, seconds=round(seconds, 3),
                          positive_rate=None if uc.is_regression else mean,
-                         prediction_mean=mean if uc.is_regression else None, asset_extra=extra)
+                         prediction_mean=mean if uc.is_regression else None, asset_extra=extra,
+                         explain_seconds=explain_seconds)
+
+
+def explain_rows(mv, model, X, uc) -> list[str]:
+    """Each row's top features for the champion's score (:func:`pavedml.explain.row_contributions`),
+    against the baseline of the champion's training sample (its ``drift/reference_sample.parquet``)."""
+    import mlflow
+    import pandas as pd
+
+    from pavedml.adapters.tracking import DRIFT_ARTIFACTS, REFERENCE_SAMPLE, unavailable_as_error
+    from pavedml.explain import baseline_values, row_contributions
+
+    with unavailable_as_error(str(mlflow.get_tracking_uri())):
+        local = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=f"{DRIFT_ARTIFACTS}/{REFERENCE_SAMPLE}")
+    baseline = baseline_values(pd.read_parquet(local), uc.numeric_features, uc.categorical_features)
+    return row_contributions(model, X, baseline, uc.task, k=uc.scoring.explain_top)

@@ -178,7 +178,43 @@ def point_in_time_join(uc: UseCase, entity_df, layout: Layout, settings=None):
     joined = e.merge(hist.drop(columns=[c for c in e.columns if c != "__row_id"]), on="__row_id", how="inner")
     joined = joined.sort_values("__row_id").drop(columns="__row_id").reset_index(drop=True)
     joined = joined.dropna(subset=[f for f in uc.feature_columns if f in uc.features.non_null], how="any")
+    if uc.evaluation_columns:
+        joined = join_evaluation_columns(uc, joined, layout)
     return pd.DataFrame(joined), len(e) - len(joined)
+
+
+def join_evaluation_columns(uc: UseCase, labels, layout: Layout):
+    """``labels`` with the use case's evaluation-only columns (not model features: fairness groups,
+    slices) from the offline partitions, point in time like Feast's join: each row gets the values
+    of its entity's newest partition row at or before its timestamp (within the feature ttl). A row
+    without one, or a partition written before the column was configured, gets ``__missing__``."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    key, cols = uc.entity.key, uc.evaluation_columns
+    frames = []
+    times = pd.to_datetime(labels[LABEL_TS], utc=True)
+    first = (times.min() - pd.Timedelta(days=uc.features.ttl_days)).date().isoformat() if len(labels) else ""
+    last = times.max().date().isoformat() if len(labels) else ""
+    for part in sorted(layout.features_root.glob("dt=*/*.parquet")):
+        if not first <= part.parent.name.removeprefix("dt=") <= last:
+            continue  # a partition no label row can reach
+        have = [c for c in cols if c in pq.read_schema(part).names]
+        df = pq.read_table(part, columns=[key, "event_timestamp", *have]).to_pandas()
+        frames.append(df.assign(**{c: "__missing__" for c in cols if c not in have}))
+    if not frames:
+        return labels.assign(**{c: "__missing__" for c in cols})
+    side = pd.concat(frames, ignore_index=True)
+    side["event_timestamp"] = pd.to_datetime(side["event_timestamp"], utc=True).astype("datetime64[ns, UTC]")
+    side[key] = side[key].astype(str)
+    left = labels.reset_index(drop=True).assign(__row=lambda d: range(len(d)))
+    left["__ts"] = pd.to_datetime(left[LABEL_TS], utc=True).astype("datetime64[ns, UTC]")
+    left[key] = left[key].astype(str)
+    merged = pd.merge_asof(left.drop(columns=[c for c in cols if c in left.columns]).sort_values("__ts"),
+                           side.sort_values("event_timestamp").rename(columns={"event_timestamp": "__ts"}),
+                           on="__ts", by=key, direction="backward", tolerance=pd.Timedelta(days=uc.features.ttl_days))
+    merged[cols] = merged[cols].fillna("__missing__")
+    return merged.sort_values("__row").drop(columns=["__row", "__ts"]).reset_index(drop=True)
 
 
 def time_split(df, uc: UseCase):

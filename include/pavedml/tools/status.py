@@ -31,8 +31,14 @@ def _champion_lines(uc) -> list[str]:
         return ["  no champion yet"]
     metrics = ", ".join(f"{k.removeprefix('holdout_')}={float(v):.3f}" for k, v in sorted(mv.tags.items())
                         if k.startswith("holdout_") and k[8:] in ("roc_auc", "pr_auc", "f1", "brier", "rmse", "mae", "r2"))
-    return [f"  {uc.model.registered_name} v{mv.version}  since {mv.tags.get('champion_since', '?')[:19]}",
-            f"  holdout: {metrics}",
+    tags = mv.tags
+    governance = [f"  owner {tags['governance.owner']} ({tags.get('governance.data_classification', '?')} data); "
+                  f"fairness {'ok' if tags.get('fairness.ok') == 'true' else tags.get('fairness.ok', 'not checked')}; "
+                  f"approval {tags.get('approval.status', '-')}" + (f" by {tags['approval.by']}" if tags.get('approval.by') else "")
+                  ] if "governance.owner" in tags else []
+    card = [f"  model card: {tags['model_card']}"] if tags.get("model_card") else []
+    return [f"  {uc.model.registered_name} v{mv.version}  since {tags.get('champion_since', '?')[:19]}",
+            f"  holdout: {metrics}", *governance, *card,
             f"  previous_champion: v{prev.version}" if prev else "  previous_champion: -"]
 
 
