@@ -31,7 +31,13 @@ overrides (JSON object), a reason, and *force promote* (off by default; recorded
 - `config_error` — a form value out of range or a malformed *Hyper-parameter overrides* object
   (the summary names the parameter): every task checks the run's parameters before it reads data.
   Trigger a new run with corrected values.
-- A `reject`/`keep_champion` outcome is not a failure: read the decision record.
+- A `reject`/`keep_champion` outcome is not a failure: read the decision record or the *Model card*.
+  A reason starting `fairness:` is the fairness gate (`evaluation.fairness`): the challenger's
+  group metrics on the holdout differ by more than allowed between the named groups; the card's
+  *Fairness* table has every group's numbers.
+- With `evaluation.require_approval`, `approve_promotion` waits in *Required Actions* (Browse menu):
+  read the card, then Approve or Reject with a comment; either way `promote_challenger` runs and
+  records the answer (a rejection moves nothing: ledger action `approval_rejected`).
 - A `shadow` outcome (with `evaluation.require_shadow_days`): the challenger won offline and now runs in
   shadow beside the champion; the performance monitor's `judge_live_evidence` promotes it only once
   its labelled shadow days beat the champion on the same rows (record: `registry/live/v<version>.json`).

@@ -52,10 +52,12 @@ def row_contributions(pipeline: Any, X, baseline, task: str = "binary_classifica
 
     base = model_scores(pipeline, X, task)
     moves = np.empty((len(X), len(X.columns)), dtype="float64")
+    work = X.copy()  # one copy: each feature is set to its baseline, scored, and put back
     for j, col in enumerate(X.columns):
-        swapped = X.copy()
-        swapped[col] = baseline[col]
-        moves[:, j] = base - model_scores(pipeline, swapped, task)
+        original = work[col]
+        work[col] = baseline[col]
+        moves[:, j] = base - model_scores(pipeline, work, task)
+        work[col] = original
     order = np.argsort(-np.abs(moves), axis=1)[:, :k]
     names = np.asarray(X.columns, dtype=object)
     return ["; ".join(f"{names[j]}:{moves[i, j]:+.3f}" for j in order[i]) for i in range(len(X))]

@@ -10,6 +10,11 @@ triggerer, API server, LocalExecutor), operated as an operator would, for two us
    meanwhile a drift run waiting for a day that is never scored does not hold it back;
 5. a bad batch on another day fails validation on its first try and raises exactly one alert.
 
+The second use case requires a person's approval before a promotion (``evaluation.require_approval``):
+its first model is approved, its retrained one rejected, each with a comment, through the REST API
+as the UI does it; both answers are recorded by ``promote_challenger`` (ledger, version tags) and
+the registry events (approval requested, promoted, approval rejected) reach a local webhook sink.
+
 Everything is asserted through the REST API, the metadata database and the files the steps wrote.
 """
 
@@ -19,6 +24,7 @@ import json
 import re
 import sqlite3
 import time
+import urllib.error
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -26,10 +32,14 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
+from tests.helpers.http_sink import HttpSink
 from tests.helpers.standalone import Standalone
 
 pytestmark = pytest.mark.e2e
 USE_CASES = ("telco_churn", "acme_churn")
+#: the use case whose promotions wait for a person (evaluation.require_approval)
+APPROVAL = "acme_churn"
+APPROVE_TASK = "approve_promotion"
 ROWS = 800
 DAYS: list[str] = []  # 10 days ending today, BAD_DAY before them, UNSCORED_DAY among them: see _set_days
 BAD_DAY = UNSCORED_DAY = ""
@@ -58,6 +68,7 @@ def write_use_cases(cases: Path) -> None:
     for name in USE_CASES:
         spec.update(name=name)
         spec["model"]["registered_name"] = name
+        spec["evaluation"]["require_approval"] = name == APPROVAL
         (cases / f"{name}.yaml").write_text(yaml.safe_dump(spec))
 
 
@@ -80,16 +91,22 @@ def stack(tmp_path_factory):
         simulate(uc, date.fromisoformat(BAD_DAY), 1, rows_per_day=ROWS, bad={BAD_DAY: "missing_column"})
     mp.undo()
     get_settings.cache_clear()
+    sink = HttpSink().__enter__()  # registry events: a generic webhook (Teams and others) on loopback
     s = Standalone(base / "airflow", root, cases, extra_env={
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",  # as an operator finds them
         "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
-    }).start()
+        "AIRFLOW_CONN_PAVEDML_EVENTS": json.dumps({"conn_type": "http", "host": f"{sink.url}/hook"}),
+        "PAVEDML_EVENTS_WEBHOOK_CONN_ID": "pavedml_events",
+    })
+    s.sink = sink
     try:
+        s.start()
         for uc in USE_CASES:
             s.wait_for_dag(f"{uc}_drift_monitor")
         yield s
     finally:
         s.stop()
+        sink.__exit__(None, None, None)
 
 
 def db(stack, sql: str, *args) -> list[tuple]:
@@ -131,6 +148,22 @@ def finished(run: dict | None) -> bool:
     return bool(run) and run["state"] in ("success", "failed")
 
 
+def answer_approval(stack, dag_id: str, run_id: str, option: str, comment: str) -> dict:
+    """Wait until the run's approval task asks (its HITL detail exists), then answer it as the
+    admin does in the UI's Required Actions page (the same REST call)."""
+    path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{APPROVE_TASK}/-1/hitlDetails"
+
+    def asked():
+        try:
+            return stack.api("GET", path)
+        except urllib.error.HTTPError as err:
+            if err.code == 404:
+                return None
+            raise
+    wait(asked, 600, f"{dag_id} run {run_id} to ask for approval", every=3)
+    return stack.api("PATCH", path, {"chosen_options": [option], "params_input": {"comment": comment}})
+
+
 @pytest.mark.parametrize("uc", USE_CASES)
 def test_drift_triggers_a_retraining_run_that_succeeds_and_failures_alert(stack, uc):
     root = Path(stack.env["PAVEDML_DATA_ROOT"])
@@ -153,7 +186,11 @@ def test_drift_triggers_a_retraining_run_that_succeeds_and_failures_alert(stack,
 
     # 2. the first model by hand (a paused DAG's manual run waits: unpause it first), then every DAG
     unpause(stack, training)
-    first = stack.wait_for_run(training, trigger(stack, training, DAYS[-2], {"reason": "e2e: first model"}), 600)
+    first_id = trigger(stack, training, DAYS[-2], {"reason": "e2e: first model"})
+    if uc == APPROVAL:
+        answered = answer_approval(stack, training, first_id, "Approve", "e2e: checked the card, go")
+        assert answered["responded_by"]["name"] == stack.username
+    first = stack.wait_for_run(training, first_id, 600)
     assert first["state"] == "success", tasks(stack, training, first["dag_run_id"])
     for pipeline in ("batch_scoring", "drift_monitor", "model_rollback"):
         unpause(stack, f"{uc}_{pipeline}")
@@ -170,6 +207,8 @@ def test_drift_triggers_a_retraining_run_that_succeeds_and_failures_alert(stack,
     retrain = wait(lambda: [r for r in stack.runs(training) if r["run_type"] == "asset_triggered"], 300,
                    f"the scheduler to start {training} from the retrain request")
     assert len(retrain) == 1 and retrain[0]["logical_date"] is None
+    if uc == APPROVAL:
+        answer_approval(stack, training, retrain[0]["dag_run_id"], "Reject", "e2e: hold until the drift is explained")
     retrain = stack.wait_for_run(training, retrain[0]["dag_run_id"], 600)
     assert retrain["state"] == "success", tasks(stack, training, retrain["dag_run_id"])
     key = re.sub(r"[^A-Za-z0-9_.=-]", "_", retrain["dag_run_id"])  # pavedml.context.run_key_of
@@ -180,7 +219,19 @@ def test_drift_triggers_a_retraining_run_that_succeeds_and_failures_alert(stack,
     assert set(by_run) == {first["dag_run_id"], retrain["dag_run_id"]}, ledger
     assert by_run[first["dag_run_id"]]["reason"].startswith("e2e: first model")
     assert by_run[retrain["dag_run_id"]]["reason"].startswith("retrain request (asset event)")
-    assert by_run[retrain["dag_run_id"]]["action"] == ("promoted" if decision["promote"] else decision["outcome"])
+    if uc == APPROVAL:  # a person's answers, recorded where a model's history is read
+        approved, rejected = by_run[first["dag_run_id"]], by_run[retrain["dag_run_id"]]
+        assert approved["action"] == "promoted" and approved["approval"]["status"] == "approved"
+        assert approved["approval"]["by"] == stack.username and approved["approval"]["comment"] == \
+            "e2e: checked the card, go"
+        assert rejected["action"] == "approval_rejected" and rejected["to_version"] == approved["to_version"]
+        assert rejected["approval"] == {**rejected["approval"], "status": "rejected", "by": stack.username,
+                                        "comment": "e2e: hold until the drift is explained"}
+        assert tasks(stack, training, retrain["dag_run_id"])["promote_challenger"]["state"] == "success"
+        kinds = [p["json"]["event"]["event"] for p in stack.sink.posts if p["json"]["event"].get("model") == uc]
+        assert kinds.count("approval_requested") == 2 and "approval_rejected" in kinds and "promoted" in kinds, kinds
+    else:
+        assert by_run[retrain["dag_run_id"]]["action"] == ("promoted" if decision["promote"] else decision["outcome"])
     # the asset-triggered run trained on the day of the request (labels known by then), not today's clock
     built = tasks(stack, training, retrain["dag_run_id"])["build_training_set"]
     assert built["state"] == "success"

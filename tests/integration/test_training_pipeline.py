@@ -7,6 +7,7 @@ import json
 import pytest
 
 from tests.helpers.dagrun import run_dag
+from tests.helpers.http_sink import HttpSink
 from tests.helpers.registry import mlflow_client
 from tests.integration.conftest import LAST_DAY
 
@@ -27,8 +28,26 @@ def _ledger(root):
 
 @pytest.fixture(scope="module")
 def runs(history_copy):
-    """The scenario, in order; each test checks one part of it."""
+    """The scenario, in order; each test checks one part of it. Registry events go to a local
+    webhook sink (a Teams-style generic webhook) all along."""
+    from pavedml.settings import get_settings
+
     out = {}
+    mp = pytest.MonkeyPatch()
+    with HttpSink() as sink:
+        mp.setenv("AIRFLOW_CONN_TRAINING_EVENTS", json.dumps({"conn_type": "http", "host": f"{sink.url}/events"}))
+        mp.setenv("PAVEDML_EVENTS_WEBHOOK_CONN_ID", "training_events")
+        get_settings.cache_clear()
+        try:
+            _scenario(out)
+        finally:
+            mp.undo()
+            get_settings.cache_clear()
+        out["events"] = [p["json"]["event"] for p in sink.posts]
+    return out
+
+
+def _scenario(out: dict) -> None:
     out["first"] = run_dag(TRAIN, LAST_DAY, {"reason": "first model"})
     out["champion_after_first"] = _champion()
     out["second"] = run_dag(TRAIN, LAST_DAY, {"reason": "same data again"})
@@ -40,7 +59,19 @@ def runs(history_copy):
     out["champion_after_forced"] = _champion()
     out["rollback"] = run_dag(ROLLBACK, LAST_DAY, {"target_version": "previous", "reason": "forced model was worse"})
     out["champion_after_rollback"] = _champion()
-    return out
+
+
+def test_every_registration_promotion_rejection_and_rollback_was_posted(runs):
+    got = [(e["event"], e["version"]) for e in runs["events"]]
+    worse = runs["worse"][2]["evaluate_challenger"]
+    assert got == [("registered", "1"), ("promoted", "1"), ("registered", "2"), ("rejected", "2"),
+                   ("registered", "3"), ("rejected", "3"), ("registered", "4"), ("promoted", "4"),
+                   ("rolled_back", "1")], got
+    rejected = [e for e in runs["events"] if e["event"] == "rejected"]
+    assert rejected[0]["summary"].startswith("keep_champion: tie on roc_auc")
+    assert rejected[1]["summary"].startswith(f"{worse['outcome']}: {worse['reasons'][0]}")
+    rollback = runs["events"][-1]
+    assert (rollback["from_version"], rollback["to_version"], rollback["summary"]) == ("4", "1", "forced model was worse")
 
 
 def test_first_run_promotes_v1(runs):
