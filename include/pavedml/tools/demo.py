@@ -89,6 +89,8 @@ def land_history(uc, days: list[str]) -> None:
 
 
 def what_next(uc, s, layout, days: list[str]) -> list[str]:
+    from pavedml.layout import CARD_HTML
+
     airflow_home = os.environ.get("AIRFLOW_HOME", "")
     return [
         "",
@@ -106,6 +108,8 @@ def what_next(uc, s, layout, days: list[str]) -> list[str]:
         f"  PSI history                  {layout.drift_history} (.png beside it)",
         f"  realized performance         {layout.performance_history} (.png beside it)",
         f"  promotion decisions          {layout.decision_page('<run>')}, ledger {layout.ledger}",
+        f"  model cards                  {layout.decision('<run>').parent / CARD_HTML} (and .md; audit trail: "
+        "python -m pavedml audit export)",
         f"  predictions                  {layout.predictions_root}",
         f"  alerts                       {s.alerts_file}",
         f"  task logs                    {airflow_home}/logs/",
