@@ -161,6 +161,17 @@ def test_ledger_entries_of_two_working_copies_are_never_lost(lake_env, tmp_path,
         c = Lake("s3://lake/pavedml/telco_churn", tmp_path / "host-c" / "telco_churn")
         c.pull()
         assert len(read_ledger(c.root / "registry/ledger.jsonl")) == 2
+        # the audit export on a fresh host pulls the ledger from the lake and ships its ECS lines back there
+        from pavedml.cli import main
+
+        monkeypatch.setenv("PAVEDML_DATA_ROOT", str(tmp_path / "auditor"))
+        monkeypatch.setenv("PAVEDML_LAKE_URI", "s3://lake/pavedml")
+        get_settings.cache_clear()
+        assert main(["audit", "export", "--use-case", "telco_churn", "--output", "s3://lake/audit/registry.jsonl"]) == 0
+        body = lake_env.get_object(Bucket="lake", Key="audit/registry.jsonl")["Body"].read().decode()
+        docs = [json.loads(line) for line in body.splitlines()]
+        assert sorted(d["labels"]["run_id"] for d in docs) == ["manual__host-a", "manual__host-b"]
+        assert {d["event"]["action"] for d in docs} == {"model-promoted"} and len({d["event"]["id"] for d in docs}) == 2
     finally:
         get_settings.cache_clear()
 
