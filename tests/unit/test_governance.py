@@ -294,3 +294,16 @@ def test_the_evaluation_task_links_its_model_card_through_the_report_app(tmp_pat
     assert find_report("telco_churn/training/r/model_card.html").view == "html"
     assert find_report("telco_churn/training/r/model_card.md").view == "markdown"
     assert find_report("telco_churn/training/r/other.html") is None
+
+
+def test_a_holdout_without_a_sensitive_column_is_a_config_error_naming_it(tmp_path):
+    from pavedml.config import load_use_case
+    from pavedml.errors import ConfigError
+    from pavedml.steps.evaluation import governance_evidence
+    from tests.helpers.use_cases import write_copy
+
+    write_copy(tmp_path, "fair_late", evaluation={"fairness": {"sensitive": ["gender"]}, "importance_rows": 0})
+    uc = load_use_case(tmp_path / "fair_late.yaml")
+    holdout = pd.DataFrame({"label": [0, 1]})
+    with pytest.raises(ConfigError, match="'gender' is not in this run's holdout"):
+        governance_evidence(uc, holdout, np.array([0.1, 0.9]), model=None)

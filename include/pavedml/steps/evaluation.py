@@ -155,6 +155,15 @@ def governance_evidence(uc, holdout, scores, model) -> tuple[dict | None, dict |
     from pavedml.metrics import LABEL
 
     policy = uc.evaluation.fairness
+    missing = [c for c in (policy.sensitive if policy else []) if c not in holdout.columns]
+    if missing:
+        from pavedml.errors import ConfigError
+
+        raise ConfigError(f"evaluation.fairness.sensitive {', '.join(map(repr, missing))} is not in this run's holdout "
+                          "(its training set was built before the column was configured)",
+                          details={"next": "clear build_training_set of this run (it joins the column from the "
+                                           "feature partitions; rebuild their days with the feature pipeline if "
+                                           "they predate the column), then the tasks after it"})
     fairness = group_report(holdout, holdout[LABEL], scores, policy, uc.task) if policy else None
     importance = None
     if uc.evaluation.importance_rows:
