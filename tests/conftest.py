@@ -36,6 +36,7 @@ SLOWEST_FIRST = (
     "tests/firsthour/test_own_data.py",
     "tests/integration/test_drift_loop.py",
     "tests/integration/test_training_pipeline.py",
+    "tests/integration/test_governance.py",
     "tests/integration/test_performance_monitor.py",
     "tests/e2e/test_performance_scheduler.py",
     "tests/firsthour/test_make_airflow.py",

@@ -15,6 +15,7 @@ from tests.distributed.workload import (
     DAY,
     DAYS,
     SECOND,
+    SECOND_RUN_DAYS,
     TRAINING,
     USE_CASE,
     WORKERS,
@@ -56,9 +57,10 @@ def prod(tmp_path_factory):
                                            "login": PIPELINE_USER, "password": services.pipeline_password})
         dag, second = f"{USE_CASE}_feature_pipeline", f"{SECOND}_feature_pipeline"
         started = [trigger(stack, dag, ds, wait=False)["dag_run_id"] for ds in DAYS]  # at once: both workers busy
-        started_second = [trigger(stack, second, ds, wait=False)["dag_run_id"] for ds in DAYS]  # and beside them
+        started_second = [trigger(stack, second, ds, wait=False)["dag_run_id"] for ds in SECOND_RUN_DAYS]  # beside them
         runs = {"features": {ds: finished(stack, dag, run_id) for ds, run_id in zip(DAYS, started, strict=True)},
-                "second": {ds: finished(stack, second, run_id) for ds, run_id in zip(DAYS, started_second, strict=True)}}
+                "second": {ds: finished(stack, second, run_id)
+                           for ds, run_id in zip(SECOND_RUN_DAYS, started_second, strict=True)}}
         runs["training"] = trigger(stack, f"{USE_CASE}_training_pipeline", DAY, TRAINING)
         runs["scoring"] = trigger(stack, f"{USE_CASE}_batch_scoring", DAY)
         runs["drift"] = trigger(stack, f"{USE_CASE}_drift_monitor", DAY)

@@ -23,7 +23,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.distributed.workload import DAY, DAYS, FEATURE_TASKS, SECOND, USE_CASE, WORKERS, query
+from tests.distributed.workload import (
+    DAY,
+    DAYS,
+    FEATURE_TASKS,
+    SECOND,
+    SECOND_RUN_DAYS,
+    USE_CASE,
+    WORKERS,
+    query,
+)
 from tests.helpers.prodstack import PIPELINE_USER
 
 pytestmark = [pytest.mark.distributed, pytest.mark.production]
@@ -130,7 +139,8 @@ def test_a_second_use_case_beside_the_first_ends_as_on_one_host(prod):
         hosts |= set(run["hosts"].values())
     assert hosts <= set(WORKERS), hosts  # on the worker hosts, never the control plane
     lake = services.s3_keys("pavedml", f"lake/{SECOND}/")
-    assert all(any(k.startswith(f"lake/{SECOND}/features/dt={ds}/") for k in lake) for ds in DAYS)
+    assert all(any(k.startswith(f"lake/{SECOND}/features/dt={ds}/") for k in lake) for ds in SECOND_RUN_DAYS)
+    assert set(prod["runs"]["second"]) == set(SECOND_RUN_DAYS)
     assert prod["second_online"] == single["second_online"] and len(prod["second_online"]) >= 1000
     # its own rows: telco_churn's online rows are still its own (the Feast projects never mix)
     assert prod["online"] == single["online"]

@@ -1,7 +1,9 @@
 """The loops close under the real scheduler (``airflow standalone``: scheduler, DAG processor,
 triggerer, API server, LocalExecutor), operated as an operator would, for two use cases:
 
-1. unpause the feature pipeline (the scheduler runs today) and backfill the days before it;
+1. unpause the feature pipeline (the scheduler runs today) and backfill the three days before it
+   (the history before them is seeded through the same feature steps in-process, as ``make demo``
+   does: the backfill and the scheduled run are what is under test, not ten days of them);
 2. trigger the first training by hand; unpause every other DAG;
 3. today's scheduled scoring and drift check find the drift injected in the data, the drift monitor
    emits the retrain request, and the *scheduler* starts the training run from it (an
@@ -34,9 +36,12 @@ import yaml
 from tests.conftest import REPO
 from tests.helpers.http_sink import HttpSink
 from tests.helpers.standalone import Standalone
+from tests.helpers.steps import feature_days
 
 pytestmark = pytest.mark.e2e
 USE_CASES = ("telco_churn", "acme_churn")
+#: the first days of DAYS whose feature steps run in-process before the stack starts
+SEEDED = 6
 #: the use case whose promotions wait for a person (evaluation.require_approval)
 APPROVAL = "acme_churn"
 APPROVE_TASK = "approve_promotion"
@@ -89,6 +94,7 @@ def stack(tmp_path_factory):
         simulate(uc, date.fromisoformat(DAYS[0]), len(DAYS), rows_per_day=ROWS,
                  drift_from=date.fromisoformat(DAYS[-2]))
         simulate(uc, date.fromisoformat(BAD_DAY), 1, rows_per_day=ROWS, bad={BAD_DAY: "missing_column"})
+        feature_days(date.fromisoformat(DAYS[0]), SEEDED, uc)
     mp.undo()
     get_settings.cache_clear()
     sink = HttpSink().__enter__()  # registry events: a generic webhook (Teams and others) on loopback
@@ -175,14 +181,16 @@ def test_drift_triggers_a_retraining_run_that_succeeds_and_failures_alert(stack,
     # of a backfill whose creation hit "database is locked" (its clean-up before the 503), and a
     # scheduler already working on those runs dies of StaleDataError (seen in CI, 2026-11-30);
     # the scheduler never touches a paused DAG's runs
+    run_days = DAYS[SEEDED:]
     stack.api("POST", "/backfills", {
-        "dag_id": features, "from_date": f"{DAYS[0]}T00:00:00Z", "to_date": f"{DAYS[-2]}T00:00:00Z",
+        "dag_id": features, "from_date": f"{run_days[0]}T00:00:00Z", "to_date": f"{DAYS[-2]}T00:00:00Z",
         "max_active_runs": 2, "reprocess_behavior": "none", "run_backwards": False, "dag_run_conf": {}})
     unpause(stack, features)
-    done = wait(lambda: (r := runs_by_day(stack, features)) and all(finished(r.get(d)) for d in DAYS) and r,
-                900, f"{features} over {DAYS[0]}..{DAYS[-1]}", every=5)
-    assert {d: done[d]["state"] for d in DAYS} == {d: "success" for d in DAYS}
-    assert done[DAYS[-1]]["run_type"] == "scheduled" and done[DAYS[0]]["run_type"] == "backfill"
+    done = wait(lambda: (r := runs_by_day(stack, features)) and all(finished(r.get(d)) for d in run_days) and r,
+                900, f"{features} over {run_days[0]}..{DAYS[-1]}", every=5)
+    assert {d: done[d]["state"] for d in run_days} == {d: "success" for d in run_days}
+    assert done[DAYS[-1]]["run_type"] == "scheduled" and done[run_days[0]]["run_type"] == "backfill"
+    assert not set(done) & set(DAYS[:SEEDED])  # the seeded days were not run again
 
     # 2. the first model by hand (a paused DAG's manual run waits: unpause it first), then every DAG
     unpause(stack, training)
