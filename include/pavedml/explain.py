@@ -18,19 +18,27 @@ REPEATS = 3
 
 def permutation_table(pipeline: Any, X, y, task: str = "binary_classification", rows: int = 2000,
                       seed: int = 0) -> dict[str, Any]:
-    """Permutation importance on (a sample of at most ``rows`` of) ``X``/``y``: every column's mean
-    and standard deviation over :data:`REPEATS` shuffles, most important first."""
+    """Permutation importance on (a sample of about ``rows`` of ``X``/``y``, stratified by class for a
+    classifier): every column's mean and standard deviation over :data:`REPEATS` shuffles, most
+    important first."""
     import numpy as np
     from sklearn.inspection import permutation_importance
 
     scoring, what = IMPORTANCE_SCORING.get(task, IMPORTANCE_SCORING["binary_classification"])
     y = np.asarray(y)
     n = min(len(X), rows)
-    pick = np.random.default_rng(seed).choice(len(X), size=n, replace=False) if len(X) > n else np.arange(len(X))
+    rng = np.random.default_rng(seed)
+    if len(X) <= n:
+        pick = np.arange(len(X))
+    elif task == "regression":
+        pick = rng.choice(len(X), size=n, replace=False)
+    else:  # stratified: a rare class keeps its share (a one-class sample has no ROC AUC to drop)
+        pick = np.concatenate([rng.choice(idx, size=max(1, round(n * len(idx) / len(X))), replace=False)
+                               for idx in (np.flatnonzero(y == c) for c in np.unique(y))])
     imp = permutation_importance(pipeline, X.iloc[pick], y[pick], n_repeats=REPEATS, random_state=seed,
                                  scoring=scoring, n_jobs=1)
     order = np.argsort(-imp.importances_mean)
-    return {"method": "permutation", "scoring": scoring, "meaning": what, "rows": int(n), "repeats": REPEATS,
+    return {"method": "permutation", "scoring": scoring, "meaning": what, "rows": len(pick), "repeats": REPEATS,
             "features": [{"feature": str(X.columns[i]), "mean": round(float(imp.importances_mean[i]), 6),
                           "std": round(float(imp.importances_std[i]), 6)} for i in order]}
 

@@ -7,7 +7,9 @@ rate and accuracy at the decision threshold; a regressor's mean prediction and M
 fewer than ``min_group_rows`` rows are reported with their metrics but left out of the comparison
 (too few rows to judge). A limit is violated when the spread of a metric over the judged groups
 (largest minus smallest) exceeds its ``max_difference``. A column with fewer than two judged groups
-is reported as not judged.
+is reported as not judged (``judged`` false when no column was), and a rate over no row (the true
+positive rate of a group without positives, the false positive rate of one without negatives) is
+undefined, left out of the spread.
 
 Pure (numpy, pandas, fairlearn): no tracking, no I/O.
 """
@@ -71,6 +73,13 @@ def group_report(df, y, scores, policy: Fairness, task: str = "binary_classifica
         by_group = frame.by_group
         metrics_of: dict[str, dict[str, float | None]] = {
             g: {m: _finite(by_group.loc[g, m]) for m in functions} for g in sorted(sizes)}
+        if not is_regression(task):  # a rate over no row is undefined, not 0 (fairlearn says 0)
+            for g in metrics_of:
+                labels = y[groups_of == g]
+                if not (labels == 1).any():
+                    metrics_of[g]["true_positive_rate"] = None
+                if not (labels == 0).any():
+                    metrics_of[g]["false_positive_rate"] = None
         groups = {g: {"rows": sizes[g], "judged": sizes[g] >= policy.min_group_rows, "metrics": metrics_of[g]}
                   for g in sorted(sizes)}
         judged = [g for g in sorted(sizes) if sizes[g] >= policy.min_group_rows]
@@ -92,5 +101,6 @@ def group_report(df, y, scores, policy: Fairness, task: str = "binary_classifica
         columns[col] = {"groups": groups, "spreads": spreads, "judged": len(judged) >= 2,
                         "note": (f"groups under {policy.min_group_rows} rows reported, not judged: {', '.join(small)}"
                                  if small else "")}
-    return {"columns": columns, "violations": violations, "ok": not violations,
+    judged_any = any(c["judged"] for c in columns.values())
+    return {"columns": columns, "violations": violations, "ok": not violations, "judged": judged_any,
             "limits": dict(policy.max_difference), "min_group_rows": policy.min_group_rows}

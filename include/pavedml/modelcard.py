@@ -42,7 +42,8 @@ def summary(record: dict) -> str:
     interval = f" [{_fmt(ci.get('lo'))}, {_fmt(ci.get('hi'))}]" if ci.get("lo") is not None else ""
     fairness = record.get("fairness")
     fair = ("fairness not configured" if not fairness else
-            "fairness limits hold" if fairness["ok"] else f"fairness violated ({len(fairness['violations'])})")
+            f"fairness violated ({len(fairness['violations'])})" if not fairness["ok"] else
+            "fairness limits hold" if fairness.get("judged", True) else "fairness not judged (too few rows per group)")
     gov = record.get("governance", {})
     approval = record.get("approval") or {}
     approved = (f"; {approval['status']} by {approval.get('by') or 'unknown'}" if approval.get("status") else "")

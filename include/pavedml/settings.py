@@ -95,7 +95,7 @@ class Settings:
     #: Registry events (registered, promoted, rejected, rolled back, approval requested/given) are
     #: posted, from the worker, through the Airflow connection of each id set: a Slack incoming
     #: webhook (conn type ``slackwebhook``, apache-airflow-providers-slack's notifier) and a generic
-    #: JSON webhook (Teams, others; the connection's host is the URL). Empty: not posted.
+    #: JSON webhook (Teams, others); each connection's password is the webhook URL. Empty: not posted.
     events_slack_conn_id: str = field(default="", metadata={"env": "PAVEDML_EVENTS_SLACK_CONN_ID"})
     events_webhook_conn_id: str = field(default="", metadata={"env": "PAVEDML_EVENTS_WEBHOOK_CONN_ID"})
 

@@ -101,7 +101,7 @@ def stack(tmp_path_factory):
     s = Standalone(base / "airflow", root, cases, extra_env={
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",  # as an operator finds them
         "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
-        "AIRFLOW_CONN_PAVEDML_EVENTS": json.dumps({"conn_type": "http", "host": f"{sink.url}/hook"}),
+        "AIRFLOW_CONN_PAVEDML_EVENTS": json.dumps({"conn_type": "http", "password": f"{sink.url}/hook"}),
         "PAVEDML_EVENTS_WEBHOOK_CONN_ID": "pavedml_events",
     })
     s.sink = sink

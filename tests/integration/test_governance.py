@@ -77,7 +77,7 @@ def scenario(history_copy, tmp_path_factory):
     with HttpSink() as sink:
         mp.setenv("AIRFLOW_CONN_GOV_SLACK", json.dumps({"conn_type": "slackwebhook",
                                                         "password": f"{sink.url}/slack/T0/B0/not-shown"}))
-        mp.setenv("AIRFLOW_CONN_GOV_TEAMS", json.dumps({"conn_type": "http", "host": f"{sink.url}/teams"}))
+        mp.setenv("AIRFLOW_CONN_GOV_TEAMS", json.dumps({"conn_type": "http", "password": f"{sink.url}/teams"}))
         mp.setenv("PAVEDML_EVENTS_SLACK_CONN_ID", "gov_slack")
         mp.setenv("PAVEDML_EVENTS_WEBHOOK_CONN_ID", "gov_teams")
         get_settings.cache_clear()

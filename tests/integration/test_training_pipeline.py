@@ -35,7 +35,7 @@ def runs(history_copy):
     out = {}
     mp = pytest.MonkeyPatch()
     with HttpSink() as sink:
-        mp.setenv("AIRFLOW_CONN_TRAINING_EVENTS", json.dumps({"conn_type": "http", "host": f"{sink.url}/events"}))
+        mp.setenv("AIRFLOW_CONN_TRAINING_EVENTS", json.dumps({"conn_type": "http", "password": f"{sink.url}/events"}))
         mp.setenv("PAVEDML_EVENTS_WEBHOOK_CONN_ID", "training_events")
         get_settings.cache_clear()
         try:

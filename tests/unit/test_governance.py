@@ -229,7 +229,7 @@ def _channels(monkeypatch, slack: str | None, webhook: str | None):
         monkeypatch.setenv("AIRFLOW_CONN_TEST_SLACK", json.dumps({"conn_type": "slackwebhook", "password": slack}))
         monkeypatch.setenv("PAVEDML_EVENTS_SLACK_CONN_ID", "test_slack")
     if webhook:
-        monkeypatch.setenv("AIRFLOW_CONN_TEST_HOOK", json.dumps({"conn_type": "http", "host": webhook}))
+        monkeypatch.setenv("AIRFLOW_CONN_TEST_HOOK", json.dumps({"conn_type": "http", "password": webhook}))
         monkeypatch.setenv("PAVEDML_EVENTS_WEBHOOK_CONN_ID", "test_hook")
     get_settings.cache_clear()
 
@@ -258,7 +258,7 @@ def test_an_unreachable_or_refusing_webhook_never_raises_and_is_reported(monkeyp
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"
     with HttpSink(status=500) as refusing:
-        _channels(monkeypatch, f"{refusing.url}/slack/token-xyz", f"{dead}/hook")
+        _channels(monkeypatch, f"{refusing.url}/slack/token-xyz", f"{dead}/hook/token-xyz")
         started = time.perf_counter()
         outcome = post(dict(EVENT))
         took = time.perf_counter() - started
@@ -307,3 +307,94 @@ def test_a_holdout_without_a_sensitive_column_is_a_config_error_naming_it(tmp_pa
     holdout = pd.DataFrame({"label": [0, 1]})
     with pytest.raises(ConfigError, match="'gender' is not in this run's holdout"):
         governance_evidence(uc, holdout, np.array([0.1, 0.9]), model=None)
+
+
+def test_a_group_without_positives_has_no_true_positive_rate_and_breaks_no_limit():
+    from pavedml.fairness import group_report
+
+    df = pd.DataFrame({"gender": ["A"] * 200 + ["B"] * 200})
+    y = np.r_[np.tile([1, 0], 100), np.zeros(200)]  # group B holds no churner
+    s = np.where(y == 1, 0.9, 0.1)  # a perfect model
+    report = group_report(df, y, s, POLICY)
+    assert report["columns"]["gender"]["groups"]["B"]["metrics"]["true_positive_rate"] is None
+    assert not any("true_positive_rate" in v for v in report["violations"]), report["violations"]
+
+
+def test_nothing_judged_is_said_so_not_called_fair():
+    from pavedml.fairness import group_report
+    from pavedml.modelcard import summary
+    from pavedml.steps.evaluation import evidence_tags
+
+    df, y, s = _holdout(n_per_group=20)  # every group under min_group_rows
+    report = group_report(df, y, s, POLICY)
+    assert report["ok"] and not report["judged"]
+    assert evidence_tags(report, None)["fairness.ok"] == "not_judged"
+    assert "fairness not judged" in summary(_record(fairness=report))
+
+
+def test_a_sensitive_column_without_any_value_in_the_holdout_is_a_config_error(tmp_path):
+    from pavedml.config import load_use_case
+    from pavedml.errors import ConfigError
+    from pavedml.steps.evaluation import governance_evidence
+    from tests.helpers.use_cases import write_copy
+
+    write_copy(tmp_path, "fair_stale", evaluation={"fairness": {"sensitive": ["gender"]}, "importance_rows": 0})
+    uc = load_use_case(tmp_path / "fair_stale.yaml")
+    holdout = pd.DataFrame({"label": [0, 1], "gender": ["__missing__", "__missing__"]})
+    with pytest.raises(ConfigError, match="'gender' has no value in this run's holdout"):
+        governance_evidence(uc, holdout, np.array([0.1, 0.9]), model=None)
+
+
+def test_the_webhook_url_is_the_connections_password():
+    from types import SimpleNamespace
+
+    from pavedml.airflow.events import _webhook_url
+
+    def conn(**kw):
+        return SimpleNamespace(**{"conn_id": "c", "password": None, "host": None, "port": None, "schema": None,
+                                  "extra_dejson": {}, **kw})
+
+    assert _webhook_url(conn(password="https://example.invalid/hook/tok")) == "https://example.invalid/hook/tok"
+    assert _webhook_url(conn(host="example.invalid", port=8443, extra_dejson={"path": "/h"})) == \
+        "https://example.invalid:8443/h"
+    with pytest.raises(ValueError, match="password field"):
+        _webhook_url(conn())
+
+
+def test_permutation_importance_keeps_a_rare_class_in_its_sample():
+    from sklearn.linear_model import LogisticRegression
+
+    from pavedml.explain import permutation_table
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"a": rng.normal(size=20000), "b": rng.normal(size=20000)})
+    y = (X["a"] > 2.6).astype(int).to_numpy()  # ~0.5% positives
+    model = LogisticRegression().fit(X, y)
+    table = permutation_table(model, X, y, rows=500)
+    assert all(np.isfinite(f["mean"]) for f in table["features"]) and table["features"][0]["feature"] == "a"
+
+
+def test_evaluation_only_columns_join_point_in_time_with_the_latest_delivery_winning(tmp_path):
+    from types import SimpleNamespace
+
+    from pavedml.config import load_use_case
+    from pavedml.steps.training import LABEL_TS, join_evaluation_columns
+    from tests.helpers.use_cases import write_copy
+
+    spec = write_copy(tmp_path, "fair_pit")
+    spec["features"]["categorical"].remove("gender")
+    write_copy(tmp_path, "fair_pit", features=spec["features"], evaluation={"fairness": {"sensitive": ["gender"]}})
+    uc = load_use_case(tmp_path / "fair_pit.yaml")
+    root = tmp_path / "features"
+    ts = pd.Timestamp("2025-01-01", tz="UTC")
+    for day, rows in (("2025-01-01", [("A", ts, "Female"), ("B", ts, "Female")]),
+                      ("2025-01-03", [("A", ts, "Male")]),  # A's row of Jan 1 delivered again, corrected
+                      ("2025-01-05", [("A", ts + pd.Timedelta(days=4), "Female")])):  # after the label: unseen
+        (root / f"dt={day}").mkdir(parents=True)
+        pd.DataFrame(rows, columns=["customerID", "event_timestamp", "gender"]).to_parquet(
+            root / f"dt={day}" / "part-0.parquet")
+    labels = pd.DataFrame({"customerID": ["A", "B", "C", "B"], "label": [1, 0, 1, 1],
+                           LABEL_TS: pd.to_datetime(["2025-01-02", "2025-01-02", "2025-01-02", "2025-03-01"], utc=True)})
+    out = join_evaluation_columns(uc, labels, SimpleNamespace(features_root=root))
+    assert out["gender"].tolist() == ["Male", "Female", "__missing__", "__missing__"]  # B's March label: past the ttl
+    assert out["customerID"].tolist() == ["A", "B", "C", "B"] and out["label"].tolist() == [1, 0, 1, 1]

@@ -8,7 +8,8 @@ An event is a dict made by the step (its result's ``registry_event``) or by the 
 ``{"event", "use_case", "model", "version", "from_version", "to_version", "summary"}``. What is
 posted is its one-line text (:func:`event_text`) and its links (the MLflow model version, the
 Airflow task, the model card). Which channels: :attr:`pavedml.settings.Settings.events_slack_conn_id`
-and ``events_webhook_conn_id`` (empty: that channel is off).
+and ``events_webhook_conn_id`` (empty: that channel is off). Both connections hold the webhook URL
+(which carries its token) in their password field, which Airflow masks.
 
 Posting is best effort: a channel that is down, refuses, or times out (:data:`TIMEOUT_SECONDS`)
 is logged as a warning and reported in the return value; the pipeline never fails for it.
@@ -58,9 +59,14 @@ def event_links(event: dict[str, Any], context: Any = None) -> dict[str, str]:
 
 
 def _webhook_url(conn) -> str:
+    """The webhook's URL: the connection's password (a secret: Airflow masks it in logs and the UI), as
+    for Slack's; else ``https://<host>[:port]<extra.path>`` for a URL that holds no token."""
+    password = (conn.password or "").strip()
+    if "://" in password:
+        return password
     host = (conn.host or "").strip()
-    if "://" in host:
-        return host
+    if not host:
+        raise ValueError(f"connection {conn.conn_id!r} holds no webhook URL: put it in the password field")
     port = f":{conn.port}" if conn.port else ""
     path = (conn.extra_dejson or {}).get("path", "")
     return f"{conn.schema or 'https'}://{host}{port}{path}"

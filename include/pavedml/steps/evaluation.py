@@ -164,6 +164,14 @@ def governance_evidence(uc, holdout, scores, model) -> tuple[dict | None, dict |
                           details={"next": "clear build_training_set of this run (it joins the column from the "
                                            "feature partitions; rebuild their days with the feature pipeline if "
                                            "they predate the column), then the tasks after it"})
+    stale = [c for c in (policy.sensitive if policy else []) if (holdout[c].astype("string") == "__missing__").all()]
+    if stale and len(holdout):
+        from pavedml.errors import ConfigError
+
+        raise ConfigError(f"evaluation.fairness.sensitive {', '.join(map(repr, stale))} has no value in this run's "
+                          "holdout: the feature partitions of its days were built before the column was configured",
+                          details={"next": "rerun the feature pipeline for those days (it keeps the column beside the "
+                                           "features), then clear build_training_set of this run"})
     fairness = group_report(holdout, holdout[LABEL], scores, policy, uc.task) if policy else None
     importance = None
     if uc.evaluation.importance_rows:
@@ -185,7 +193,8 @@ def evidence_tags(fairness: dict | None, importance: dict | None) -> dict[str, s
 
     tags = {}
     if fairness is not None:
-        tags["fairness.ok"] = "true" if fairness["ok"] else "false"
+        tags["fairness.ok"] = ("false" if not fairness["ok"] else "true" if fairness.get("judged", True)
+                               else "not_judged")
         tags["fairness.violations"] = ("; ".join(fairness["violations"]) or "none")[:4000]
     if importance is not None:
         tags["explain.top_features"] = ", ".join(top_features(importance)) or "none"

@@ -159,6 +159,11 @@ def judge_live_evidence(ctx: StepContext) -> PromotionResult:
             or (challenger.tags or {}).get("evaluation.outcome") != AWAITING_LIVE):
         raise SkipStep(f"no {name} challenger awaits live evidence")
     chal_v, champ_v = str(challenger.version), str(champion.version)
+    approval = (challenger.tags or {}).get("approval.status")
+    if policy.require_approval and approval != "approved":
+        raise SkipStep(f"challenger v{chal_v} waits for live evidence but its promotion is not approved (approval "
+                       f"{approval or 'not answered'}; evaluation.require_approval): it is never promoted on live "
+                       "evidence alone")
     need = max(1, policy.require_shadow_days)
     since = trained_through(challenger)
     candidates = labelled_shadow_days(ctx, since)

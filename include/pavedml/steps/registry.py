@@ -135,7 +135,8 @@ def move_champion(ctx: StepContext, client, to_version: str, expected_current: s
     with champion_lock(ctx):
         current = alias_version(client, name, CHAMPION)
         current_v = str(current.version) if current else None
-        if current_v != expected_current:
+        # already there (a retry of a move that was made, or the same move by another run): nothing to move
+        if current_v != expected_current and current_v != str(to_version):
             raise ChampionChanged(
                 f"{name}: champion is v{current_v} now, not v{expected_current} as when this move was decided; "
                 f"refusing to move it to v{to_version}",
@@ -171,6 +172,12 @@ def promote_challenger(ctx: StepContext) -> PromotionResult:
         except ChampionChanged as exc:
             if attempt == MAX_REEVALUATIONS:
                 raise
+            if ctx.use_case.evaluation.require_approval:
+                raise ChampionChanged(
+                    f"{exc.message}; the approval was given for the comparison with the champion of then, so "
+                    "nothing moved", details={"next": "trigger a new training run (or clear evaluate_challenger and "
+                                                      "approve_promotion of this one) to decide and approve against "
+                                                      "the new champion"}) from None
             log.warning("%s; deciding again against the new champion", exc.message)
             evaluate_challenger(ctx)
     raise AssertionError("unreachable")
@@ -201,6 +208,8 @@ def _promote_once(ctx: StepContext, decision: dict) -> PromotionResult:
         if approval is not None:
             _approval_tags(client, name, challenger, approval)
         if approval is not None and approval.get("status") != "approved":
+            # no longer awaiting live evidence: never served to a canary share, never promoted on live evidence
+            client.set_model_version_tag(name, challenger, "evaluation.outcome", "approval_rejected")
             who = f" by {approval['by']}" if approval.get("by") else ""
             why = f"promotion {approval.get('status')}{who}" + (f": {approval['comment']}" if approval.get("comment") else "")
             append_ledger(ctx, {"action": "approval_rejected", "model": name, "from_version": champion,
@@ -227,7 +236,7 @@ def _promote_once(ctx: StepContext, decision: dict) -> PromotionResult:
                                 **({"approval": approval} if approval else {})})
             why = "; ".join(decision["reasons"])
             event = (_event("rejected", ctx, challenger, champion, champion, f"{decision['outcome']}: {why}")
-                     if decision["outcome"] in ("reject", "keep_champion") else None)
+                     if decision["outcome"] in ("reject", "keep_champion") and challenger != champion else None)
             result = PromotionResult(step="promote_challenger", use_case=ctx.use_case.name, ds=ctx.ds_iso, action="kept",
                                      model_name=name, from_version=champion, to_version=champion,
                                      reason=why, ledger=str(ctx.layout.ledger), registry_event=event)
@@ -254,7 +263,11 @@ def _update_card(ctx: StepContext, client, decision: dict, approval: dict | None
     record = {**decision, "approval": approval,
               "registry_move": {"action": result.action, "from_version": result.from_version,
                                 "to_version": result.to_version, "at": datetime.now(UTC).isoformat()}}
-    publish_card(ctx, client, record)
+    try:
+        publish_card(ctx, client, record)
+    except Exception as err:  # noqa: BLE001 - the move is done and in the ledger; a retry would redo nothing useful
+        log.warning("the model card of v%s was not updated after the %s (%s); the evaluation's card stands",
+                    decision["challenger"]["version"], result.action, err)
     return str(ctx.layout.decision(ctx.run_key).parent / CARD_HTML)
 
 

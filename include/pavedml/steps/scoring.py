@@ -210,7 +210,8 @@ def score_customers(ctx: StepContext) -> ScoringResult:
 
 def explain_rows(mv, model, X, uc) -> list[str]:
     """Each row's top features for the champion's score (:func:`pavedml.explain.row_contributions`),
-    against the baseline of the champion's training sample (its ``drift/reference_sample.parquet``)."""
+    against the baseline of the champion's training sample (its ``drift/reference_sample.parquet``).
+    A canary row (served the challenger's score) is explained by the champion's score too."""
     import mlflow
     import pandas as pd
 
@@ -219,5 +220,12 @@ def explain_rows(mv, model, X, uc) -> list[str]:
 
     with unavailable_as_error(str(mlflow.get_tracking_uri())):
         local = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=f"{DRIFT_ARTIFACTS}/{REFERENCE_SAMPLE}")
-    baseline = baseline_values(pd.read_parquet(local), uc.numeric_features, uc.categorical_features)
+    sample = pd.read_parquet(local)
+    absent = [c for c in X.columns if c not in sample.columns]
+    if absent:  # a feature the champion's sample predates: its baseline from this batch instead
+        log.warning("the training sample of v%s has no %s: their explanation baseline is this batch's",
+                    mv.version, ", ".join(absent))
+        sample = sample.assign(**{c: X[c].median() if c in uc.numeric_features else X[c].mode().iloc[0]
+                                  for c in absent})
+    baseline = baseline_values(sample, uc.numeric_features, uc.categorical_features)
     return row_contributions(model, X, baseline, uc.task, k=uc.scoring.explain_top)

@@ -195,13 +195,13 @@ def join_evaluation_columns(uc: UseCase, labels, layout: Layout):
     frames = []
     times = pd.to_datetime(labels[LABEL_TS], utc=True)
     first = (times.min() - pd.Timedelta(days=uc.features.ttl_days)).date().isoformat() if len(labels) else ""
-    last = times.max().date().isoformat() if len(labels) else ""
     for part in sorted(layout.features_root.glob("dt=*/*.parquet")):
-        if not first <= part.parent.name.removeprefix("dt=") <= last:
-            continue  # a partition no label row can reach
+        day = part.parent.name.removeprefix("dt=")
+        if day < first:
+            continue  # older than any label row can reach (a later partition may hold late, earlier rows)
         have = [c for c in cols if c in pq.read_schema(part).names]
         df = pq.read_table(part, columns=[key, "event_timestamp", *have]).to_pandas()
-        frames.append(df.assign(**{c: "__missing__" for c in cols if c not in have}))
+        frames.append(df.assign(__dt=day, **{c: "__missing__" for c in cols if c not in have}))
     if not frames:
         return labels.assign(**{c: "__missing__" for c in cols})
     side = pd.concat(frames, ignore_index=True)
@@ -210,8 +210,10 @@ def join_evaluation_columns(uc: UseCase, labels, layout: Layout):
     left = labels.reset_index(drop=True).assign(__row=lambda d: range(len(d)))
     left["__ts"] = pd.to_datetime(left[LABEL_TS], utc=True).astype("datetime64[ns, UTC]")
     left[key] = left[key].astype(str)
-    merged = pd.merge_asof(left.drop(columns=[c for c in cols if c in left.columns]).sort_values("__ts"),
-                           side.sort_values("event_timestamp").rename(columns={"event_timestamp": "__ts"}),
+    # equal times: the row of the latest partition last, so the backward match takes it (a redelivery)
+    side = side.sort_values(["event_timestamp", "__dt"], kind="stable").drop(columns="__dt")
+    merged = pd.merge_asof(left.drop(columns=[c for c in cols if c in left.columns]).sort_values("__ts", kind="stable"),
+                           side.rename(columns={"event_timestamp": "__ts"}),
                            on="__ts", by=key, direction="backward", tolerance=pd.Timedelta(days=uc.features.ttl_days))
     merged[cols] = merged[cols].fillna("__missing__")
     return merged.sort_values("__row").drop(columns=["__row", "__ts"]).reset_index(drop=True)
