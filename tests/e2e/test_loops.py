@@ -155,11 +155,16 @@ def finished(run: dict | None) -> bool:
 
 
 def answer_approval(stack, dag_id: str, run_id: str, option: str, comment: str) -> dict:
-    """Wait until the run's approval task asks (its HITL detail exists), then answer it as the
-    admin does in the UI's Required Actions page (the same REST call)."""
+    """Wait until the run's approval task waits for input (parked in ``awaiting_input``, its
+    request posted), then answer it as the admin does in the UI's Required Actions page (the same
+    REST call). Not before: Airflow 3.3 resumes a task on a response only once it is parked; an
+    answer given while the task still runs its notifiers is stored but never resumes it."""
     path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{APPROVE_TASK}/-1/hitlDetails"
 
     def asked():
+        state = tasks(stack, dag_id, run_id).get(APPROVE_TASK, {}).get("state")
+        if state not in ("awaiting_input", "deferred"):
+            return None
         try:
             return stack.api("GET", path)
         except urllib.error.HTTPError as err:
