@@ -208,3 +208,12 @@ class PerformanceResult(StepResult):
     #: the plot (performance/history.png), linked from the task ("Realized performance")
     performance_plot: str = ""
     seconds: float = 0.0
+
+
+def registry_event(kind: str, ctx, version: str, from_version: str | None, to_version: str | None,
+                   summary: str) -> dict:
+    """A registry event of the step running in ``ctx`` (a result's ``registry_event``; posted to chat
+    by the worker: pavedml.airflow.events)."""
+    return {"event": kind, "use_case": ctx.use_case.name, "model": ctx.use_case.model.registered_name,
+            "version": str(version), "from_version": from_version, "to_version": to_version,
+            "summary": summary[:1000], "dag_id": ctx.dag_id, "run_id": ctx.run_id}

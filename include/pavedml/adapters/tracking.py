@@ -21,7 +21,7 @@ from pavedml.context import StepContext
 from pavedml.errors import RegistryError, TrackingUnavailableError
 from pavedml.layout import DATASET_FILE
 from pavedml.redact import clip, redact_urls
-from pavedml.results import TrainResult
+from pavedml.results import TrainResult, registry_event
 from pavedml.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -270,10 +270,9 @@ def log_and_register(ctx: StepContext, pipeline, params: dict, manifest: dict, s
     log_seconds = time.perf_counter() - t_log
     log.info("registered %s v%s (run %s) as %s", name, version, run_id, CHALLENGER)
     holdout = {k: round(v, 6) for k, v in metrics.items() if k.startswith("holdout_")}
-    event = {"event": "registered", "use_case": uc.name, "model": name, "version": version,
-             "summary": f"{uc.model.family} trained through {ctx.ds_iso} ({ctx.reason}); holdout "
-                        + ", ".join(f"{k.removeprefix('holdout_')} {v:.4f}" for k, v in holdout.items()),
-             "dag_id": ctx.dag_id, "run_id": ctx.run_id}
+    event = registry_event("registered", ctx, version, None, None,
+                           f"{uc.model.family} trained through {ctx.ds_iso} ({ctx.reason}); holdout "
+                           + ", ".join(f"{k.removeprefix('holdout_')} {v:.4f}" for k, v in holdout.items()))
     return TrainResult(step="train_challenger", use_case=uc.name, ds=ctx.ds_iso, model_name=name, model_version=version,
                        run_id=run_id, metrics=holdout, registry_event=event,
                        reused=False, seconds={"fit": round(seconds["fit"], 3), "evaluate": round(seconds["evaluate"], 3),

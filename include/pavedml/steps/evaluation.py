@@ -150,24 +150,22 @@ def governance_evidence(uc, holdout, scores, model) -> tuple[dict | None, dict |
     """(fairness report, permutation importance) of the challenger on the holdout: the fairness
     gate's numbers when ``evaluation.fairness`` is set (:func:`pavedml.fairness.group_report`), the
     importance of its features unless ``evaluation.importance_rows`` is 0."""
+    from pavedml.errors import ConfigError
     from pavedml.explain import permutation_table
     from pavedml.fairness import group_report
     from pavedml.metrics import LABEL
 
     policy = uc.evaluation.fairness
-    missing = [c for c in (policy.sensitive if policy else []) if c not in holdout.columns]
+    sensitive = policy.sensitive if policy else []
+    missing = [c for c in sensitive if c not in holdout.columns]
     if missing:
-        from pavedml.errors import ConfigError
-
         raise ConfigError(f"evaluation.fairness.sensitive {', '.join(map(repr, missing))} is not in this run's holdout "
                           "(its training set was built before the column was configured)",
                           details={"next": "clear build_training_set of this run (it joins the column from the "
                                            "feature partitions; rebuild their days with the feature pipeline if "
                                            "they predate the column), then the tasks after it"})
-    stale = [c for c in (policy.sensitive if policy else []) if (holdout[c].astype("string") == "__missing__").all()]
+    stale = [c for c in sensitive if (holdout[c].astype("string") == "__missing__").all()]
     if stale and len(holdout):
-        from pavedml.errors import ConfigError
-
         raise ConfigError(f"evaluation.fairness.sensitive {', '.join(map(repr, stale))} has no value in this run's "
                           "holdout: the feature partitions of its days were built before the column was configured",
                           details={"next": "rerun the feature pipeline for those days (it keeps the column beside the "

@@ -28,7 +28,7 @@ from pavedml import storage
 from pavedml.context import StepContext
 from pavedml.errors import EXIT_RETRY, ConfigError, RegistryError
 from pavedml.ledger import append_ledger, flocked
-from pavedml.results import PromotionResult
+from pavedml.results import PromotionResult, registry_event
 
 log = logging.getLogger(__name__)
 MAX_REEVALUATIONS = 3
@@ -219,7 +219,7 @@ def _promote_once(ctx: StepContext, decision: dict) -> PromotionResult:
             result = PromotionResult(step="promote_challenger", use_case=ctx.use_case.name, ds=ctx.ds_iso,
                                      action="kept", model_name=name, from_version=champion, to_version=champion,
                                      reason=why, ledger=str(ctx.layout.ledger),
-                                     registry_event=_event("approval_rejected", ctx, challenger, champion, champion, why))
+                                     registry_event=registry_event("approval_rejected", ctx, challenger, champion, champion, why))
         elif decision["promote"] or force:
             why = "; ".join(decision["reasons"]) if decision["promote"] else \
                 f"FORCED over policy outcome {decision['outcome']} ({'; '.join(decision['reasons'])})"
@@ -228,14 +228,14 @@ def _promote_once(ctx: StepContext, decision: dict) -> PromotionResult:
                                                                       if approval.get("comment") else "")
             result = move_champion(ctx, client, challenger, champion, "promoted", f"{reason}: {why}", metrics, approval)
             if result.action == "promoted":
-                result = replace(result, registry_event=_event("promoted", ctx, challenger, champion, challenger, why))
+                result = replace(result, registry_event=registry_event("promoted", ctx, challenger, champion, challenger, why))
         else:
             append_ledger(ctx, {"action": decision["outcome"], "model": name, "from_version": champion,
                                 "to_version": champion, "challenger_version": challenger,
                                 "reason": f"{reason}: " + "; ".join(decision["reasons"]), "metrics": metrics,
                                 **({"approval": approval} if approval else {})})
             why = "; ".join(decision["reasons"])
-            event = (_event("rejected", ctx, challenger, champion, champion, f"{decision['outcome']}: {why}")
+            event = (registry_event("rejected", ctx, challenger, champion, champion, f"{decision['outcome']}: {why}")
                      if decision["outcome"] in ("reject", "keep_champion") and challenger != champion else None)
             result = PromotionResult(step="promote_challenger", use_case=ctx.use_case.name, ds=ctx.ds_iso, action="kept",
                                      model_name=name, from_version=champion, to_version=champion,
@@ -243,14 +243,6 @@ def _promote_once(ctx: StepContext, decision: dict) -> PromotionResult:
         card = _update_card(ctx, client, decision, approval, result)
     return replace(result, step="promote_challenger", card=card,
                    registry_event={**result.registry_event, "card": card} if result.registry_event else None)
-
-
-def _event(kind: str, ctx: StepContext, version: str, from_version: str | None, to_version: str | None,
-           summary: str) -> dict:
-    """A registry event (posted to chat by the worker: pavedml.airflow.events)."""
-    return {"event": kind, "use_case": ctx.use_case.name, "model": ctx.use_case.model.registered_name,
-            "version": str(version), "from_version": from_version, "to_version": to_version,
-            "summary": summary[:1000], "dag_id": ctx.dag_id, "run_id": ctx.run_id}
 
 
 def _update_card(ctx: StepContext, client, decision: dict, approval: dict | None, result: PromotionResult) -> str:
@@ -298,6 +290,6 @@ def rollback_model(ctx: StepContext) -> PromotionResult:
             raise RegistryError(f"{name} v{target} is {mv.status}, not READY")
         result = move_champion(ctx, client, target, str(current.version) if current else None, "rolled_back",
                                reason)
-    event = (_event("rolled_back", ctx, target, result.from_version, target, reason)
+    event = (registry_event("rolled_back", ctx, target, result.from_version, target, reason)
              if result.action == "rolled_back" else None)
     return replace(result, step="rollback_model", registry_event=event)
