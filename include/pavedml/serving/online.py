@@ -404,11 +404,11 @@ class OnlineFeatures:
         if online.startswith("redis://"):
             self._reader = _RedisReader(online, uc)
         elif not online or online.startswith("sqlite:"):
-            state = (layout or Layout.for_use_case(uc.name, s)).feast_dir
-            path = Path(online.removeprefix("sqlite:///")) if online else state / "online.db"
-            if not path.is_absolute():  # Feast resolves a relative path against the repo (state) dir
-                path = state / path
-            self._reader = _SqliteReader(path, f"{uc.name}_{uc.feature_view}", uc)
+            from pavedml.steps.featurestore import online_table, sqlite_online_path
+
+            path = sqlite_online_path(uc, s, layout)
+            assert path is not None
+            self._reader = _SqliteReader(path, online_table(uc), uc)
         else:
             from pavedml.errors import ConfigError
 

@@ -10,9 +10,13 @@ and ``PAVEDML_FEAST_ONLINE_STORE`` (``redis://host:port[/db]``).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
-from datetime import timedelta
+from contextlib import closing
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from pavedml import storage
@@ -80,16 +84,129 @@ def definitions(uc: UseCase, settings: Settings | None = None, layout: Layout | 
     return {"entity": entity, "source": source, "feature_view": view, "feature_service": service}
 
 
+#: In the Feast state folder: what the last ``apply`` there applied (see :func:`applied_marker_matches`).
+APPLIED_MARKER = "applied.json"
+
+
+def sqlite_online_path(uc: UseCase, settings: Settings | None = None, layout: Layout | None = None) -> Path | None:
+    """The SQLite online store file the steps' Feast config names (None: the store is not SQLite).
+    Resolved as Feast resolves it: a relative path against the repo (state) folder."""
+    s = settings or get_settings()
+    online = s.feast_online_store
+    if online and not online.startswith("sqlite:"):
+        return None
+    state = (layout or Layout.for_use_case(uc.name, s)).feast_dir
+    path = Path(online.removeprefix("sqlite:///")) if online else state / "online.db"
+    return path if path.is_absolute() else state / path
+
+
+def online_table(uc: UseCase) -> str:
+    """Feast's SQLite table of the use case's feature view (``<project>_<view>``, no versioning)."""
+    return f"{uc.name}_{uc.feature_view}"
+
+
+def definitions_fingerprint(uc: UseCase, settings: Settings | None = None, layout: Layout | None = None) -> str:
+    """A digest of everything :func:`definitions` and :func:`repo_config` put into the registry and the
+    online store's tables, plus the Feast version: equal digests, equal ``apply``."""
+    from importlib.metadata import version
+
+    s = settings or get_settings()
+    layout = layout or Layout.for_use_case(uc.name, s)
+    facts = {"feast": version("feast"), "project": uc.name, "entity": [uc.entity.name, uc.entity.key],
+             "source": str(layout.features_root), "view": uc.feature_view, "ttl_days": uc.features.ttl_days,
+             "numeric": list(uc.numeric_features), "categorical": list(uc.categorical_features),
+             "service": uc.feature_service, "model": uc.model.registered_name,
+             "registry": s.feast_registry or str(layout.feast_dir / "registry.db"),
+             "online": s.feast_online_store or str(layout.feast_dir / "online.db"), "layout": 1}
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
+
+
+def _registry_stamp(path: Path) -> list[int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return [st.st_mtime_ns, st.st_size, st.st_ino]
+
+
+def applied_marker_matches(uc: UseCase, settings: Settings | None = None, layout: Layout | None = None) -> str:
+    """Empty when this use case's definitions are applied as they are now, else why not.
+
+    Only the local file registry is trusted this way: the marker records the definitions' digest
+    and the registry file as the ``apply`` left it (mtime, size, inode), so any other writer of the
+    registry (``feast apply`` by hand, a deleted file, another Feast version, a changed config)
+    makes the next step apply again. A shared SQL registry is always applied."""
+    s = settings or get_settings()
+    if s.feast_registry:
+        return "the registry is a shared SQL registry"
+    layout = layout or Layout.for_use_case(uc.name, s)
+    try:
+        marker = json.loads((layout.feast_dir / APPLIED_MARKER).read_text())
+    except (OSError, ValueError):
+        return "nothing applied here yet"
+    if marker.get("fingerprint") != definitions_fingerprint(uc, s, layout):
+        return "the definitions (or Feast) changed since the last apply"
+    if marker.get("registry") != _registry_stamp(layout.feast_dir / "registry.db"):
+        return "the registry file changed since the last apply"
+    path = sqlite_online_path(uc, s, layout)
+    if path is not None and not _has_table(path, online_table(uc)):
+        return f"the online store {path} has no table {online_table(uc)}"
+    return ""
+
+
+def _has_table(path: Path, table: str) -> bool:
+    import sqlite3
+
+    if not path.exists():
+        return False
+    try:
+        with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as conn:
+            return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                (table,)).fetchone() is not None
+    except sqlite3.Error:
+        return False
+
+
+def _write_marker(uc: UseCase, settings: Settings | None, layout: Layout | None) -> None:
+    s = settings or get_settings()
+    if s.feast_registry:
+        return
+    layout = layout or Layout.for_use_case(uc.name, s)
+    stamp = _registry_stamp(layout.feast_dir / "registry.db")
+    if stamp is None:
+        return
+    marker = {"fingerprint": definitions_fingerprint(uc, s, layout), "registry": stamp}
+    with storage.atomic_path(layout.feast_dir / APPLIED_MARKER) as tmp:
+        Path(tmp).write_text(json.dumps(marker))
+
+
 def get_store(uc: UseCase, apply: bool = True, *, settings: Settings | None = None, layout: Layout | None = None):
-    """A FeatureStore for ``uc`` with its definitions applied (``apply`` is idempotent). Steps pass
-    their context's settings and layout; without them, the global settings' ones."""
+    """A FeatureStore for ``uc`` with its definitions applied (``apply`` is idempotent, and skipped when
+    :func:`applied_marker_matches`). Steps pass their context's settings and layout; without them,
+    the global settings' ones."""
     from feast import FeatureStore
 
     store = FeatureStore(config=repo_config(uc, settings, layout))
     defs = definitions(uc, settings, layout)
     if apply:
-        store.apply(list(defs.values()))
+        why = applied_marker_matches(uc, settings, layout)
+        if why:
+            log.debug("feast apply for %s: %s", uc.name, why)
+            store.apply(list(defs.values()))
+            _write_marker(uc, settings, layout)
     return store, defs
+
+
+def _applied_sqlite_plan(uc: UseCase, settings: Settings, layout: Layout):
+    """The columnar writer's plan without importing Feast, when the definitions are applied as they
+    are now and the store is SQLite with its table in place; else None (the caller goes through Feast)."""
+    from pavedml.adapters import online_sqlite
+
+    path = sqlite_online_path(uc, settings, layout)
+    if path is None or applied_marker_matches(uc, settings, layout):
+        return None
+    features = [(c, "float") for c in uc.numeric_features] + [(c, "string") for c in uc.categorical_features]
+    return online_sqlite.plan_for(str(path), online_table(uc), uc.entity.key, features)
 
 
 def materialize_features(ctx: StepContext) -> MaterializeResult:
@@ -101,7 +218,6 @@ def materialize_features(ctx: StepContext) -> MaterializeResult:
     Feast's SQLite store the batches go through ``online_sqlite`` (same rows, columnar, one
     transaction per batch, encoding overlapped with SQLite's writes); any other store gets Feast's ``write_to_online_store``.
     """
-    import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -116,34 +232,50 @@ def materialize_features(ctx: StepContext) -> MaterializeResult:
                                 details={"next": "run build_features for this interval first"})
     source = storage.read_json(str(ctx.layout.features_source(ds)))
     started = time.perf_counter()
-    store, defs = get_store(uc, settings=ctx.settings, layout=ctx.layout)
+    # Applied as it is now, into SQLite: no Feast import at all (its import alone is ~3 s of a small day)
+    plan = _applied_sqlite_plan(uc, ctx.settings, ctx.layout)
+    store = defs = None
+    if plan is None:
+        store, defs = get_store(uc, settings=ctx.settings, layout=ctx.layout)
     pfile = pq.ParquetFile(part)
     columns = [uc.entity.key, "event_timestamp", *uc.feature_columns]
-    view = defs["feature_view"]
-    start = pa.scalar(ctx.interval_start, pa.timestamp("us", tz="UTC"))
-    end = pa.scalar(ctx.interval_end, pa.timestamp("us", tz="UTC"))
+    # compared as epoch microseconds: a timestamp scalar makes pyarrow import pandas (~0.2 s of a small day)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    start, end = ((t - epoch) // timedelta(microseconds=1) for t in (ctx.interval_start, ctx.interval_end))
 
     def checked_batches():
         for batch in pfile.iter_batches(batch_size=uc.features.online_write_chunk_rows, columns=columns):
-            ts = pc.cast(batch.column("event_timestamp"), pa.timestamp("us", tz="UTC"))
-            outside = pc.sum(pc.or_(pc.less(ts, start), pc.greater_equal(ts, end))).as_py() or 0
+            ts = pc.cast(pc.cast(batch.column("event_timestamp"), pa.timestamp("us", tz="UTC")), pa.int64())
+            bounds = pc.min_max(ts)  # the usual case in pyarrow alone: Python scalars make it import pandas
+            low, high = bounds["min"].as_py(), bounds["max"].as_py()
+            outside = 0
+            if low is not None and (low < start or high >= end):
+                micros = ts.to_numpy(zero_copy_only=False)
+                outside = int(((micros < start) | (micros >= end)).sum())
             if outside:
                 raise FeatureCheckError(f"{outside} rows of {part} fall outside the interval "
                                         f"[{ctx.interval_start}, {ctx.interval_end})")
             if batch.column(uc.entity.key).null_count:
                 raise FeatureCheckError(f"null {uc.entity.key} in {part}; nothing written online")
             bad = [c for c in uc.features.non_null if c in uc.numeric_features
-                   and not np.isfinite(batch.column(c).to_numpy(zero_copy_only=False).astype("float64")).all()]
+                   and (batch.column(c).null_count
+                        or not pc.all(pc.is_finite(pc.cast(batch.column(c), pa.float64()))).as_py())]
             if bad:
                 raise FeatureCheckError(f"non-finite values in {', '.join(bad)} of {part}; nothing written online")
             yield batch
 
     try:
-        rows = online_sqlite.write_batches(store, view, checked_batches(), uc.entity.key)
-        writer = "columnar"
+        if plan is not None:
+            rows = online_sqlite.write_planned(plan, checked_batches())
+            writer = "columnar, definitions applied before"
+        else:
+            assert defs is not None
+            rows = online_sqlite.write_batches(store, defs["feature_view"], checked_batches(), uc.entity.key)
+            writer = "columnar"
     except online_sqlite.UnsupportedLayout as exc:
         log.info("online store writes go through Feast's write_to_online_store (%s)", exc)
         writer, rows = "feast", 0
+        assert store is not None  # the planned writer raises nothing of this kind
         for batch in checked_batches():
             store.write_to_online_store(uc.feature_view, batch.to_pandas())
             rows += batch.num_rows
