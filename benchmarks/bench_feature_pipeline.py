@@ -56,6 +56,10 @@ def main() -> None:
     for rep in range(args.reps):
         root = WORK / f"feature_root_{args.rows}"
         shutil.rmtree(root, ignore_errors=True)
+        if args.online.startswith("redis://"):  # a fresh store too
+            import redis
+
+            redis.Redis.from_url(args.online).flushdb()
         for day in (FIRST, DS):
             landing = root / "landing/bench_churn/customers" / f"dt={day}"
             landing.mkdir(parents=True)

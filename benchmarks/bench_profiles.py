@@ -7,11 +7,16 @@ embedded default versus the production profile, same machine, same invocation:
   server), Feast registry on PostgreSQL and online store on Redis (the services of
   ``tests/helpers/prodstack.py``).
 
-Each profile runs ``--reps`` DAG runs (one day each, a fresh batch of the same size) one after
+Each profile runs a first day (not counted: it applies the Feast definitions, as a new data root's
+first day does), then ``--reps`` DAG runs (one day each, a fresh batch of the same size) one after
 another; the figure is the run's wall time from queued to finished (what an operator waits),
-with the task durations beside it. Medians are printed.
+with the task durations beside it. Medians are printed. Airflow's own share is shown apart:
+the run's wall minus the sum of its tasks (scheduling between tasks, queued -> first start, last
+end -> run finished), and each task's duration minus the wall of the same step run as a plain
+fresh process on the same data root right after (``python -m pavedml <step>``, one more day).
 
     .venv/bin/python benchmarks/bench_profiles.py --rows 100000 --reps 3
+    .venv/bin/python benchmarks/bench_profiles.py --rows 1000 --reps 5 --profiles embedded
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import synthetic  # noqa: E402
+from common import run_worker, synthetic  # noqa: E402
 
 from tests.helpers.prodstack import ProductionServices  # noqa: E402
 from tests.helpers.standalone import Standalone  # noqa: E402
@@ -79,64 +84,97 @@ def _run_profile(name: str, stack: Standalone, land, batches: list[Path]) -> lis
         tis = stack.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")["task_instances"]
         tasks = {ti["task_id"]: _seconds(ti["start_date"], ti["end_date"]) for ti in tis}
         wall = _seconds(run["queued_at"], run["end_date"])
-        results.append({"wall": wall, **tasks})
-        print(f"{name} rep {rep + 1}: {wall:.1f} s  " + "  ".join(f"{t}={tasks.get(t, 0):.1f}" for t in TASKS),
+        label = "first day, not counted" if rep == 0 else f"rep {rep}"
+        print(f"{name} {label}: {wall:.1f} s  " + "  ".join(f"{t}={tasks.get(t, 0):.1f}" for t in TASKS),
               flush=True)
+        if rep:
+            results.append({"wall": wall, "tasks": sum(tasks.values()), **tasks})
     return results
+
+
+def _plain_steps(root: Path, cases: Path, land, batch: Path, day: date, env: dict | None = None) -> dict:
+    """The same steps as plain fresh processes on the same data root, one more day: the steps' own wall."""
+    ds = day.isoformat()
+    land(ds, batch)
+    env = {"PAVEDML_DATA_ROOT": str(root), "PAVEDML_USE_CASES_DIR": str(cases), "TQDM_DISABLE": "1", **(env or {})}
+    return {step: run_worker(["-m", "pavedml", step, "--use-case", USE_CASE, "--ds", ds], env)["process_wall_s"]
+            for step in TASKS[1:]}
+
+
+def _report(name: str, rows: int, runs: list[dict], plain: list[dict]) -> None:
+    med = {key: statistics.median(r.get(key, 0.0) for r in runs) for key in ("wall", "tasks", *TASKS)}
+    steps = {step: statistics.median(p[step] for p in plain) for step in TASKS[1:]}
+    print(f"\n{name}: feature pipeline DAG run, {rows:,} rows, median of {len(runs)} (queued -> finished; "
+          "task = start -> end; plain = the step as a fresh process, median of the same number of days):")
+    print(f"{'':<22} {'task s':>7} {'plain s':>8} {'Airflow s':>10}")
+    for task in TASKS:
+        own = steps.get(task, 0.0)
+        print(f"{task:<22} {med[task]:>7.2f} {own:>8.2f} {med[task] - own:>10.2f}")
+    print(f"{'sum of tasks':<22} {med['tasks']:>7.2f} {sum(steps.values()):>8.2f} {med['tasks'] - sum(steps.values()):>10.2f}")
+    print(f"{'between tasks':<22} {med['wall'] - med['tasks']:>7.2f} {'':>8} {med['wall'] - med['tasks']:>10.2f}")
+    print(f"{'DAG run (wall)':<22} {med['wall']:>7.2f} {sum(steps.values()):>8.2f} {med['wall'] - sum(steps.values()):>10.2f}")
+    print("runs (wall s): " + ", ".join(f"{r['wall']:.1f}" for r in runs))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--profiles", nargs="+", choices=["embedded", "production"], default=["embedded", "production"])
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pavedml-bench-profiles-"))
+    measured: dict[str, list[dict]] = {}
     try:
-        batches = _batches(args.rows, args.reps, work)
+        batches = _batches(args.rows, args.reps + 1, work)
         cases = _use_cases(work)
+        plain_days = [FIRST_DAY + timedelta(days=len(batches) + i) for i in range(args.reps)]
 
-        # embedded default
-        root = work / "embedded" / "data"
+        if "embedded" in args.profiles:
+            root = work / "embedded" / "data"
 
-        def land_local(ds: str, batch: Path) -> None:
-            target = root / "landing" / USE_CASE / "customers" / f"dt={ds}" / "customers.parquet"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(batch, target)
+            def land_local(ds: str, batch: Path) -> None:
+                target = root / "landing" / USE_CASE / "customers" / f"dt={ds}" / "customers.parquet"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(batch, target)
 
-        stack = Standalone(work / "embedded" / "airflow", root, cases).start()
-        try:
-            embedded = _run_profile("embedded", stack, land_local, batches)
-        finally:
-            stack.stop()
-
-        # production profile
-        services = ProductionServices(work / "production" / "services").start()
-        try:
-            worker_root = work / "production" / "worker-host"
-
-            def land_s3(ds: str, batch: Path) -> None:
-                services.s3().upload_file(str(batch), "pavedml",
-                                          f"landing/{USE_CASE}/customers/dt={ds}/customers.parquet")
-
-            stack = Standalone(work / "production" / "airflow", worker_root, cases,
-                               extra_env={**services.airflow_env(), **services.step_env(worker_root),
-                                          "PAVEDML_MLFLOW_CONN_ID": ""}).start(timeout=420)
+            stack = Standalone(work / "embedded" / "airflow", root, cases).start()
             try:
-                production = _run_profile("production", stack, land_s3, batches)
+                measured["embedded"] = _run_profile("embedded", stack, land_local, batches)
             finally:
                 stack.stop()
-        finally:
-            services.stop()
+            plain = [_plain_steps(root, cases, land_local, batches[1 + i % args.reps], day)
+                     for i, day in enumerate(plain_days)]
+            _report("embedded", args.rows, measured["embedded"], plain)
 
-        print(f"\nfeature pipeline DAG run, {args.rows:,} rows, median of {args.reps} (queued -> finished; "
-              "task = start -> end):")
-        print(f"{'':<22} {'embedded s':>11} {'production s':>13} {'ratio':>6}")
-        for key in ("wall", *TASKS):
-            e = statistics.median(r.get(key, 0.0) for r in embedded)
-            p = statistics.median(r.get(key, 0.0) for r in production)
-            print(f"{key:<22} {e:>11.1f} {p:>13.1f} {p / e if e else float('nan'):>6.2f}")
-        print("runs (wall s): embedded " + ", ".join(f"{r['wall']:.1f}" for r in embedded)
-              + "; production " + ", ".join(f"{r['wall']:.1f}" for r in production))
+        if "production" in args.profiles:
+            services = ProductionServices(work / "production" / "services").start()
+            try:
+                worker_root = work / "production" / "worker-host"
+
+                def land_s3(ds: str, batch: Path) -> None:
+                    services.s3().upload_file(str(batch), "pavedml",
+                                              f"landing/{USE_CASE}/customers/dt={ds}/customers.parquet")
+
+                step_env = {**services.step_env(worker_root), "PAVEDML_MLFLOW_CONN_ID": ""}
+                stack = Standalone(work / "production" / "airflow", worker_root, cases,
+                                   extra_env={**services.airflow_env(), **step_env}).start(timeout=420)
+                try:
+                    measured["production"] = _run_profile("production", stack, land_s3, batches)
+                finally:
+                    stack.stop()
+                plain = [_plain_steps(worker_root, cases, land_s3, batches[1 + i % args.reps], day, step_env)
+                         for i, day in enumerate(plain_days)]
+                _report("production", args.rows, measured["production"], plain)
+            finally:
+                services.stop()
+
+        if len(measured) == 2:
+            print(f"\nembedded vs production, {args.rows:,} rows (median):")
+            print(f"{'':<22} {'embedded s':>11} {'production s':>13} {'ratio':>6}")
+            for key in ("wall", *TASKS):
+                e = statistics.median(r.get(key, 0.0) for r in measured["embedded"])
+                p = statistics.median(r.get(key, 0.0) for r in measured["production"])
+                print(f"{key:<22} {e:>11.1f} {p:>13.1f} {p / e if e else float('nan'):>6.2f}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
@@ -264,21 +265,40 @@ def materialize_features(ctx: StepContext) -> MaterializeResult:
                 raise FeatureCheckError(f"non-finite values in {', '.join(bad)} of {part}; nothing written online")
             yield batch
 
+    counted = [0]
+
+    def counted_batches():
+        for batch in checked_batches():
+            counted[0] += batch.num_rows
+            yield batch
+
+    online = ctx.settings.feast_online_store
+    own_writer = os.environ.get("PAVEDML_ONLINE_WRITER", "pavedml") != "feast"
     try:
+        if not own_writer:
+            raise online_sqlite.UnsupportedLayout("PAVEDML_ONLINE_WRITER=feast")
         if plan is not None:
-            rows = online_sqlite.write_planned(plan, checked_batches())
+            online_sqlite.write_planned(plan, counted_batches())
             writer = "columnar, definitions applied before"
+        elif online.startswith("redis://"):
+            from pavedml.adapters import online_redis
+
+            features = [(c, "float") for c in uc.numeric_features] + [(c, "string") for c in uc.categorical_features]
+            newer = online_redis.write_batches(
+                online_redis.plan_for(online, uc.name, uc.feature_view, uc.entity.key, features), counted_batches())
+            writer = f"columnar Redis, {newer} rows newer than the stored ones"
         else:
             assert defs is not None
-            rows = online_sqlite.write_batches(store, defs["feature_view"], checked_batches(), uc.entity.key)
+            online_sqlite.write_batches(store, defs["feature_view"], counted_batches(), uc.entity.key)
             writer = "columnar"
     except online_sqlite.UnsupportedLayout as exc:
         log.info("online store writes go through Feast's write_to_online_store (%s)", exc)
-        writer, rows = "feast", 0
-        assert store is not None  # the planned writer raises nothing of this kind
-        for batch in checked_batches():
+        writer = "feast"
+        if store is None:
+            store, defs = get_store(uc, settings=ctx.settings, layout=ctx.layout)
+        for batch in counted_batches():
             store.write_to_online_store(uc.feature_view, batch.to_pandas())
-            rows += batch.num_rows
+    rows = counted[0]
     seconds = time.perf_counter() - started
     log.info("materialized %d rows of %s [%s, %s) into the online store in %.1fs (%s writer)", rows,
              uc.feature_view, ctx.interval_start, ctx.interval_end, seconds, writer)
