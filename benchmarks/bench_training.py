@@ -1,5 +1,7 @@
 """The training step (train_challenger) at 100k and 1M training rows: wall time, peak RSS and the
-share of wall time spent in MLflow logging and registration. The train/validation/holdout splits
+share of wall time spent in MLflow logging and registration, beside bare scikit-learn fitting the
+same pipeline (``make_pipeline``) on the same train split in a fresh process (read, fit, and
+``predict_proba`` of the validation split: what the step needs of the library). The train/validation/holdout splits
 are written directly (synthetic, 12 numeric + 6 categorical columns, a logistic label), so only the
 step itself is measured, in a fresh `python -m pavedml train_challenger` process (SQLite MLflow).
 
@@ -20,6 +22,24 @@ from common import WORK, run_worker, synthetic  # noqa: E402
 
 DS = "2025-03-01"
 USE_CASES = Path(__file__).resolve().parent / "use_cases"
+BARE_FIT = r'''
+import json, sys, time
+t0 = time.perf_counter()
+import pandas as pd
+from pavedml.config import load_use_case
+from pavedml.steps.training import make_pipeline
+uc = load_use_case(sys.argv[1])
+pipeline, _ = make_pipeline(uc)
+t1 = time.perf_counter()
+train = pd.read_parquet(sys.argv[2] + "/train.parquet", columns=[*uc.feature_columns, "label"])
+validation = pd.read_parquet(sys.argv[2] + "/validation.parquet", columns=uc.feature_columns)
+t2 = time.perf_counter()
+pipeline.fit(train[uc.feature_columns], train["label"])
+t3 = time.perf_counter()
+pipeline.predict_proba(validation)
+t4 = time.perf_counter()
+print("RESULT " + json.dumps({"import": t1 - t0, "read": t2 - t1, "fit": t3 - t2, "predict": t4 - t3}))
+'''
 
 
 def make_splits(root: Path, rows: int) -> None:
@@ -46,13 +66,14 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args()
-    print(f"{'rows':>9} {'wall s':>8} {'fit s':>7} {'mlflow s':>9} {'mlflow share':>13} {'peak RSS MiB':>13}")
+    print(f"{'rows':>9} {'wall s':>8} {'fit s':>7} {'mlflow s':>9} {'mlflow share':>13} {'peak RSS MiB':>13} "
+          f"{'bare wall s':>12} {'bare fit s':>11} {'wall / bare':>12}")
     for rows in args.rows:
         splits = WORK / f"training_splits_{rows}"
         if not (splits / "dataset.json").exists():
             splits.mkdir(parents=True, exist_ok=True)
             make_splits(splits, rows)
-        results = []
+        results, bare = [], []
         for rep in range(args.reps):
             root = WORK / f"training_root_{rows}"
             shutil.rmtree(root, ignore_errors=True)
@@ -62,13 +83,17 @@ def main() -> None:
             r = run_worker(["-m", "pavedml", "train_challenger", "--use-case", "bench_churn", "--ds", DS,
                             "--dag-id", "bench", "--run-id", run_key], env)
             results.append(r)
+            bare.append(run_worker(["-c", BARE_FIT, str(USE_CASES / "bench_churn.yaml"), str(splits)]))
         walls = [r["process_wall_s"] for r in results]
         wall = statistics.median(walls)
         fit = statistics.median(r["step_result"]["seconds"]["fit"] for r in results)
         mlf = statistics.median(r["step_result"]["seconds"]["mlflow_logging_and_registration"] for r in results)
         rss = statistics.median(r["peak_rss_mib"] for r in results)
-        print(f"{rows:>9} {wall:>8.1f} {fit:>7.1f} {mlf:>9.2f} {mlf / wall:>12.1%} {rss:>13.0f}   "
-              f"(walls: {', '.join(f'{w:.1f}' for w in walls)})", flush=True)
+        bare_wall = statistics.median(b["process_wall_s"] for b in bare)
+        bare_fit = statistics.median(b["fit"] for b in bare)
+        print(f"{rows:>9} {wall:>8.1f} {fit:>7.1f} {mlf:>9.2f} {mlf / wall:>12.1%} {rss:>13.0f} {bare_wall:>12.1f} "
+              f"{bare_fit:>11.1f} {wall / bare_wall:>12.2f}   (walls: {', '.join(f'{w:.1f}' for w in walls)}; "
+              f"bare: {', '.join(f'{w:.1f}' for w in (b['process_wall_s'] for b in bare))})", flush=True)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ vdef = ctx.validation_definitions.add(gx.ValidationDefinition(name="raw_batch", 
 with pd.option_context("mode.string_storage", "pyarrow"):
     result = vdef.run(batch_parameters={"dataframe": df}, result_format={"result_format": "BASIC"})
 t3 = time.perf_counter()
-ctx.update_data_docs_site("local", {"class_name": "SiteBuilder", "store_backend": {
+ctx.add_data_docs_site("local", {"class_name": "SiteBuilder", "store_backend": {
     "class_name": "TupleFilesystemStoreBackend", "base_directory": tempfile.mkdtemp()},
     "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"}})
 ctx.build_data_docs(site_names=["local"])

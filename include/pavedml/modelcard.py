@@ -36,7 +36,7 @@ def summary(record: dict) -> str:
     """One paragraph: which version, its outcome and why, its primary metric with its interval,
     fairness, and who owns it (the registered version's description)."""
     chal = record["challenger"]
-    primary = record.get("policy", {}).get("primary_metric", "")
+    primary = (record.get("policy") or {}).get("primary_metric", "")
     ci = chal.get("metrics_ci", {}).get(primary) or {}
     metric = chal["metrics"].get(primary)
     interval = f" [{_fmt(ci.get('lo'))}, {_fmt(ci.get('hi'))}]" if ci.get("lo") is not None else ""
@@ -44,7 +44,7 @@ def summary(record: dict) -> str:
     fair = ("fairness not configured" if not fairness else
             f"fairness violated ({len(fairness['violations'])})" if not fairness["ok"] else
             "fairness limits hold" if fairness.get("judged", True) else "fairness not judged (too few rows per group)")
-    gov = record.get("governance", {})
+    gov = (record.get("governance") or {})
     approval = record.get("approval") or {}
     approved = (f"; {approval['status']} by {approval.get('by') or 'unknown'}" if approval.get("status") else "")
     moved = record.get("registry_move") or {}
@@ -60,7 +60,7 @@ def summary(record: dict) -> str:
 def sections(record: dict) -> list[tuple[str, list[Block]]]:
     """The card as titled sections of paragraphs, lists and tables (rendered by :func:`markdown` and :func:`page`)."""
     chal, champ = record["challenger"], record.get("champion")
-    gov = record.get("governance", {})
+    gov = (record.get("governance") or {})
     out: list[tuple[str, list[Block]]] = [("Summary", [("p", summary(record))])]
     out.append(("Purpose and ownership", [("table", (["", ""], [
         ["Use case", f"{record.get('use_case', '')}: {record.get('description', '')}"],
@@ -69,10 +69,10 @@ def sections(record: dict) -> list[tuple[str, list[Block]]]:
         ["Owner", gov.get("owner", "")], ["Business unit", gov.get("business_unit", "")],
         ["Regulatory context", gov.get("regulatory_context", "")],
         ["Data classification", gov.get("data_classification", "")]]))]))
-    data = record.get("dataset", {})
-    rows = [[split, str(data.get("rows", {}).get(split, "")), " .. ".join(data.get("ranges", {}).get(split, [])),
-             (data.get("digests", {}).get(split) or "")[:16]] for split in ("train", "validation", "holdout")]
-    snapshots = data.get("feature_snapshots", {})
+    data = (record.get("dataset") or {})
+    rows = [[split, str((data.get("rows") or {}).get(split, "")), " .. ".join((data.get("ranges") or {}).get(split, [])),
+             ((data.get("digests") or {}).get(split) or "")[:16]] for split in ("train", "validation", "holdout")]
+    snapshots = (data.get("feature_snapshots") or {})
     out.append(("Data", [
         ("p", f"Training window {data.get('window_days', '?')} days; labelled snapshot days "
               f"{(data.get('snapshot_days') or ['?'])[0]} .. {(data.get('snapshot_days') or ['?'])[-1]}; "
@@ -80,12 +80,12 @@ def sections(record: dict) -> list[tuple[str, list[Block]]]:
         ("table", (["split", "rows", "label time range", "content digest (sha256)"], rows)),
         ("table", (["snapshot day", "raw snapshot sha256"], [[d, h] for d, h in sorted(snapshots.items())])),
     ]))
-    feats = record.get("features", {})
+    feats = (record.get("features") or {})
     out.append(("Features", [("list", [f"numeric: {', '.join(feats.get('numeric', [])) or '-'}",
                                        f"categorical: {', '.join(feats.get('categorical', [])) or '-'}",
                                        f"evaluation only (never given to the model): "
                                        f"{', '.join(feats.get('evaluation_only', [])) or '-'}"])]))
-    training = record.get("training", {})
+    training = (record.get("training") or {})
     out.append(("Training", [("table", (["", ""], [
         ["Family", training.get("family", "")],
         ["Parameters", ", ".join(f"{k}={v}" for k, v in sorted(training.get("params", {}).items()))],
@@ -105,7 +105,7 @@ def sections(record: dict) -> list[tuple[str, list[Block]]]:
     out.append(("Offline metrics", blocks))
     slices = chal.get("slices") or {}
     if slices:
-        primary = record.get("policy", {}).get("primary_metric", "")
+        primary = (record.get("policy") or {}).get("primary_metric", "")
         srows = [[name, _fmt(vals.get(primary)),
                   _fmt((champ or {}).get("slices", {}).get(name, {}).get(primary))] for name, vals in slices.items()]
         out.append(("Slice metrics", [("table", (["slice", f"challenger {primary}", f"champion {primary}"], srows))]))

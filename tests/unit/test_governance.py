@@ -171,6 +171,17 @@ def test_the_card_holds_every_section_and_its_html_is_self_contained_and_escaped
     assert "evaluation only (never given to the model): gender" in md
 
 
+def test_a_card_renders_from_an_older_runs_manifest_without_ranges_or_digests():
+    """Before: a run trained by a version whose dataset manifest lacked ``ranges`` (the benchmark's
+    too) crashed evaluate_challenger in the card: the record held None for every missing key."""
+    from pavedml.modelcard import render
+
+    for dataset in ({"rows": {"train": 5}, "ranges": None, "digests": None, "feature_snapshots": None},
+                    {"window_days": 90}, {}, None):
+        md, page = render(_record(dataset=dataset))
+        assert "## Data" in md and "<h2>Data</h2>" in page
+
+
 def test_the_summary_is_capped_for_the_registry_description():
     from pavedml.modelcard import SUMMARY_LIMIT, summary
 

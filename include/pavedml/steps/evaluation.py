@@ -281,8 +281,10 @@ def evaluate_challenger(ctx: StepContext) -> PromotionDecision:
                            "params": {k.removeprefix("model."): v for k, v in run.data.params.items()
                                       if k.startswith("model.")},
                            "git_commit": run.data.tags.get("git_commit", "")},
-              "dataset": {k: manifest.get(k) for k in ("window_days", "snapshot_days", "feature_snapshots", "ranges",
-                                                       "rows", "digests", "dropped_without_features")},
+              # a manifest of an older version lacks some keys: left out, not None (the card says "?")
+              "dataset": {k: manifest[k] for k in ("window_days", "snapshot_days", "feature_snapshots", "ranges",
+                                                   "rows", "digests", "dropped_without_features")
+                          if manifest.get(k) is not None},
               "trained_through": challenger.tags.get("trained_through", ctx.ds_iso),
               "dag_run": ctx.dag_run_key, "decided_at": datetime.now(UTC).isoformat()}
     decision = ctx.layout.decision(ctx.run_key)
