@@ -183,6 +183,15 @@ def test_materialize_after_the_first_day_needs_no_feast_and_writes_what_feast_wr
     bad.to_parquet(layout.features_file("2025-03-04"), index=False)
     with pytest.raises(FeatureCheckError, match="2 rows of .* fall outside the interval"):
         run_step("materialize_features", "2025-03-04", uc.name)
+    bad.loc[[2, 5], "event_timestamp"] = pd.NaT
+    bad.to_parquet(layout.features_file("2025-03-04"), index=False)
+    with pytest.raises(FeatureCheckError, match="2 rows of .* have no event_timestamp"):
+        run_step("materialize_features", "2025-03-04", uc.name)
+    from pavedml.errors import ConfigError
+
+    monkeypatch.setenv("PAVEDML_ONLINE_WRITER", "Feast")
+    with pytest.raises(ConfigError, match="PAVEDML_ONLINE_WRITER='Feast'"):
+        run_step("materialize_features", "2025-03-02", uc.name)
     monkeypatch.undo()
     monkeypatch.setenv("PAVEDML_USE_CASES_DIR", str(tmp_path / "use_cases"))
 

@@ -13,7 +13,10 @@ frames.
 One difference from Feast's writer, on purpose: a row whose event time *equals* the stored one
 replaces it (Feast keeps the stored row), so a corrected re-delivery of a day that is
 materialized again reaches the online store, as it does in the SQLite store
-(:mod:`pavedml.adapters.online_sqlite`). An older row never replaces a newer one.
+(:mod:`pavedml.adapters.online_sqlite`). An older row never replaces a newer one, except, as
+with Feast's writer, when two materializations of the same entities run at the very same time
+(the stored times are read, then the newer rows written); the SQLite writer decides per row in
+one statement.
 """
 
 from __future__ import annotations
@@ -175,8 +178,20 @@ def write_batches(plan: RedisPlan, batches: Iterable, client=None) -> int:
 
         kwargs, _ = redis_kwargs(plan.setting)
         kwargs.setdefault("socket_connect_timeout", 5)
+        kwargs.setdefault("socket_timeout", 60)  # a server that stalls fails the step instead of hanging it
         kwargs.setdefault("retry", Retry(NoBackoff(), 1))  # a dead server fails the step now, not after backoffs
-        client = redis.Redis(**kwargs)
+        kwargs["protocol"] = 2  # _roundtrip counts replies: no RESP3 push frames among them
+        client = owned = redis.Redis(**kwargs)
+    else:
+        owned = None
+    try:
+        return _write(plan, batches, client, pack_command)
+    finally:
+        if owned is not None:
+            owned.close()
+
+
+def _write(plan: RedisPlan, batches: Iterable, client, pack_command) -> int:
     written = 0
     ts_field = plan.ts_field
     fields = [f for _, f, _ in plan.encoders]

@@ -118,16 +118,21 @@ def definitions_fingerprint(uc: UseCase, settings: Settings | None = None, layou
              "numeric": list(uc.numeric_features), "categorical": list(uc.categorical_features),
              "service": uc.feature_service, "model": uc.model.registered_name,
              "registry": s.feast_registry or str(layout.feast_dir / "registry.db"),
-             "online": s.feast_online_store or str(layout.feast_dir / "online.db"), "layout": 1}
+             "online": s.feast_online_store or str(layout.feast_dir / "online.db"),
+             # this module builds the definitions and the repo config: any change to it applies again
+             "code": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()}
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
 
 
-def _registry_stamp(path: Path) -> list[int] | None:
+def _registry_stamp(path: Path) -> list | None:
+    """The registry file as it is: mtime, size and content digest (Feast rewrites it in place, and a
+    coarse file-system clock can leave the mtime unchanged)."""
     try:
         st = path.stat()
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
     except FileNotFoundError:
         return None
-    return [st.st_mtime_ns, st.st_size, st.st_ino]
+    return [st.st_mtime_ns, st.st_size, digest]
 
 
 def applied_marker_matches(uc: UseCase, settings: Settings | None = None, layout: Layout | None = None) -> str:
@@ -247,6 +252,8 @@ def materialize_features(ctx: StepContext) -> MaterializeResult:
     def checked_batches():
         for batch in pfile.iter_batches(batch_size=uc.features.online_write_chunk_rows, columns=columns):
             ts = pc.cast(pc.cast(batch.column("event_timestamp"), pa.timestamp("us", tz="UTC")), pa.int64())
+            if ts.null_count:
+                raise FeatureCheckError(f"{ts.null_count} rows of {part} have no event_timestamp; nothing written online")
             bounds = pc.min_max(ts)  # the usual case in pyarrow alone: Python scalars make it import pandas
             low, high = bounds["min"].as_py(), bounds["max"].as_py()
             outside = 0
@@ -273,7 +280,10 @@ def materialize_features(ctx: StepContext) -> MaterializeResult:
             yield batch
 
     online = ctx.settings.feast_online_store
-    own_writer = os.environ.get("PAVEDML_ONLINE_WRITER", "pavedml") != "feast"
+    chosen = os.environ.get("PAVEDML_ONLINE_WRITER") or "pavedml"
+    if chosen not in ("pavedml", "feast"):
+        raise ConfigError(f"PAVEDML_ONLINE_WRITER={chosen!r}: expected pavedml (the default) or feast")
+    own_writer = chosen == "pavedml"
     try:
         if not own_writer:
             raise online_sqlite.UnsupportedLayout("PAVEDML_ONLINE_WRITER=feast")
