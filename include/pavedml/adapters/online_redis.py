@@ -24,6 +24,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from pavedml.adapters.online_sqlite import UnsupportedLayout, _varint, entity_keys, string_values
 
@@ -109,6 +110,32 @@ def field_of(view: str, feature: str) -> bytes:
     return struct.pack("<I", mmh3.hash(f"{view}:{feature}", signed=False))
 
 
+def redis_kwargs(setting: str) -> tuple[dict[str, Any], str]:
+    """redis-py arguments for ``redis://host:port[,k=v...][/db]`` parsed as ``repo_config`` and
+    Feast's ``RedisOnlineStore`` parse it, and a password-free label (``host:port/db``)."""
+    import json
+
+    hostport, _, db = setting.removeprefix("redis://").partition("/")
+    conn = hostport + (f",db={db}" if db else "")  # what repo_config hands Feast
+    nodes = [c for c in conn.split(",") if "=" not in c]
+    if not nodes or ":" not in nodes[0]:
+        from pavedml.errors import ConfigError
+
+        raise ConfigError("PAVEDML_FEAST_ONLINE_STORE: expected redis://host:port[/db], got a value without host:port")
+    host, port = nodes[0].rsplit(":", 1)
+    kwargs: dict[str, Any] = {}
+    for part in conn.split(","):
+        if "=" in part:
+            k, v = part.split("=", 1)
+            try:
+                kwargs[k] = json.loads(v)
+            except json.JSONDecodeError:
+                kwargs[k] = v
+    kwargs.update(host=host, port=int(port))
+    label = f"redis {host}:{port}/{kwargs.get('db', 0)}"
+    return kwargs, label
+
+
 @dataclass
 class RedisPlan:
     setting: str  # redis://host:port[/db]
@@ -173,8 +200,6 @@ def write_batches(plan: RedisPlan, batches: Iterable, client=None) -> int:
         import redis
         from redis.backoff import NoBackoff
         from redis.retry import Retry
-
-        from pavedml.serving.online import redis_kwargs
 
         kwargs, _ = redis_kwargs(plan.setting)
         kwargs.setdefault("socket_connect_timeout", 5)

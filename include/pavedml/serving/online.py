@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from pavedml.adapters.online_redis import redis_kwargs
 from pavedml.config import UseCase
 from pavedml.layout import Layout
 from pavedml.settings import Settings, get_settings
@@ -142,32 +143,6 @@ def _columns(uc: UseCase) -> tuple[dict[str, tuple[bool, int]], int, int]:
     cols = {c: (True, j) for j, c in enumerate(uc.numeric_features)}
     cols.update({c: (False, j) for j, c in enumerate(uc.categorical_features)})
     return cols, len(uc.numeric_features), len(uc.categorical_features)
-
-
-def redis_kwargs(setting: str) -> tuple[dict[str, Any], str]:
-    """redis-py arguments for ``redis://host:port[,k=v...][/db]`` parsed as ``repo_config`` and
-    Feast's ``RedisOnlineStore`` parse it, and a password-free label (``host:port/db``)."""
-    import json
-
-    hostport, _, db = setting.removeprefix("redis://").partition("/")
-    conn = hostport + (f",db={db}" if db else "")  # what repo_config hands Feast
-    nodes = [c for c in conn.split(",") if "=" not in c]
-    if not nodes or ":" not in nodes[0]:
-        from pavedml.errors import ConfigError
-
-        raise ConfigError("PAVEDML_FEAST_ONLINE_STORE: expected redis://host:port[/db], got a value without host:port")
-    host, port = nodes[0].rsplit(":", 1)
-    kwargs: dict[str, Any] = {}
-    for part in conn.split(","):
-        if "=" in part:
-            k, v = part.split("=", 1)
-            try:
-                kwargs[k] = json.loads(v)
-            except json.JSONDecodeError:
-                kwargs[k] = v
-    kwargs.update(host=host, port=int(port))
-    label = f"redis {host}:{port}/{kwargs.get('db', 0)}"
-    return kwargs, label
 
 
 class _SqliteReader:
