@@ -61,7 +61,9 @@ def test_columnar_redis_writer_matches_feast(case, tmp_path, monkeypatch, redis_
     served = store.get_online_features(features=refs, entity_rows=rows).to_dict()
     redis_db.flushdb()
 
-    features = [(c, "float") for c in uc.numeric_features] + [(c, "string") for c in uc.categorical_features]
+    from pavedml.steps.featurestore import feature_kinds
+
+    features = feature_kinds(uc)
     plan = online_redis.plan_for(f"{REDIS}/{DB}", uc.name, uc.feature_view, uc.entity.key, features)
     for df in days:
         assert online_redis.write_batches(plan, [pa.RecordBatch.from_pandas(df, preserve_index=False)]) == len(df)
@@ -79,7 +81,9 @@ def test_an_older_day_never_replaces_a_newer_one_and_a_redelivery_does(tmp_path,
     monkeypatch.setenv("PAVEDML_DATA_ROOT", str(tmp_path / "data"))
     get_settings.cache_clear()
     store, _ = get_store(uc)
-    features = [(c, "float") for c in uc.numeric_features] + [(c, "string") for c in uc.categorical_features]
+    from pavedml.steps.featurestore import feature_kinds
+
+    features = feature_kinds(uc)
     plan = online_redis.plan_for(f"{REDIS}/{DB}", uc.name, uc.feature_view, uc.entity.key, features)
     column = uc.numeric_features[1]
     old, new = _day(uc, "2025-03-01", 10, 0.0), _day(uc, "2025-03-02", 10, 0.0)
@@ -145,7 +149,9 @@ def test_a_dead_redis_fails_the_write_naming_the_server(tmp_path, monkeypatch):
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    features = [(c, "float") for c in uc.numeric_features] + [(c, "string") for c in uc.categorical_features]
+    from pavedml.steps.featurestore import feature_kinds
+
+    features = feature_kinds(uc)
     plan = online_redis.plan_for(f"redis://127.0.0.1:{port}/0", uc.name, uc.feature_view, uc.entity.key, features)
     batch = pa.RecordBatch.from_pandas(_day(uc, "2025-03-01", 5, 0.0), preserve_index=False)
     with pytest.raises(redis.ConnectionError, match=f"127.0.0.1:{port}"):

@@ -101,6 +101,11 @@ def sqlite_online_path(uc: UseCase, settings: Settings | None = None, layout: La
     return path if path.is_absolute() else state / path
 
 
+def feature_kinds(uc: UseCase) -> list[tuple[str, str]]:
+    """The feature view's fields in :func:`definitions`' order, as the online writers take them."""
+    return [(c, "float") for c in uc.numeric_features] + [(c, "string") for c in uc.categorical_features]
+
+
 def online_table(uc: UseCase) -> str:
     """Feast's SQLite table of the use case's feature view (``<project>_<view>``, no versioning)."""
     return f"{uc.name}_{uc.feature_view}"
@@ -211,8 +216,7 @@ def _applied_sqlite_plan(uc: UseCase, settings: Settings, layout: Layout):
     path = sqlite_online_path(uc, settings, layout)
     if path is None or applied_marker_matches(uc, settings, layout):
         return None
-    features = [(c, "float") for c in uc.numeric_features] + [(c, "string") for c in uc.categorical_features]
-    return online_sqlite.plan_for(str(path), online_table(uc), uc.entity.key, features)
+    return online_sqlite.plan_for(str(path), online_table(uc), uc.entity.key, feature_kinds(uc))
 
 
 def materialize_features(ctx: StepContext) -> MaterializeResult:
@@ -293,9 +297,9 @@ def materialize_features(ctx: StepContext) -> MaterializeResult:
         elif online.startswith("redis://"):
             from pavedml.adapters import online_redis
 
-            features = [(c, "float") for c in uc.numeric_features] + [(c, "string") for c in uc.categorical_features]
             newer = online_redis.write_batches(
-                online_redis.plan_for(online, uc.name, uc.feature_view, uc.entity.key, features), counted_batches())
+                online_redis.plan_for(online, uc.name, uc.feature_view, uc.entity.key, feature_kinds(uc)),
+                counted_batches())
             writer = f"columnar Redis, {newer} rows newer than the stored ones"
         else:
             assert defs is not None
